@@ -1,0 +1,9 @@
+"""Cutout with soft labels (Table 3, CO row). Needs --config.data.root and --config.data.category."""
+
+from sla_jax.defaults import base_config
+
+
+def get_config():
+    config = base_config()
+    config.transform.name = "co"
+    return config

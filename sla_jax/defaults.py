@@ -1,0 +1,49 @@
+"""The base experiment configuration (paper §3.1); the files in ``configs/`` start from it."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """CPS-SLA on 256 px images: SGD 0.03, momentum 0.9, wd 3e-5, batch 64, 256 epochs × 256 steps."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.root = ""  # folder holding CATEGORY/ in MVTec AD layout (MVTec AD itself, or your own)
+    c.data.category = ""  # sub-folder of root, e.g. "bottle"
+    c.data.demo = False  # generate the embedded demo dataset into WORKDIR/demo_data and use it
+    c.data.image_size = 256
+    c.data.require_masks = True  # False: image-level only, defect types may lack ground_truth/
+    c.data.cache_dir = ""  # prepared TFDS records; "" = ~/.cache/sla_jax/tfds
+
+    c.transform = ml_collections.ConfigDict()
+    c.transform.name = "cps"  # co | cp | cps | cpf (3-way CutPaste-Fusion)
+    c.transform.pairing = "bernoulli"  # bernoulli (eq. 2, b ~ Bernoulli(0.5)) | paired
+    c.transform.cutout_fill = "random"  # random | zero
+
+    c.labels = ml_collections.ConfigDict()
+    c.labels.mode = "soft"  # soft (SLA) | hard (the "w/o SLA" ablation)
+    c.labels.alpha = 10.0
+    c.labels.epsilon = 0.02
+
+    c.model = ml_collections.ConfigDict()
+    c.model.head = (512, 512, 512, 512, 512, 512, 512, 512, 128)  # CutPaste's projection head
+    c.model.stem = "imagenet"  # imagenet (7×7/2 + max-pool) | small (3×3/1, no pool)
+    c.model.conv_impl = "auto"  # auto | xla | im2col
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64  # network inputs per step (paired: half of them are sources)
+    c.train.steps = 256 * 256  # 256 epochs of 256 steps (CutPaste's epoch)
+    c.train.learning_rate = 0.03
+    c.train.momentum = 0.9
+    c.train.weight_decay = 3e-5  # l2, not on BatchNorm scales or biases
+    c.train.checkpoint_every = 1024
+    c.train.log_every = 64
+    c.train.keep_checkpoints = 2
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 64
+    c.eval.l2_normalize = True  # GDE on L2-normalised pooled features
+    return c

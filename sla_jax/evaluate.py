@@ -1,0 +1,217 @@
+"""Main task: embed with the trained backbone, fit the GDE on training images, score the test set.
+
+``python -m sla_jax.evaluate --workdir=DIR`` re-evaluates a finished (or interrupted) run from its
+newest checkpoint; training calls :func:`evaluate` at its end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from sla_jax import data as data_lib  # noqa: E402
+from sla_jax import density, metrics  # noqa: E402
+from sla_jax import state as state_lib  # noqa: E402
+from sla_jax import transforms as transforms_lib  # noqa: E402
+from sla_jax.models import PretextNet, normalize  # noqa: E402
+
+
+class Dataset(NamedTuple):
+    train: data_lib.Split
+    test: data_lib.Split
+    root: str
+    category: str
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
+    return PretextNet(num_classes=transforms_lib.num_classes(config.transform.name), head=tuple(config.model.head),
+                      stem=config.model.stem, conv_impl=config.model.conv_impl)
+
+
+def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
+          l2_normalize: bool = True) -> np.ndarray:
+    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``."""
+    n_dev = mesh.devices.size
+    batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
+    batch_sharding = NamedSharding(mesh, P("data"))
+
+    @partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
+    def forward(images):
+        _, feats = model.apply(variables, normalize(images.astype(jnp.float32) / 255.0), train=False)
+        if l2_normalize:
+            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+        return feats
+
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        chunk = np.asarray(images_uint8[start:start + batch_size])
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        feats = forward(jax.device_put(chunk, batch_sharding))
+        out.append(np.asarray(feats)[: batch_size - pad])
+    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+
+def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
+    """Train and test splits named by ``config.data`` (the demo set is generated into WORKDIR/demo_data)."""
+    root, category = config.data.root, config.data.category
+    if config.data.demo:
+        from sla_jax import demo
+
+        root = root or demo.write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed)
+    options = dict(category=category, image_size=config.data.image_size,
+                   cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks)
+    train = data_lib.load_split(root, split="train", **options)
+    test = data_lib.load_split(root, split="test", **options)
+    return Dataset(train, test, root, category)
+
+
+def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray) -> tuple[density.Gaussian, np.ndarray]:
+    """Fit the GDE on training embeddings; squared Mahalanobis scores of the test embeddings."""
+    gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats_NxD))
+    return gaussian, np.asarray(jax.jit(density.mahalanobis)(gaussian, jnp.asarray(test_feats_MxD)))
+
+
+def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
+    """Image AUROC overall and per defect type (that type's images against all good test images)."""
+    labels = split.labels
+    types = np.asarray(split.defect_types)
+    per_type = {}
+    for name in sorted(set(split.defect_types) - {"good"}):
+        keep = (types == name) | (labels == 0)
+        per_type[name] = float(metrics.auroc(scores[keep], labels[keep]))
+    return {"image_auroc": float(metrics.auroc(scores, labels)), "per_defect_type_auroc": per_type,
+            "n_test": int(len(labels)), "n_test_good": int(np.sum(labels == 0)),
+            "n_test_defective": int(np.sum(labels == 1))}
+
+
+def plot_roc(scores: np.ndarray, split: data_lib.Split, path: str, *, title: str) -> None:
+    """ROC curves (overall and per defect type) as a PNG."""
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    types = np.asarray(split.defect_types)
+    curves = [("all defects", np.ones_like(split.labels, bool))]
+    curves += [(name, (types == name) | (split.labels == 0)) for name in sorted(set(split.defect_types) - {"good"})]
+    for name, keep in curves:
+        if len(set(split.labels[keep])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
+        auc = float(metrics.auroc(scores[keep], split.labels[keep]))
+        ax.plot(fpr, tpr, lw=2.5 if name == "all defects" else 1.2, label=f"{name} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",
+           title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_scores_csv(scores: np.ndarray, split: data_lib.Split, path: str) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "defect_type", "label", "score"])
+        for p, t, y, s in zip(split.paths, split.defect_types, split.labels, scores):
+            writer.writerow([p, t, int(y), f"{float(s):.6g}"])
+
+
+def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+    """Embed, fit, score; writes roc.png, scores.csv and gde.npz into ``workdir``; returns the results."""
+    options = dict(model=model, batch_size=config.eval.batch_size, mesh=mesh,
+                   l2_normalize=config.eval.l2_normalize)
+    train_feats = embed(variables, dataset.train.images, **options)
+    test_feats = embed(variables, dataset.test.images, **options)
+    gaussian, scores = image_scores(train_feats, test_feats)
+    np.savez(os.path.join(workdir, "gde.npz"), **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
+    write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
+    report = detection_report(scores, dataset.test)
+    title = f"{dataset.category}: {config.transform.name.upper()}-{'SLA' if config.labels.mode == 'soft' else 'hard'}"
+    plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
+    return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
+            "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
+            "image_size": int(config.data.image_size), "n_train": int(len(dataset.train.images)),
+            "gde_shrinkage": float(gaussian.shrinkage), **report}
+
+
+def write_results(results: dict, workdir: str) -> str:
+    path = os.path.join(workdir, "results.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    return path
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was started with (``WORKDIR/config.json``), over the current defaults."""
+    from sla_jax.defaults import base_config
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by sla_jax.train")
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    config = base_config()
+    config.update_from_flattened_dict({".".join(k): v for k, v in _flatten(saved)})
+    return config
+
+
+def _flatten(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, prefix + (key,))
+        else:
+            yield prefix + (key,), tuple(value) if isinstance(value, list) else value
+
+
+def evaluate_workdir(workdir: str) -> dict:
+    """Evaluate the newest checkpoint of a run; rewrites its results.json."""
+    started = time.perf_counter()
+    config = load_run_config(workdir)
+    mesh = state_lib.data_mesh()
+    model = model_from_config(config)
+    optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
+                                     weight_decay=config.train.weight_decay, total_steps=config.train.steps)
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
+                                 image_size=config.data.image_size)
+    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
+    state = state_lib.restore_latest(manager, state)
+    manager.close()
+    dataset = load_dataset(config, workdir)
+    results = evaluate({"params": state.params, "batch_stats": state.batch_stats}, dataset, model=model,
+                       config=config, workdir=workdir, mesh=mesh)
+    results.update(steps=int(state.step), seconds=time.perf_counter() - started)
+    write_results(results, workdir)
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if flags.FLAGS.workdir is None:
+        raise app.UsageError("--workdir is required")
+    results = evaluate_workdir(flags.FLAGS.workdir)
+    print(f"image AUROC: {results['image_auroc']:.4f}")
+    print(f"results: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'results.json')}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "A run directory written by sla_jax.train.")
+    app.run(main)

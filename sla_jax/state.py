@@ -1,0 +1,62 @@
+"""Training state, its optimizer, the device mesh, and Orbax checkpoints of the state."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+
+from sla_jax.models import PretextNet
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """1-D ``('data',)`` mesh over every device of every process."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def weight_decay_mask(params) -> Any:
+    """True for convolution and dense kernels; BatchNorm scales/biases and dense biases get no decay."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float,
+                   total_steps: int) -> optax.GradientTransformation:
+    """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle."""
+    schedule = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+                       optax.sgd(schedule, momentum=momentum))
+
+
+def init_state(key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,
+               image_size: int) -> TrainState:
+    variables = model.init(key, jnp.zeros((1, image_size, image_size, 3)), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.int32(0), params=params, batch_stats=variables["batch_stats"],
+                      opt_state=optimizer.init(params))
+
+
+def checkpoint_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
+    """The newest checkpoint restored onto ``state``'s shapes and shardings, or ``state`` when none."""
+    step = manager.latest_step()
+    if step is None:
+        return state
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))

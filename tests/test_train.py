@@ -1,0 +1,161 @@
+"""Training step, sharding, optimizer, configs, and the command line end to end (CPU, tiny sizes)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from sla_jax import state as state_lib
+from sla_jax import train
+from sla_jax.defaults import base_config
+from sla_jax.models import PretextNet
+from sla_jax.validation import ConfigError, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_setup(*, devices, transform="cps", pairing="bernoulli", image_size=64):
+    model = PretextNet(num_classes=3 if transform == "cpf" else 2, head=(32,), stem="imagenet")
+    optimizer = state_lib.make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=10)
+    spec = train.StepSpec(batch_size=8, transform=transform, pairing=pairing)
+    mesh = Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    step = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer, image_size=image_size)
+    return step, state, mesh
+
+
+def test_sharded_step_equals_single_device_step():
+    """Two steps on 1 vs 4 devices. 64 px so that layer4's BatchNorm sees 2×2×8 values per channel: at
+    32 px (1×1 maps) the per-channel batch variance is tiny and amplifies summation-order noise."""
+    assert jax.device_count() == 4, "conftest sets 4 fake CPU devices"
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8))
+    key = jax.random.key(7)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        step, state, mesh = tiny_setup(devices=devices, transform="cpf")
+        initial = jax.device_get(state)
+        state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+        for _ in range(2):
+            state, metrics = step(state, images, key)
+        results.append((jax.device_get(state), jax.device_get(metrics)))
+    (s1, m1), (s4, m4) = results
+    for name in m1:
+        assert m1[name] == pytest.approx(m4[name], rel=1e-4, abs=1e-5), name
+    assert int(s4.step) == 2
+    # Compare what the two steps changed, leaf by leaf, relative to the size of the change: seen 1e-5 after
+    # one step and 1e-3 after two (batch-8 BatchNorm amplifies summation order); per-device BatchNorm
+    # statistics or different random edits would differ at O(1). (A dense bias
+    # followed by BatchNorm has a mathematically zero gradient: its "update" is rounding noise, hence + 1e-7.)
+    for tree in ("params", "batch_stats"):
+        flat0 = jax.tree_util.tree_leaves(getattr(initial, tree))
+        flat1 = jax.tree_util.tree_leaves(getattr(s1, tree))
+        flat4 = jax.tree_util.tree_leaves(getattr(s4, tree))
+        for p0, a, b in zip(flat0, flat1, flat4):
+            change = np.linalg.norm(a - p0)
+            assert np.linalg.norm(a - b) <= 1e-2 * change + 1e-7, (tree, a.shape, np.linalg.norm(a - b), change)
+
+
+def test_weight_decay_skips_batchnorm_and_biases():
+    model = PretextNet(num_classes=2, head=(16,))
+    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False), jax.random.key(0))["params"]
+    mask = state_lib.weight_decay_mask(params)
+    assert mask["backbone"]["conv1"]["kernel"] is True
+    assert mask["backbone"]["bn1"]["scale"] is False and mask["backbone"]["bn1"]["bias"] is False
+    assert mask["head"]["dense0"]["kernel"] is True and mask["head"]["dense0"]["bias"] is False
+    assert mask["head"]["classifier"]["kernel"] is True and mask["head"]["classifier"]["bias"] is False
+
+
+def test_optimizer_matches_torch_sgd_semantics():
+    """g ← g + wd·p; v ← μv + g; p ← p − lr_t·v, with lr_t one cosine cycle."""
+    opt = state_lib.make_optimizer(learning_rate=0.1, momentum=0.9, weight_decay=0.01, total_steps=4)
+    p = {"w": jnp.ones((2, 2))}
+    s = opt.init(p)
+    g = {"w": jnp.full((2, 2), 0.5)}
+    v = np.zeros((2, 2))
+    w = np.ones((2, 2))
+    for t in range(4):
+        u, s = opt.update(g, s, p)
+        p = jax.tree_util.tree_map(lambda a, b: a + b, p, u)
+        v = 0.9 * v + (0.5 + 0.01 * w)
+        w = w - 0.1 * 0.5 * (1 + np.cos(np.pi * t / 4)) * v
+        np.testing.assert_allclose(np.asarray(p["w"]), w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("labels.alpha", -1.0, "labels.alpha"),
+    ("labels.epsilon", 3.5, "labels.epsilon"),
+    ("train.batch_size", 6, "train.batch_size"),
+    ("train.steps", -5, "train.steps"),
+    ("transform.name", "mixup", "transform.name"),
+    ("labels.mode", "fuzzy", "labels.mode"),
+    ("data.image_size", 16, "data.image_size"),
+])
+def test_config_validation_names_the_key(key, value, match):
+    config = base_config()
+    config.data.root, config.data.category = "/data", "bottle"
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=match):
+        validate(config)
+
+
+def test_paper_config_without_data_says_how_to_point_it():
+    with pytest.raises(ConfigError, match="--config.data.root=.*configs/demo.py"):
+        validate(base_config())
+
+
+def run_cli(*args, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "sla_jax.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_rejects_misspelt_key_with_suggestion(tmp_path):
+    proc = run_cli("--config=configs/cps.py", f"--workdir={tmp_path}", "--config.labels.alpah=5")
+    assert proc.returncode != 0
+    assert "alpah" in proc.stderr and 'Did you mean "alpha"' in proc.stderr
+
+
+def test_cli_without_dataset_explains(tmp_path):
+    proc = run_cli("--config=configs/cps.py", f"--workdir={tmp_path}")
+    assert proc.returncode != 0
+    assert "--config.data.root" in proc.stderr and "configs/demo.py" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_checkpoint_results_and_resume(tmp_path):
+    """A few steps at 32 px on the demo data: checkpoint, results.json, ROC PNG; then resume to more steps."""
+    workdir = tmp_path / "run dir"  # a space in the path on purpose
+    common = ["--config=configs/demo.py", f"--workdir={workdir}", "--config.data.image_size=32",
+              "--config.train.batch_size=8", "--config.train.checkpoint_every=2", "--config.train.log_every=1",
+              "--config.model.head=(32,)", f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+    proc = run_cli(*common, "--config.train.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "image AUROC:" in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert 0.0 <= results["image_auroc"] <= 1.0
+    assert results["steps"] == 2 and results["n_test"] > 0 and results["per_defect_type_auroc"]
+    assert (workdir / "roc.png").stat().st_size > 1000
+    assert (workdir / "checkpoints" / "2").is_dir()
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+    assert {"loss", "accuracy", "mean_label", "images_per_s", "learning_rate"} <= set(lines[0])
+
+    proc = run_cli(*common, "--config.train.steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from the checkpoint at step 2" in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["resumed_from_step"] == 2 and results["steps"] == 4
+
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((workdir / "results.json").read_text())
+    assert again["image_auroc"] == pytest.approx(results["image_auroc"], abs=1e-6)
