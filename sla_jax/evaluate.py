@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
@@ -203,6 +203,7 @@ def evaluate_workdir(workdir: str) -> dict:
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if flags.FLAGS.workdir is None:

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import app, flags
+from absl import app, flags, logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -35,7 +35,7 @@ from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state
 from sla_jax.validation import validate
 
 # Key purposes, folded into the root key from config.seed.
-KEY_INIT, KEY_DATA, KEY_STEP = 0, 1, 2
+KEY_INIT, KEY_STEP = 0, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.workdir is None:
