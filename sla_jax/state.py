@@ -32,12 +32,17 @@ def weight_decay_mask(params) -> Any:
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+def lr_schedule(*, learning_rate: float, total_steps: int) -> optax.Schedule:
+    """One cosine cycle from ``learning_rate`` to 0 over all steps."""
+    return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+
+
 def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float,
                    total_steps: int) -> optax.GradientTransformation:
     """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle."""
-    schedule = optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
     return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
-                       optax.sgd(schedule, momentum=momentum))
+                       optax.sgd(lr_schedule(learning_rate=learning_rate, total_steps=total_steps),
+                                 momentum=momentum))
 
 
 def init_state(key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,

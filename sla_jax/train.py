@@ -30,7 +30,7 @@ from sla_jax import evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
-from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, make_optimizer,
+from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
                            restore_latest)
 from sla_jax.validation import validate
 
@@ -102,24 +102,11 @@ def compile_train_step(*, model, optimizer, spec: StepSpec, mesh):
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-class MetricsLog:
-    """Append-only ``metrics.jsonl`` writer."""
-
-    def __init__(self, path: str):
-        self._file = open(path, "a", encoding="utf-8")
-
-    def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
-        log_every: int, log: MetricsLog | None, schedule=None, progress: bool = True) -> TrainState:
-    """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, logging and a progress bar."""
+        log_every: int, log=None, schedule=None, progress: bool = True) -> TrainState:
+    """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
+    and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint."""
     start = int(state.step)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True, file=sys.stdout)
@@ -128,22 +115,30 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
         state, metrics = step_fn(state, train_images, key)
         window_steps += 1
         done = step + 1
-        if done % log_every == 0 or done == total_steps:
+        logging_now = done % log_every == 0 or done == total_steps
+        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps)
+        if logging_now or saving_now:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if not np.isfinite(metrics["loss"]):
-                raise FloatingPointError(f"loss is {metrics['loss']} at step {done}; the last good checkpoint "
-                                         f"is kept in {manager.directory if manager else 'no checkpoint dir'}")
+                kept = manager.latest_step() if manager is not None else None
+                raise FloatingPointError(
+                    f"loss is {metrics['loss']} at step {done}; stopped. "
+                    + (f"The last good checkpoint (step {kept}) is kept in {manager.directory}; lower "
+                       "--config.train.learning_rate and run the same command to resume from it."
+                       if kept is not None else "No checkpoint was written yet."))
+        if logging_now:
             elapsed = time.perf_counter() - window_start
             rate = window_steps * images_per_step / max(elapsed, 1e-9)
             record = {"step": done, **metrics, "images_per_s": rate,
                       "learning_rate": float(schedule(step)) if schedule else None}
-            if log:
-                log.write(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             y=f"{metrics['mean_label']:.2f}", img_s=f"{rate:.0f}")
             window_start, window_steps = time.perf_counter(), 0
         bar.update(1)
-        if manager is not None and (done % checkpoint_every == 0 or done == total_steps):
+        if saving_now:
             manager.save(done, args=ocp.args.StandardSave(state))
     bar.close()
     if manager is not None:
@@ -185,18 +180,17 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
     train_images = jax.device_put(dataset.train.images, replicated)
     step_fn = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
     n_train = len(dataset.train.images)
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
           f"{config.data.image_size} px, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)")
     try:
-        state = fit(state, train_images, jax.random.fold_in(root, KEY_STEP), step_fn=step_fn, total_steps=total,
-                    images_per_step=spec.batch_size, manager=manager,
-                    checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every, log=log,
-                    schedule=optax.cosine_decay_schedule(config.train.learning_rate, max(total, 1)),
-                    progress=progress)
+        with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+            state = fit(state, train_images, jax.random.fold_in(root, KEY_STEP), step_fn=step_fn, total_steps=total,
+                        images_per_step=spec.batch_size, manager=manager,
+                        checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
+                        log=log, schedule=lr_schedule(learning_rate=config.train.learning_rate, total_steps=total),
+                        progress=progress)
     finally:
-        log.close()
         manager.close()
     train_seconds = time.perf_counter() - started
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -13,7 +13,6 @@ from PIL import Image
 from sla_jax import data
 
 SIZE = 32
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _save(path: Path, image: Image.Image, **options) -> None:
@@ -284,10 +283,8 @@ def test_error_undecodable_file(root, cache):
         ("aws_cookies/cookie", 77, 32),
     ],
 )
-def test_real_data(dataset, total, defective, tmp_path_factory):
-    folder = SHARED_DATA / dataset
-    if not folder.is_dir():
-        pytest.skip(f"../shared/data not present ({folder})")
+def test_real_data(dataset, total, defective, tmp_path_factory, shared_data):
+    folder = shared_data / dataset
     root, category = folder.parent, folder.name
     cache = tmp_path_factory.mktemp("real_cache")
     splits = [

@@ -159,3 +159,24 @@ def test_demo_end_to_end_checkpoint_results_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((workdir / "results.json").read_text())
     assert again["image_auroc"] == pytest.approx(results["image_auroc"], abs=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A step function whose loss turns NaN at step 5: the run stops at the next log or checkpoint step
+    (6), naming it, before saving; the checkpoint of step 4 is what a restart restores."""
+    def step_fn(state, images, key):
+        step = state.step + 1
+        loss = jnp.where(step >= 5, jnp.nan, 1.0 / step)
+        new = state.replace(step=step, params={"w": state.params["w"] + loss})
+        return new, {"loss": loss, "accuracy": 0.5, "mean_label": 0.9}
+
+    manager = state_lib.checkpoint_manager(str(tmp_path), keep=3)
+    state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.zeros(3)}, batch_stats={}, opt_state={})
+    with open(tmp_path / "metrics.jsonl", "w") as log:
+        with pytest.raises(FloatingPointError, match=r"at step 6.*last good checkpoint \(step 4\)"):
+            train.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
+                      checkpoint_every=2, log_every=100, log=log, progress=False)
+    assert manager.latest_step() == 4
+    restored = state_lib.restore_latest(manager, state)
+    assert int(restored.step) == 4 and np.all(np.isfinite(np.asarray(restored.params["w"])))
+    manager.close()
