@@ -345,6 +345,7 @@ def prepare(
             file_format="array_record",
             require_masks=require_masks,
         )
+    tfds.disable_progress_bar()
     builder.download_and_prepare(
         download_dir=os.fspath(data_dir / "downloads"),
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(root)),
