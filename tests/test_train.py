@@ -180,3 +180,46 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     restored = state_lib.restore_latest(manager, state)
     assert int(restored.step) == 4 and np.all(np.isfinite(np.asarray(restored.params["w"])))
     manager.close()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real training process after its step-3 checkpoint, run the same command again: the final
+    parameters and results equal those of an uninterrupted run with the same seed."""
+    import signal
+    import time
+
+    import orbax.checkpoint as ocp
+
+    def command(workdir):
+        return [sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
+                "--config.data.image_size=32", "--config.train.batch_size=8", "--config.train.steps=8",
+                "--config.train.checkpoint_every=1", "--config.model.head=(32,)",
+                f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "3").is_dir():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+    resumed = subprocess.run(command(killed), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the checkpoint at step" in resumed.stdout
+
+    straight = tmp_path / "straight"
+    proc = subprocess.run(command(straight), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    results = [json.loads((d / "results.json").read_text()) for d in (killed, straight)]
+    assert results[0]["resumed_from_step"] >= 3 and results[1]["resumed_from_step"] == 0
+    for key in ("image_auroc", "per_defect_type_auroc", "gde_shrinkage"):
+        assert results[0][key] == results[1][key], key
+    params = [ocp.StandardCheckpointer().restore((d / "checkpoints" / "8" / "default").resolve())
+              for d in (killed, straight)]
+    for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
