@@ -43,6 +43,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 64
     c.train.keep_checkpoints = 2
 
+    c.localization = ml_collections.ConfigDict()
+    c.localization.patch_size = 0  # > 0: patch-level model and defect maps (paper: 32); 0: image level only
+    c.localization.stride = 4  # test patches every `stride` pixels (paper: 4)
+    c.localization.train_stride = 4  # training patches for the GDE every `train_stride` pixels
+    c.localization.sigma = 10.0  # RFU Gaussian (FCDD's value for a 32 px field)
+    c.localization.normalize = False  # RFU: divide by the summed kernel weights (weighted mean of overlaps)
+    c.localization.gde = "shared"  # shared (one GDE on all patches) | per_position (aligned objects)
+    c.localization.batch_size = 1024  # patches per forward pass (bounds memory)
+    c.localization.heatmaps = 16  # test images drawn in heatmaps.png
+
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
     c.eval.l2_normalize = True  # GDE on L2-normalised pooled features

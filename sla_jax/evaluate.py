@@ -27,7 +27,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from sla_jax import data as data_lib  # noqa: E402
-from sla_jax import density, metrics  # noqa: E402
+from sla_jax import density, heatmaps, localization, metrics  # noqa: E402
 from sla_jax import state as state_lib  # noqa: E402
 from sla_jax import transforms as transforms_lib  # noqa: E402
 from sla_jax.models import PretextNet, normalize  # noqa: E402
@@ -68,6 +68,40 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
         feats = forward(jax.device_put(chunk, batch_sharding))
         out.append(np.asarray(feats)[: batch_size - pad])
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+
+def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
+                   mesh, l2_normalize: bool = True) -> np.ndarray:
+    """Features (N, Nh, Nw, 512) of every ``patch_size`` patch at ``stride`` of each image.
+
+    Patches are cut inside jit (``localization.extract_patches``) and embedded as one batch per group of
+    images, about ``batch_size`` patches per forward pass, which bounds the memory.
+    """
+    n, height, width = images_uint8.shape[:3]
+    n_h = localization.num_patches(height, size=patch_size, stride=stride)
+    n_w = localization.num_patches(width, size=patch_size, stride=stride)
+    group = max(1, batch_size // (n_h * n_w))
+    replicated = NamedSharding(mesh, P())
+
+    @partial(jax.jit, out_shardings=replicated)
+    def forward(images):
+        patches = localization.extract_patches(images, size=patch_size, stride=stride)
+        flat = patches.reshape((-1, patch_size, patch_size, images.shape[-1]))
+        if flat.shape[0] % mesh.devices.size == 0:
+            flat = jax.lax.with_sharding_constraint(flat, NamedSharding(mesh, P("data")))
+        _, feats = model.apply(variables, normalize(flat.astype(jnp.float32) / 255.0), train=False)
+        if l2_normalize:
+            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+        return feats.reshape((images.shape[0], n_h, n_w, -1))
+
+    out = []
+    for start in range(0, n, group):
+        chunk = np.asarray(images_uint8[start:start + group])
+        pad = group - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        out.append(np.asarray(forward(jax.device_put(chunk, replicated)))[: group - pad])
+    return np.concatenate(out)
 
 
 def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
@@ -132,13 +166,61 @@ def write_scores_csv(scores: np.ndarray, split: data_lib.Split, path: str) -> No
             writer.writerow([p, t, int(y), f"{float(s):.6g}"])
 
 
-def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
-    """Embed, fit, score; writes roc.png, scores.csv and gde.npz into ``workdir``; returns the results."""
-    options = dict(model=model, batch_size=config.eval.batch_size, mesh=mesh,
+def localize(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str,
+             mesh) -> tuple[np.ndarray, density.Gaussian, dict]:
+    """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
+
+    Writes maps.npz (maps, low-resolution scores, masks, paths) and heatmaps.png; returns the image
+    scores (map maximum), the (shared) Gaussian and the pixel metrics.
+    """
+    loc = config.localization
+    options = dict(model=model, patch_size=loc.patch_size, batch_size=loc.batch_size, mesh=mesh,
                    l2_normalize=config.eval.l2_normalize)
-    train_feats = embed(variables, dataset.train.images, **options)
-    test_feats = embed(variables, dataset.test.images, **options)
-    gaussian, scores = image_scores(train_feats, test_feats)
+    train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options)
+    test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options)
+    n, n_h, n_w, dim = test_feats.shape
+    if loc.gde == "per_position":
+        per_position = lambda f: jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
+        gaussians = jax.jit(jax.vmap(density.fit_gaussian))(per_position(train_feats))
+        scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(test_feats))
+        scores_low = np.asarray(scores).T.reshape(n, n_h, n_w)
+        gaussian = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)  # the centre one, for the record
+    else:
+        gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats.reshape(-1, dim)))
+        scores_low = np.asarray(jax.jit(density.mahalanobis)(gaussian, jnp.asarray(test_feats.reshape(-1, dim))))
+        scores_low = scores_low.reshape(n, n_h, n_w)
+    upsample = partial(localization.receptive_field_upsample, field=loc.patch_size, stride=loc.stride,
+                       sigma=loc.sigma, normalize=loc.normalize)
+    maps = np.asarray(jax.jit(upsample)(jnp.asarray(scores_low)))
+    masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
+    np.savez_compressed(os.path.join(workdir, "maps.npz"), maps=maps.astype(np.float32), scores_low=scores_low,
+                        masks=masks, paths=np.asarray(dataset.test.paths))
+    titles = [f"{t} {os.path.basename(p)}" for t, p in zip(dataset.test.defect_types, dataset.test.paths)]
+    heatmaps.plot_heatmap_grid(dataset.test.images[:, : maps.shape[1], : maps.shape[2]], masks, maps,
+                               path=os.path.join(workdir, "heatmaps.png"), titles=titles, max_images=loc.heatmaps,
+                               title=f"{dataset.category}: defect maps (outline: ground truth)",
+                               score_label="squared Mahalanobis distance, RFU-summed")
+    image_scores_n = np.asarray(localization.image_scores_from_maps(jnp.asarray(maps)))
+    report = {"pixel_auroc": localization.pixel_auroc(maps, masks), "pixel_aupro": localization.aupro(maps, masks),
+              "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
+              "patches_per_test_image": int(n_h * n_w), "train_patches": int(train_feats.shape[0] * train_feats.shape[1]
+                                                                             * train_feats.shape[2])}
+    return image_scores_n, gaussian, report
+
+
+def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+    """Embed, fit, score; writes roc.png, scores.csv and gde.npz (and, for patch models, maps.npz and
+    heatmaps.png) into ``workdir``; returns the results."""
+    pixel_report = {}
+    if config.localization.patch_size:
+        scores, gaussian, pixel_report = localize(variables, dataset, model=model, config=config, workdir=workdir,
+                                                  mesh=mesh)
+    else:
+        options = dict(model=model, batch_size=config.eval.batch_size, mesh=mesh,
+                       l2_normalize=config.eval.l2_normalize)
+        train_feats = embed(variables, dataset.train.images, **options)
+        test_feats = embed(variables, dataset.test.images, **options)
+        gaussian, scores = image_scores(train_feats, test_feats)
     np.savez(os.path.join(workdir, "gde.npz"), **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
     write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
     report = detection_report(scores, dataset.test)
@@ -147,7 +229,7 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), "n_train": int(len(dataset.train.images)),
-            "gde_shrinkage": float(gaussian.shrinkage), **report}
+            "gde_shrinkage": float(gaussian.shrinkage), **report, **pixel_report}
 
 
 def write_results(results: dict, workdir: str) -> str:
@@ -188,7 +270,7 @@ def evaluate_workdir(workdir: str) -> dict:
     optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
                                      weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
-                                 image_size=config.data.image_size)
+                                 image_size=config.localization.patch_size or config.data.image_size)
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")

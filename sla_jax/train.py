@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sla_jax import evaluate
 from sla_jax import labels as labels_lib
+from sla_jax import localization
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
@@ -49,6 +50,8 @@ class StepSpec:
     label_mode: str = "soft"
     alpha: float = 10.0
     epsilon: float = 0.02
+    patch_size: int = 0  # > 0: train on random square crops of this side (localization)
+    scar_scale: float | None = None  # scar size factor; None: the network input side / 256
 
 
 def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec):
@@ -57,8 +60,11 @@ def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec):
     n_sources = spec.batch_size // 2 if spec.pairing == "paired" else spec.batch_size
     idx = jax.random.randint(k_idx, (n_sources,), 0, train_images.shape[0])
     sources = train_images[idx].astype(jnp.float32) / 255.0
+    if spec.patch_size:
+        k_crop, k_edit = jax.random.split(k_edit)
+        sources = localization.random_patches(k_crop, sources, size=spec.patch_size)
     edit = transforms_lib.assemble_batch(k_edit, sources, name=spec.transform, pairing=spec.pairing,
-                                         cutout_fill=spec.cutout_fill)
+                                         cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale)
     originals = jnp.concatenate([sources, sources]) if spec.pairing == "paired" else sources
     y = labels_lib.batch_labels(originals, edit.images, edit.masks, edit.classes, mode=spec.label_mode,
                                 alpha=spec.alpha, epsilon=spec.epsilon)
@@ -152,7 +158,9 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
     return StepSpec(batch_size=config.train.batch_size, transform=config.transform.name,
                     pairing=config.transform.pairing, cutout_fill=config.transform.cutout_fill,
                     label_mode=config.labels.mode, alpha=float(config.labels.alpha),
-                    epsilon=float(config.labels.epsilon))
+                    epsilon=float(config.labels.epsilon), patch_size=int(config.localization.patch_size),
+                    scar_scale=(config.data.image_size / transforms_lib.SCAR_REFERENCE_SIZE
+                                if config.localization.patch_size else None))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
@@ -171,8 +179,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                                weight_decay=config.train.weight_decay, total_steps=total)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
+    input_size = config.localization.patch_size or config.data.image_size
     state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                                      image_size=config.data.image_size), replicated)
+                                      image_size=input_size), replicated)
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)
     resumed_from = int(state.step)
@@ -181,8 +190,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     train_images = jax.device_put(dataset.train.images, replicated)
     step_fn = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     n_train = len(dataset.train.images)
+    patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
-          f"{config.data.image_size} px, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)")
+          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)")
     try:
         with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
             state = fit(state, train_images, jax.random.fold_in(root, KEY_STEP), step_fn=step_fn, total_steps=total,

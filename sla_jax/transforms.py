@@ -161,14 +161,16 @@ def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER) -> tup
     return jnp.where(mask[..., None] > 0, patch, image), mask
 
 
-def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER) -> tuple[jax.Array, jax.Array]:
+def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
+                  scale: float | None = None) -> tuple[jax.Array, jax.Array]:
     """CutPaste-Scar: a thin rectangle cut, jittered, rotated by U[−45°, 45°] and pasted.
 
     Width U[2, 16] and length U[10, 25] pixels are those of a 256 px image and scale with the image
-    side. The mask is the rotated rectangle itself (not its bounding box).
+    side (``scale`` overrides the factor: a 32 px patch of a 256 px image takes ``scale=1``). The mask is
+    the rotated rectangle itself (not its bounding box).
     """
     height, width, _ = image.shape
-    scale = min(height, width) / SCAR_REFERENCE_SIZE
+    scale = min(height, width) / SCAR_REFERENCE_SIZE if scale is None else scale
     k_w, k_l, k_rot, k_src, k_dst, k_jit = jax.random.split(key, 6)
     scar_w = jax.random.uniform(k_w, minval=SCAR_WIDTH[0], maxval=SCAR_WIDTH[1]) * scale
     scar_l = jax.random.uniform(k_l, minval=SCAR_LENGTH[0], maxval=SCAR_LENGTH[1]) * scale
@@ -216,7 +218,8 @@ def num_classes(name: str) -> int:
     return 3 if name == "cpf" else 2
 
 
-def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = "random") -> Edit:
+def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = "random",
+             scar_scale: float | None = None) -> Edit:
     """Apply transform ``name`` (co, cp, cps, cpf) to one image; returns the edit with its class."""
     if name == "co":
         edited, mask = cutout(key, image, fill=cutout_fill)
@@ -225,20 +228,20 @@ def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = 
         edited, mask = cutpaste(key, image)
         return Edit(edited, mask, jnp.int32(1))
     if name == "cps":
-        edited, mask = cutpaste_scar(key, image)
+        edited, mask = cutpaste_scar(key, image, scale=scar_scale)
         return Edit(edited, mask, jnp.int32(1))
     if name == "cpf":
         k_pick, k_edit = jax.random.split(key)
         scar = jax.random.bernoulli(k_pick)
         cp_img, cp_mask = cutpaste(k_edit, image)
-        sc_img, sc_mask = cutpaste_scar(k_edit, image)
+        sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale)
         return Edit(jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask),
                     jnp.where(scar, 2, 1).astype(jnp.int32))
     raise ValueError(f"unknown transform {name!r}; expected one of {TRANSFORM_NAMES}")
 
 
 def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str = "bernoulli",
-                   cutout_fill: str = "random") -> Edit:
+                   cutout_fill: str = "random", scar_scale: float | None = None) -> Edit:
     """Build pretext inputs from source images B×H×W×C (paper eq. 2).
 
     ``pairing='bernoulli'``: each sample kept original with probability ½, else transformed (B inputs).
@@ -246,7 +249,7 @@ def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str
     """
     batch = images.shape[0]
     k_edit, k_keep = jax.random.split(key)
-    edits = jax.vmap(lambda k, x: edit_one(k, x, name=name, cutout_fill=cutout_fill))(
+    edits = jax.vmap(lambda k, x: edit_one(k, x, name=name, cutout_fill=cutout_fill, scar_scale=scar_scale))(
         jax.random.split(k_edit, batch), images)
     zeros = jnp.zeros(images.shape[:3], jnp.float32)
     if pairing == "paired":

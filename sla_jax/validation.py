@@ -51,5 +51,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("learning_rate", "checkpoint_every", "log_every", "keep_checkpoints"):
         if not config.train[key] > 0:
             raise ConfigError(f"config.train.{key}={config.train[key]} must be > 0")
+    loc = config.localization
+    _choice("localization.gde", loc.gde, ("shared", "per_position"))
+    if loc.patch_size:
+        if not 0 < loc.patch_size <= config.data.image_size:
+            raise ConfigError(f"config.localization.patch_size={loc.patch_size} must lie in (0, data.image_size="
+                              f"{config.data.image_size}]")
+        for key in ("stride", "train_stride", "batch_size"):
+            if not loc[key] > 0:
+                raise ConfigError(f"config.localization.{key}={loc[key]} must be > 0")
+        if (config.data.image_size - loc.patch_size) % loc.stride:
+            raise ConfigError(f"config.data.image_size - config.localization.patch_size = "
+                              f"{config.data.image_size - loc.patch_size} must be a multiple of "
+                              f"config.localization.stride={loc.stride}, so the upsampled map covers the image")
+        if loc.gde == "per_position" and loc.train_stride != loc.stride:
+            raise ConfigError("config.localization.gde='per_position' needs localization.train_stride == stride")
+        if loc.sigma <= 0:
+            raise ConfigError(f"config.localization.sigma={loc.sigma} must be > 0")
     if config.eval.batch_size <= 0:
         raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be > 0")

@@ -223,3 +223,36 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
               for d in (killed, straight)]
     for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_patch_localization_end_to_end(tmp_path):
+    """Patch model on the demo data at 64 px: results gain pixel metrics, maps.npz and heatmaps.png."""
+    workdir = tmp_path / "patch"
+    proc = run_cli("--config=configs/demo_patch.py", f"--workdir={workdir}", "--config.data.image_size=64",
+                   "--config.train.batch_size=8", "--config.train.steps=2", "--config.model.head=(32,)",
+                   "--config.localization.stride=8", "--config.localization.train_stride=16",
+                   f"--config.data.cache_dir={tmp_path / 'tfds'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert 0 <= results["pixel_auroc"] <= 1 and 0 <= results["pixel_aupro"] <= 1
+    assert 0 <= results["image_auroc"] <= 1 and results["image_score"] == "maximum of the defect map"
+    assert results["patches_per_test_image"] == 5 * 5 and results["map_shape"] == [64, 64]
+    with np.load(workdir / "maps.npz") as saved:
+        assert saved["maps"].shape == (results["n_test"], 64, 64) == saved["masks"].shape
+        assert saved["scores_low"].shape == (results["n_test"], 5, 5)
+    assert (workdir / "heatmaps.png").stat().st_size > 10_000
+
+
+def test_localization_config_checks():
+    config = base_config()
+    config.data.root, config.data.category = "/data", "bottle"
+    config.localization.patch_size = 32
+    config.data.image_size = 66
+    with pytest.raises(ConfigError, match="multiple of config.localization.stride"):
+        validate(config)
+    config.data.image_size = 64
+    config.localization.gde = "per_position"
+    config.localization.train_stride = 8
+    with pytest.raises(ConfigError, match="train_stride == stride"):
+        validate(config)

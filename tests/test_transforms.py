@@ -159,3 +159,12 @@ def test_unknown_names_raise():
         T.edit_one(jax.random.key(0), image, name="mixup")
     with pytest.raises(ValueError, match="pairing"):
         T.assemble_batch(jax.random.key(0), image[None], name="co", pairing="triplet")
+
+
+def test_scar_scale_override_for_patches():
+    """A 32 px patch of a 256 px image takes scale=1: scars keep their 256 px size (clipped to the patch)."""
+    keys = jax.random.split(jax.random.key(12), 200)
+    patch = jnp.zeros((32, 32, 3))
+    _, default = jax.vmap(lambda k: T.cutpaste_scar(k, patch))(keys)
+    _, scaled = jax.vmap(lambda k: T.cutpaste_scar(k, patch, scale=1.0))(keys)
+    assert float(scaled.sum(axis=(1, 2)).mean()) > 20 * float(default.sum(axis=(1, 2)).mean())
