@@ -74,25 +74,34 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
                    mesh, l2_normalize: bool = True) -> np.ndarray:
     """Features (N, Nh, Nw, 512) of every ``patch_size`` patch at ``stride`` of each image.
 
-    Patches are cut inside jit (``localization.extract_patches``) and embedded as one batch per group of
-    images, about ``batch_size`` patches per forward pass, which bounds the memory.
+    Patches are cut inside jit (``localization.extract_patches``) and embedded in chunks of at most
+    ``batch_size`` patches (``lax.map`` inside the same jit), which bounds the memory: a 256 px image has
+    3,249 patches.
     """
     n, height, width = images_uint8.shape[:3]
     n_h = localization.num_patches(height, size=patch_size, stride=stride)
     n_w = localization.num_patches(width, size=patch_size, stride=stride)
     group = max(1, batch_size // (n_h * n_w))
+    per_pass = min(batch_size, group * n_h * n_w)
+    n_passes = -(-group * n_h * n_w // per_pass)
     replicated = NamedSharding(mesh, P())
+
+    def embed_chunk(patches):
+        if per_pass % mesh.devices.size == 0:
+            patches = jax.lax.with_sharding_constraint(patches, NamedSharding(mesh, P("data")))
+        _, feats = model.apply(variables, normalize(patches.astype(jnp.float32) / 255.0), train=False)
+        if l2_normalize:
+            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+        return feats
 
     @partial(jax.jit, out_shardings=replicated)
     def forward(images):
         patches = localization.extract_patches(images, size=patch_size, stride=stride)
         flat = patches.reshape((-1, patch_size, patch_size, images.shape[-1]))
-        if flat.shape[0] % mesh.devices.size == 0:
-            flat = jax.lax.with_sharding_constraint(flat, NamedSharding(mesh, P("data")))
-        _, feats = model.apply(variables, normalize(flat.astype(jnp.float32) / 255.0), train=False)
-        if l2_normalize:
-            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
-        return feats.reshape((images.shape[0], n_h, n_w, -1))
+        total = flat.shape[0]
+        flat = jnp.pad(flat, ((0, n_passes * per_pass - total), (0, 0), (0, 0), (0, 0)))
+        feats = jax.lax.map(embed_chunk, flat.reshape((n_passes, per_pass) + flat.shape[1:]))
+        return feats.reshape((n_passes * per_pass, -1))[:total].reshape((images.shape[0], n_h, n_w, -1))
 
     out = []
     for start in range(0, n, group):

@@ -256,3 +256,19 @@ def test_localization_config_checks():
     config.localization.train_stride = 8
     with pytest.raises(ConfigError, match="train_stride == stride"):
         validate(config)
+
+
+def test_patch_features_are_the_embeddings_of_the_patches_whatever_the_chunking():
+    from sla_jax import evaluate
+
+    model = PretextNet(num_classes=3, head=(16,))
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.key(0))
+    images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    mesh = state_lib.data_mesh()
+    options = dict(model=model, patch_size=32, stride=8, mesh=mesh)
+    chunked = evaluate.patch_features(variables, images, batch_size=3, **options)  # 3 patches per pass
+    whole = evaluate.patch_features(variables, images, batch_size=64, **options)
+    assert chunked.shape == (3, 3, 3, 512)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    direct = evaluate.embed(variables, images[1:2, 8:40, 0:32], model=model, batch_size=4, mesh=mesh)
+    np.testing.assert_allclose(chunked[1, 1, 0], direct[0], atol=1e-5)
