@@ -31,6 +31,7 @@ from sla_jax import density, heatmaps, localization, metrics  # noqa: E402
 from sla_jax import state as state_lib  # noqa: E402
 from sla_jax import transforms as transforms_lib  # noqa: E402
 from sla_jax.models import PretextNet, normalize  # noqa: E402
+from sla_jax.validation import validate  # noqa: E402
 
 
 class Dataset(NamedTuple):
@@ -274,6 +275,7 @@ def evaluate_workdir(workdir: str) -> dict:
     """Evaluate the newest checkpoint of a run; rewrites its results.json."""
     started = time.perf_counter()
     config = load_run_config(workdir)
+    validate(config)
     mesh = state_lib.data_mesh()
     model = model_from_config(config)
     optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,

@@ -243,6 +243,18 @@ def test_patch_localization_end_to_end(tmp_path):
         assert saved["scores_low"].shape == (results["n_test"], 5, 5)
     assert (workdir / "heatmaps.png").stat().st_size > 10_000
 
+    # One GDE per patch position (aligned objects), from the same checkpoint via the evaluate CLI.
+    config = json.loads((workdir / "config.json").read_text())
+    config["localization"].update(gde="per_position", train_stride=8)
+    (workdir / "config.json").write_text(json.dumps(config))
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_position = json.loads((workdir / "results.json").read_text())
+    assert 0 <= per_position["pixel_auroc"] <= 1 and per_position["pixel_auroc"] != results["pixel_auroc"]
+    with np.load(workdir / "maps.npz") as saved:
+        assert saved["scores_low"].shape == (results["n_test"], 5, 5)
+
 
 def test_localization_config_checks():
     config = base_config()
