@@ -46,6 +46,14 @@ def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
                       stem=config.model.stem, conv_impl=config.model.conv_impl)
 
 
+def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2_normalize: bool) -> jax.Array:
+    """Eval-mode pooled backbone features of uint8 images, optionally L2-normalised (traceable)."""
+    _, feats = model.apply(variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
+    if l2_normalize:
+        feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+    return feats
+
+
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
           l2_normalize: bool = True) -> np.ndarray:
     """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``."""
@@ -53,12 +61,8 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
     batch_sharding = NamedSharding(mesh, P("data"))
 
-    @partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
-    def forward(images):
-        _, feats = model.apply(variables, normalize(images.astype(jnp.float32) / 255.0), train=False)
-        if l2_normalize:
-            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
-        return feats
+    forward = jax.jit(partial(pooled_features, variables, model=model, l2_normalize=l2_normalize),
+                      out_shardings=NamedSharding(mesh, P()))
 
     out = []
     for start in range(0, len(images_uint8), batch_size):
@@ -90,10 +94,7 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
     def embed_chunk(patches):
         if per_pass % mesh.devices.size == 0:
             patches = jax.lax.with_sharding_constraint(patches, NamedSharding(mesh, P("data")))
-        _, feats = model.apply(variables, normalize(patches.astype(jnp.float32) / 255.0), train=False)
-        if l2_normalize:
-            feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
-        return feats
+        return pooled_features(variables, patches, model=model, l2_normalize=l2_normalize)
 
     @partial(jax.jit, out_shardings=replicated)
     def forward(images):
