@@ -54,6 +54,11 @@ def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2
     return feats
 
 
+def model_input_size(config: ml_collections.ConfigDict) -> int:
+    """Side of the network's input: the patch size for patch models, else the image size."""
+    return config.localization.patch_size or config.data.image_size
+
+
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
           l2_normalize: bool = True) -> np.ndarray:
     """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``."""
@@ -197,8 +202,7 @@ def localize(variables, dataset: Dataset, *, model, config: ml_collections.Confi
         scores_low = np.asarray(scores).T.reshape(n, n_h, n_w)
         gaussian = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)  # the centre one, for the record
     else:
-        gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats.reshape(-1, dim)))
-        scores_low = np.asarray(jax.jit(density.mahalanobis)(gaussian, jnp.asarray(test_feats.reshape(-1, dim))))
+        gaussian, scores_low = image_scores(train_feats.reshape(-1, dim), test_feats.reshape(-1, dim))
         scores_low = scores_low.reshape(n, n_h, n_w)
     upsample = partial(localization.receptive_field_upsample, field=loc.patch_size, stride=loc.stride,
                        sigma=loc.sigma, normalize=loc.normalize)
@@ -282,7 +286,7 @@ def evaluate_workdir(workdir: str) -> dict:
     optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
                                      weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
-                                 image_size=config.localization.patch_size or config.data.image_size)
+                                 image_size=model_input_size(config))
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")

@@ -179,9 +179,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                                weight_decay=config.train.weight_decay, total_steps=total)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
-    input_size = config.localization.patch_size or config.data.image_size
     state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                                      image_size=input_size), replicated)
+                                      image_size=evaluate.model_input_size(config)), replicated)
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)
     resumed_from = int(state.step)
