@@ -41,7 +41,14 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 class DataError(ValueError):
-    """A dataset folder or file that cannot be used as it is; says what to fix."""
+    """A dataset folder or file that cannot be used as it is; says what to fix.
+
+    ``path`` is the offending file, where there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = os.fspath(path) if path is not None else None
 
 
 class Split(NamedTuple):
@@ -52,6 +59,15 @@ class Split(NamedTuple):
     labels: np.ndarray  # (N,) int32, 0 good, 1 defective
     defect_types: tuple[str, ...]
     paths: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # "path: reason" of files left out (``skip_bad_files``)
+    nonbinary_masks: tuple[str, ...] = ()  # masks with more than two levels, thresholded at 128
+
+
+class Scan(NamedTuple):
+    """The usable images of one category per split, and the files left out."""
+
+    splits: dict[str, tuple[Entry, ...]]
+    skipped: tuple[str, ...]
 
 
 class Entry(NamedTuple):
@@ -67,16 +83,46 @@ class Entry(NamedTuple):
 # Scanning the folder
 
 
-def _is_image_file(path: Path) -> bool:
-    return (
-        not path.name.startswith(".")
-        and path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-    )
+SKIP_HINT = (
+    "or set --config.data.skip_bad_files=True to leave such files out (they are "
+    "listed in results.json)"
+)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _is_image_file(p))
+def _is_image_name(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _unusable(path: Path) -> str:
+    """Why an image-named entry cannot be read as an image file ('' when it can)."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        kind = "a symbolic link loop" if path.is_symlink() else "unreadable"
+        return f"{kind} ({error.strerror})"
+    if not path.is_file():
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty (0 bytes)"
+    return ""
+
+
+def _image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """Image files of ``folder``, sorted. Hidden and non-image names are ignored;
+    an image name that is a broken link, a link loop or an empty file raises a
+    DataError, or is appended to ``skipped`` when that list is given."""
+    files = []
+    for path in sorted(p for p in folder.iterdir() if _is_image_name(p)):
+        problem = _unusable(path)
+        if not problem:
+            files.append(path)
+        elif skipped is not None:
+            skipped.append(f"{path}: {problem}")
+        elif problem != "not a regular file":
+            raise DataError(
+                f"Image file {path} is {problem}. Replace or remove it, {SKIP_HINT}."
+            )
+    return files
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -101,9 +147,9 @@ def _category_dir(root: Path, category: str) -> Path:
     return folder
 
 
-def _train_entries(folder: Path) -> tuple[Entry, ...]:
+def _train_entries(folder: Path, skipped: list[str] | None) -> tuple[Entry, ...]:
     good = folder / "train" / "good"
-    files = _image_files(good) if good.is_dir() else []
+    files = _image_files(good, skipped) if good.is_dir() else []
     if not files:
         state = "is empty" if good.is_dir() else "does not exist"
         raise DataError(
@@ -126,7 +172,17 @@ def _mask_for(image: Path, gt_dir: Path, *, require_masks: bool) -> str:
     return ""
 
 
-def _test_entries(folder: Path, *, require_masks: bool) -> tuple[Entry, ...]:
+def _orphan_masks(gt_dir: Path, images: Sequence[Path]) -> list[Path]:
+    stems = {p.stem for p in images}
+    return [
+        m for m in sorted(gt_dir.glob("*_mask.png"))
+        if m.name[: -len("_mask.png")] not in stems
+    ]
+
+
+def _test_entries(
+    folder: Path, *, require_masks: bool, skipped: list[str] | None
+) -> tuple[Entry, ...]:
     test = folder / "test"
     if not test.is_dir():
         raise DataError(
@@ -135,11 +191,21 @@ def _test_entries(folder: Path, *, require_masks: bool) -> tuple[Entry, ...]:
         )
     entries = []
     for sub in _subfolders(test):
-        files = _image_files(sub)
+        files = _image_files(sub, skipped)
         if sub.name == "good":
             entries += [Entry(f"test/good/{p.name}", "", 0, "good") for p in files]
             continue
         gt_dir = folder / "ground_truth" / sub.name
+        orphans = _orphan_masks(gt_dir, files) if gt_dir.is_dir() else []
+        if orphans and skipped is None:
+            raise DataError(
+                f"Mask file {orphans[0]} has no image {sub / orphans[0].name[:-9]}.* "
+                f"({len(orphans)} such mask(s) in {gt_dir}). Masks are matched to "
+                "images by name: <image stem>_mask.png. Rename or remove it, "
+                f"{SKIP_HINT}."
+            )
+        if skipped is not None:
+            skipped += [f"{m}: mask without an image" for m in orphans]
         if not gt_dir.is_dir() and require_masks and files:
             raise DataError(
                 f"Defect type '{sub.name}' has no mask folder {gt_dir}. Add "
@@ -164,17 +230,25 @@ def _test_entries(folder: Path, *, require_masks: bool) -> tuple[Entry, ...]:
 
 
 def scan_category(
-    root: str | os.PathLike, *, category: str, require_masks: bool = True
-) -> dict[str, tuple[Entry, ...]]:
+    root: str | os.PathLike,
+    *,
+    category: str,
+    require_masks: bool = True,
+    skip_bad_files: bool = False,
+) -> Scan:
     """Lists the images of one category per split, sorted; raises DataError.
 
-    Hidden files and non-image files (``Thumbs.db``, ``.DS_Store``) are skipped.
+    Hidden files and non-image names (``Thumbs.db``, ``.DS_Store``) are ignored.
+    Empty files, broken links, link loops and masks without an image raise,
+    or with ``skip_bad_files`` are left out and listed in ``Scan.skipped``.
     """
     folder = _category_dir(Path(root), category)
-    return {
-        "train": _train_entries(folder),
-        "test": _test_entries(folder, require_masks=require_masks),
+    skipped: list[str] | None = [] if skip_bad_files else None
+    splits = {
+        "train": _train_entries(folder, skipped),
+        "test": _test_entries(folder, require_masks=require_masks, skipped=skipped),
     }
+    return Scan(splits, tuple(skipped or ()))
 
 
 def fingerprint(folder: Path, entries: Mapping[str, Sequence[Entry]]) -> str:
@@ -226,8 +300,11 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     config from `category_config(name)`.
     """
 
-    def __init__(self, *, require_masks: bool = True, **kwargs):
+    def __init__(
+        self, *, require_masks: bool = True, skip_bad_files: bool = False, **kwargs
+    ):
         self._require_masks = require_masks
+        self._skip_bad_files = skip_bad_files
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -258,12 +335,15 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         root = Path(os.fspath(dl_manager.manual_dir))
         category = self.builder_config.category
-        entries = scan_category(
-            root, category=category, require_masks=self._require_masks
+        scan = scan_category(
+            root,
+            category=category,
+            require_masks=self._require_masks,
+            skip_bad_files=self._skip_bad_files,
         )
         return {
             split: self._generate_examples(root / category, items)
-            for split, items in entries.items()
+            for split, items in scan.splits.items()
         }
 
     def _generate_examples(self, folder: Path, entries: Sequence[Entry]):
@@ -326,6 +406,7 @@ def prepare(
     category: str,
     cache_dir: str | os.PathLike | None = None,
     require_masks: bool = True,
+    skip_bad_files: bool = False,
 ) -> MVTecAD:
     """Prepares (or reuses) one category under ``cache_dir``; returns the builder.
 
@@ -333,10 +414,33 @@ def prepare(
     fingerprint of the category's files, so an edited folder is prepared
     again and an unchanged one is reused.
     """
+    return _prepare(
+        root,
+        category=category,
+        cache_dir=cache_dir,
+        require_masks=require_masks,
+        skip_bad_files=skip_bad_files,
+    )[0]
+
+
+def _prepare(
+    root: str | os.PathLike,
+    *,
+    category: str,
+    cache_dir: str | os.PathLike | None = None,
+    require_masks: bool = True,
+    skip_bad_files: bool = False,
+) -> tuple[MVTecAD, Scan]:
+    """:func:`prepare`, also returning the scan of the folder."""
     root = Path(root).expanduser().resolve()
     cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser().resolve()
-    entries = scan_category(root, category=category, require_masks=require_masks)
-    key = fingerprint(root / category, entries)[:16]
+    scan = scan_category(
+        root,
+        category=category,
+        require_masks=require_masks,
+        skip_bad_files=skip_bad_files,
+    )
+    key = fingerprint(root / category, scan.splits)[:16]
     data_dir = _prepared_dir(cache, root, category, key)
     with _quiet_custom_config():
         builder = MVTecAD(
@@ -344,6 +448,7 @@ def prepare(
             data_dir=os.fspath(data_dir),
             file_format="array_record",
             require_masks=require_masks,
+            skip_bad_files=skip_bad_files,
         )
     tfds.disable_progress_bar()
     builder.download_and_prepare(
@@ -351,7 +456,7 @@ def prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(root)),
     )
     _remove_stale(data_dir, category)
-    return builder
+    return builder, scan
 
 
 # --------------------------------------------------------------------------
@@ -363,27 +468,71 @@ def _open(data: bytes, *, name: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except Image.DecompressionBombError as error:
         raise DataError(
-            f"Cannot decode image file {name} ({error}). Replace or remove it."
+            f"Image file {name} is too large to decode safely ({error}). "
+            f"Downscale it, or remove it, {SKIP_HINT}.",
+            path=name,
+        ) from error
+    except Exception as error:  # PIL raises many types for corrupt files
+        reason = "empty file" if not data else f"{type(error).__name__}: {error}"
+        raise DataError(
+            f"Cannot decode image file {name} ({reason}). Replace or remove it, "
+            f"{SKIP_HINT}.",
+            path=name,
         ) from error
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
     """8-bit RGB: gray replicated, alpha dropped, 16-bit scaled by its range."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.float64) * (255.0 / 65535.0)
-        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if image.mode == "P":
-        return image.convert("RGBA").convert("RGB")
-    return image.convert("RGB")
+    try:
+        if image.mode in _SIXTEEN_BIT_MODES:
+            values = np.asarray(image).astype(np.float64) * (255.0 / 65535.0)
+            gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+            return Image.fromarray(gray, mode="L").convert("RGB")
+        if image.mode == "P":
+            return image.convert("RGBA").convert("RGB")
+        return image.convert("RGB")
+    except Exception as error:
+        raise DataError(
+            f"Cannot convert image file {name} (mode {image.mode}) to RGB "
+            f"({type(error).__name__}: {error}). Re-save it as 8-bit PNG or JPEG, "
+            f"{SKIP_HINT}.",
+            path=name,
+        ) from error
+
+
+def _resized_rgb(image: Image.Image, *, size: int, name: str) -> np.ndarray:
+    rgb = _to_rgb(image, name=name)
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def decode_image(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
-    """Encoded image → ``size×size×3`` uint8, resized with antialiased bilinear."""
-    image = _to_rgb(_open(data, name=name))
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    """Encoded image → ``size×size×3`` uint8, resized with antialiased bilinear.
+
+    Any file PIL cannot read (empty, truncated, corrupt, over PIL's
+    decompression-bomb limit) raises :class:`DataError` naming ``name``.
+    """
+    return _resized_rgb(_open(data, name=name), size=size, name=name)
+
+
+def _binary_mask(image: Image.Image, *, size: int, name: str) -> tuple[np.ndarray, bool]:
+    """(``size×size`` mask in {0, 1}, whether the file had more than two levels)."""
+    values = np.asarray(_to_rgb(image, name=name)).max(axis=-1)
+    if values.any() and values.max() <= 127:
+        raise DataError(
+            f"Mask file {name} has values up to {values.max()} only: a defect pixel "
+            "must be > 127 (MVTec AD masks use 255), so this mask would mark nothing. "
+            f"Re-save it with 255 = defect, {SKIP_HINT}.",
+            path=name,
+        )
+    binary = (values > 127).astype(np.float32)
+    resized = Image.fromarray(binary, mode="F").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    levels = np.unique(values)
+    nonbinary = len(levels) > 2 or (len(levels) == 2 and levels[0] != 0)
+    return (np.asarray(resized) >= 0.5).astype(np.uint8), nonbinary
 
 
 def decode_mask(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
@@ -394,21 +543,32 @@ def decode_mask(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
     """
     if not data:
         return np.zeros((size, size), np.uint8)
-    image = _to_rgb(_open(data, name=name))
-    binary = (np.asarray(image).max(axis=-1) > 127).astype(np.float32)
-    resized = Image.fromarray(binary, mode="F").resize(
-        (size, size), Image.Resampling.BILINEAR
-    )
-    return (np.asarray(resized) >= 0.5).astype(np.uint8)
+    return _binary_mask(_open(data, name=name), size=size, name=name)[0]
 
 
 def _decode_record(record: Mapping, *, folder: Path, size: int):
+    """(image, mask, mask had more than two levels) of one stored record."""
     path = folder / _text(record["path"])
-    mask_name = f"mask of {path}"
-    return (
-        decode_image(record["image"], size=size, name=os.fspath(path)),
-        decode_mask(record["mask"], size=size, name=mask_name),
-    )
+    image = _open(record["image"], name=os.fspath(path))
+    if not record["mask"]:
+        return _resized_rgb(image, size=size, name=os.fspath(path)), np.zeros((size, size), np.uint8), False
+    mask_name = os.fspath(folder / _mask_path(_text(record["path"])))
+    mask = _open(record["mask"], name=mask_name)
+    if mask.size != image.size:
+        raise DataError(
+            f"Mask file {mask_name} is {mask.size[0]}×{mask.size[1]} px but its image "
+            f"{path} is {image.size[0]}×{image.size[1]} px. A mask must match its "
+            f"image pixel for pixel: fix or remove the pair, {SKIP_HINT}.",
+            path=mask_name,
+        )
+    binary, nonbinary = _binary_mask(mask, size=size, name=mask_name)
+    return _resized_rgb(image, size=size, name=os.fspath(path)), binary, nonbinary
+
+
+def _mask_path(image_path: str) -> str:
+    """``test/<type>/<stem>.ext`` → ``ground_truth/<type>/<stem>_mask.png``."""
+    _, defect_type, file_name = image_path.split("/")
+    return f"ground_truth/{defect_type}/{Path(file_name).stem}_mask.png"
 
 
 def _text(value) -> str:
@@ -427,36 +587,63 @@ def load_split(
     image_size: int,
     cache_dir: str | os.PathLike | None = None,
     require_masks: bool = True,
+    skip_bad_files: bool = False,
 ) -> Split:
     """Loads one split of one category as arrays, in sorted path order.
 
     Goes through the :class:`MVTecAD` builder (prepared once per folder
-    state under ``cache_dir``) and ``as_data_source()``.
+    state under ``cache_dir``) and ``as_data_source()``. With
+    ``skip_bad_files`` every file that would raise a :class:`DataError` is
+    left out with a warning and listed in ``Split.skipped``.
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}.")
     if int(image_size) < 1:
         raise DataError(f"image_size must be positive, got {image_size!r}.")
-    builder = prepare(
-        root, category=category, cache_dir=cache_dir, require_masks=require_masks
+    size = int(image_size)
+    builder, scan = _prepare(
+        root,
+        category=category,
+        cache_dir=cache_dir,
+        require_masks=require_masks,
+        skip_bad_files=skip_bad_files,
     )
     source = builder.as_data_source(split=split)
     records = sorted(
         (source[i] for i in range(len(source))), key=lambda r: _text(r["path"])
     )
     folder = Path(root).expanduser().resolve() / category
+
+    def decode(record):
+        try:
+            return _decode_record(record, folder=folder, size=size)
+        except DataError as error:
+            if not skip_bad_files:
+                raise
+            return error
+
     with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-        decoded = list(
-            pool.map(
-                lambda r: _decode_record(r, folder=folder, size=int(image_size)),
-                records,
-            )
+        decoded = list(pool.map(decode, records))
+    prefix = os.fspath(folder / split) + os.sep
+    skipped = [s for s in scan.skipped if s.startswith(prefix)]
+    if split == "test":
+        skipped += [s for s in scan.skipped if s.startswith(os.fspath(folder / "ground_truth"))]
+    skipped += [f"{d.path}: {d}" for d in decoded if isinstance(d, DataError)]
+    for reason in skipped:
+        logging.warning("skipped: %s", reason)
+    kept = [(r, d) for r, d in zip(records, decoded) if not isinstance(d, DataError)]
+    if not kept:
+        raise DataError(
+            f"No usable image left in the {split} split of {folder}: all "
+            f"{len(records)} were skipped ({skipped[:3]}...)."
         )
-    size = int(image_size)
+    paths = tuple(os.fspath(folder / _text(r["path"])) for r, _ in kept)
     return Split(
-        images=np.stack([d[0] for d in decoded]).reshape(-1, size, size, 3),
-        masks=np.stack([d[1] for d in decoded]).reshape(-1, size, size),
-        labels=np.asarray([int(r["label"]) for r in records], np.int32),
-        defect_types=tuple(_text(r["defect_type"]) for r in records),
-        paths=tuple(os.fspath(folder / _text(r["path"])) for r in records),
+        images=np.stack([d[0] for _, d in kept]).reshape(-1, size, size, 3),
+        masks=np.stack([d[1] for _, d in kept]).reshape(-1, size, size),
+        labels=np.asarray([int(r["label"]) for r, _ in kept], np.int32),
+        defect_types=tuple(_text(r["defect_type"]) for r, _ in kept),
+        paths=paths,
+        skipped=tuple(skipped),
+        nonbinary_masks=tuple(p for p, (_, d) in zip(paths, kept) if d[2]),
     )

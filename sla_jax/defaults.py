@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.demo = False  # generate the embedded demo dataset into WORKDIR/demo_data and use it
     c.data.image_size = 256
     c.data.require_masks = True  # False: image-level only, defect types may lack ground_truth/
+    c.data.skip_bad_files = False  # True: unreadable/mismatched files are left out (listed in results.json)
     c.data.cache_dir = ""  # prepared TFDS records; "" = ~/.cache/sla_jax/tfds
 
     c.transform = ml_collections.ConfigDict()

@@ -128,7 +128,8 @@ def load_dataset(config: ml_collections.ConfigDict, workdir: str) -> Dataset:
 
         root = root or demo.write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed)
     options = dict(category=category, image_size=config.data.image_size,
-                   cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks)
+                   cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks,
+                   skip_bad_files=config.data.skip_bad_files)
     train = data_lib.load_split(root, split="train", **options)
     test = data_lib.load_split(root, split="test", **options)
     return Dataset(train, test, root, category)
@@ -244,7 +245,9 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), "n_train": int(len(dataset.train.images)),
-            "gde_shrinkage": float(gaussian.shrinkage), **report, **pixel_report}
+            "gde_shrinkage": float(gaussian.shrinkage),
+            "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
+            "nonbinary_masks": len(dataset.test.nonbinary_masks), **report, **pixel_report}
 
 
 def write_results(results: dict, workdir: str) -> str:
