@@ -475,7 +475,12 @@ def _open(data: bytes, *, name: str) -> Image.Image:
             path=name,
         ) from error
     except Exception as error:  # PIL raises many types for corrupt files
-        reason = "empty file" if not data else f"{type(error).__name__}: {error}"
+        if not data:
+            reason = "empty file"
+        elif isinstance(error, UnidentifiedImageError):
+            reason = "not in an image format PIL can read"
+        else:
+            reason = f"{type(error).__name__}: {error}"
         raise DataError(
             f"Cannot decode image file {name} ({reason}). Replace or remove it, "
             f"{SKIP_HINT}.",

@@ -32,6 +32,7 @@ from sla_jax import state as state_lib  # noqa: E402
 from sla_jax import transforms as transforms_lib  # noqa: E402
 from sla_jax.models import PretextNet, normalize  # noqa: E402
 from sla_jax.validation import validate  # noqa: E402
+from sla_jax import workdir as workdir_lib  # noqa: E402
 
 
 class Dataset(NamedTuple):
@@ -257,6 +258,18 @@ def write_results(results: dict, workdir: str) -> str:
     return path
 
 
+def write_timing(timing: dict, workdir: str) -> str:
+    """Wall times and resume point, added to ``timing.json``: what varies between runs of the same command
+    (kept out of results.json)."""
+    path = os.path.join(workdir, "timing.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            timing = {**json.load(f), **timing}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(timing, f, indent=2, sort_keys=True)
+    return path
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was started with (``WORKDIR/config.json``), over the current defaults."""
     from sla_jax.defaults import base_config
@@ -284,10 +297,15 @@ def evaluate_workdir(workdir: str) -> dict:
     started = time.perf_counter()
     config = load_run_config(workdir)
     validate(config)
+    with workdir_lib.claimed(workdir):
+        return _evaluate_workdir(config, workdir, started=started)
+
+
+def _evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *, started: float) -> dict:
     mesh = state_lib.data_mesh()
     model = model_from_config(config)
     optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                                     weight_decay=config.train.weight_decay, total_steps=config.train.steps)
+                                         weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
                                  image_size=model_input_size(config))
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
@@ -298,8 +316,9 @@ def evaluate_workdir(workdir: str) -> dict:
     dataset = load_dataset(config, workdir)
     results = evaluate({"params": state.params, "batch_stats": state.batch_stats}, dataset, model=model,
                        config=config, workdir=workdir, mesh=mesh)
-    results.update(steps=int(state.step), seconds=time.perf_counter() - started)
+    results.update(steps=int(state.step))
     write_results(results, workdir)
+    write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
     return results
 
 

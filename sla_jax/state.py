@@ -54,8 +54,15 @@ def init_state(key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTr
 
 
 def checkpoint_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
+    """Checkpoints in ``WORKDIR/checkpoints``, written synchronously: a failed write raises at the save that
+    failed (and leaves the previous checkpoints intact) instead of in a background thread later."""
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                                      enable_async_checkpointing=False))
+
+
+def tree_bytes(tree) -> int:
+    return sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(tree))
 
 
 def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:

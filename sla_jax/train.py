@@ -8,12 +8,17 @@ repeats exactly the stream of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +37,9 @@ from sla_jax import localization
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
-                           restore_latest)
+                           restore_latest, tree_bytes)
 from sla_jax.validation import validate
+from sla_jax import workdir as workdir_lib
 
 # Key purposes, folded into the root key from config.seed.
 KEY_INIT, KEY_STEP = 0, 2
@@ -108,11 +114,74 @@ def compile_train_step(*, model, optimizer, spec: StepSpec, mesh):
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint of ``step`` was written (when there is a checkpoint manager)."""
+
+    def __init__(self, signum: int, step: int, directory):
+        self.signum, self.step, self.directory = signum, step, directory
+        where = f"; a checkpoint of step {step} is in {directory}" if directory else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}{where}")
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, permissions); the earlier checkpoints are intact."""
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While inside, SIGINT and SIGTERM are recorded in the yielded list instead of stopping the process, so
+    the training loop can stop at a step boundary; a second signal acts as it did before."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    signums = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for s in signums:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
+    """Save ``state`` as checkpoint ``step``; on any write failure (Orbax reports a full disk as a ValueError
+    from TensorStore) remove the partial checkpoint and raise :class:`CheckpointWriteError`."""
+    try:
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as error:
+        for partial in Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        if "No space left on device" in reason:
+            reason = "No space left on device"
+        kept = manager.latest_step()
+        raise CheckpointWriteError(
+            f"writing the checkpoint of step {step} into {manager.directory} failed ({reason[:300]}). "
+            + (f"The checkpoint of step {kept} is intact: " if kept is not None else "")
+            + "free space or fix permissions, then run the same command to resume.") from error
+
+
 def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
         log_every: int, log=None, schedule=None, progress: bool = True) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
     and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint."""
+    with stop_requests() as received:
+        return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
+                         images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
+                         log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received)
+
+
+def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
+              log_every, log, schedule, progress, stop) -> TrainState:
     start = int(state.step)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True, file=sys.stdout)
@@ -122,7 +191,7 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
         window_steps += 1
         done = step + 1
         logging_now = done % log_every == 0 or done == total_steps
-        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps)
+        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or bool(stop))
         if logging_now or saving_now:
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if not np.isfinite(metrics["loss"]):
@@ -145,10 +214,11 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
             window_start, window_steps = time.perf_counter(), 0
         bar.update(1)
         if saving_now:
-            manager.save(done, args=ocp.args.StandardSave(state))
+            _save(manager, done, state)
+        if stop:
+            bar.close()
+            raise Interrupted(stop[0], done, manager.directory if manager is not None else None)
     bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
     return state
 
 
@@ -164,9 +234,16 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
-    """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results."""
+    """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results.
+
+    Holds the workdir's lock throughout; ``results.json`` holds only what the seed determines (the
+    timings go to ``timing.json``)."""
     validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.claimed(workdir):
+        return _run(config, workdir, progress=progress)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> dict:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
         f.write(config.to_json_best_effort(indent=2))
     started = time.perf_counter()
@@ -181,6 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
                                       image_size=evaluate.model_input_size(config)), replicated)
+    workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * tree_bytes(state))
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)
     resumed_from = int(state.step)
@@ -204,9 +282,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     train_seconds = time.perf_counter() - started
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
-    results.update(steps=total, resumed_from_step=resumed_from, train_seconds=train_seconds,
-                   seconds=time.perf_counter() - started)
+    results.update(steps=total)
     evaluate.write_results(results, workdir)
+    evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
+                           "seconds": time.perf_counter() - started}, workdir)
     return results
 
 
@@ -218,7 +297,14 @@ def main(argv):
         raise app.UsageError("--workdir is required: the folder for checkpoints, metrics and results.json")
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
-    results = run(FLAGS.config, FLAGS.workdir)
+    try:
+        results = run(FLAGS.config, FLAGS.workdir)
+    except Interrupted as stop:
+        print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except (workdir_lib.WorkdirError, CheckpointWriteError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     print(f"image AUROC: {results['image_auroc']:.4f}")
     print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import jax
 import ml_collections
 
@@ -19,8 +21,34 @@ def _choice(key: str, value, allowed) -> None:
         raise ConfigError(f"config.{key}={value!r} is not valid; choose one of {tuple(allowed)}")
 
 
+def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
+    """Every key of ``config`` must exist in the defaults, with a value of the same kind."""
+    for key in config.keys():
+        name = f"{prefix}{key}"
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+            hint = f' Did you mean "{prefix}{close[0]}"?' if close else ""
+            raise ConfigError(f"config.{name} is not a known key.{hint} The known keys of "
+                              f"config.{prefix or '.'} are {sorted(defaults.keys())}")
+        value, default = config[key], defaults[key]
+        if isinstance(default, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise ConfigError(f"config.{name} must be a section (ConfigDict), got {value!r}")
+            _check_keys_and_types(value, default, f"{name}.")
+            continue
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list)}
+        allowed = kinds.get(type(default), (type(default),))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"config.{name}={value!r} has type {type(value).__name__}; it must be "
+                              f"{type(default).__name__} (default {default!r})")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise :class:`ConfigError` for the first invalid value of ``config``."""
+    """Raise :class:`ConfigError` for the first invalid value of ``config``: unknown keys, wrong types,
+    values out of range."""
+    from sla_jax.defaults import base_config
+
+    _check_keys_and_types(config, base_config())
     if not config.data.demo and not (config.data.root and config.data.category):
         raise ConfigError(
             "no dataset given: set --config.data.root=/path/to/mvtec_anomaly_detection (or any folder in MVTec AD "
