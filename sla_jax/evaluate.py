@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from functools import partial
 from typing import NamedTuple
@@ -31,7 +32,7 @@ from sla_jax import density, heatmaps, localization, metrics  # noqa: E402
 from sla_jax import state as state_lib  # noqa: E402
 from sla_jax import transforms as transforms_lib  # noqa: E402
 from sla_jax.models import PretextNet, normalize  # noqa: E402
-from sla_jax.validation import validate  # noqa: E402
+from sla_jax.validation import ConfigError, validate  # noqa: E402
 from sla_jax import workdir as workdir_lib  # noqa: E402
 
 
@@ -328,7 +329,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if flags.FLAGS.workdir is None:
         raise app.UsageError("--workdir is required")
-    results = evaluate_workdir(flags.FLAGS.workdir)
+    try:
+        results = evaluate_workdir(flags.FLAGS.workdir)
+    except (ConfigError, data_lib.DataError, workdir_lib.WorkdirError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
     print(f"image AUROC: {results['image_auroc']:.4f}")
     print(f"results: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'results.json')}")
 

@@ -38,7 +38,8 @@ from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
                            restore_latest, tree_bytes)
-from sla_jax.validation import validate
+from sla_jax.data import DataError
+from sla_jax.validation import ConfigError, validate
 from sla_jax import workdir as workdir_lib
 
 # Key purposes, folded into the root key from config.seed.
@@ -302,9 +303,9 @@ def main(argv):
     except Interrupted as stop:
         print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except (workdir_lib.WorkdirError, CheckpointWriteError, FloatingPointError) as error:
+    except (ConfigError, DataError, workdir_lib.WorkdirError, CheckpointWriteError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
     print(f"image AUROC: {results['image_auroc']:.4f}")
     print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
 
