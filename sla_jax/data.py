@@ -89,7 +89,7 @@ SKIP_HINT = (
 )
 
 
-def _is_image_name(path: Path) -> bool:
+def is_image_name(path: Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -112,7 +112,7 @@ def _image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
     an image name that is a broken link, a link loop or an empty file raises a
     DataError, or is appended to ``skipped`` when that list is given."""
     files = []
-    for path in sorted(p for p in folder.iterdir() if _is_image_name(p)):
+    for path in sorted(p for p in folder.iterdir() if is_image_name(p)):
         problem = _unusable(path)
         if not problem:
             files.append(path)

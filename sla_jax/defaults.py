@@ -57,4 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
     c.eval.l2_normalize = True  # GDE on L2-normalised pooled features
+    c.eval.threshold_quantile = 0.99  # decision threshold: this quantile of out-of-fold training-image scores
+    c.eval.threshold_folds = 5  # folds for those out-of-fold scores
+    c.eval.threshold_images = 32  # patch models: training images scored for the threshold (maps are costly)
     return c

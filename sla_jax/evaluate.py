@@ -185,12 +185,74 @@ def write_scores_csv(scores: np.ndarray, split: data_lib.Split, path: str) -> No
             writer.writerow([p, t, int(y), f"{float(s):.6g}"])
 
 
+def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *,
+                 gde: str) -> tuple[density.Gaussian, np.ndarray]:
+    """Fit the patch GDE (one ``shared`` Gaussian, or one ``per_position``) on training patch features; the
+    squared Mahalanobis scores (M, h', w') of the query patches. For ``per_position`` the returned Gaussian
+    is the centre one (for the record)."""
+    m, n_h, n_w, dim = query_feats_Mxhxw_xD.shape
+    if gde == "per_position":
+        per_position = lambda f: jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
+        gaussians = jax.jit(jax.vmap(density.fit_gaussian))(per_position(train_feats_NxhxwxD))
+        scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(query_feats_Mxhxw_xD))
+        centre = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)
+        return centre, np.asarray(scores).T.reshape(m, n_h, n_w)
+    gaussian, scores = image_scores(train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim))
+    return gaussian, scores.reshape(m, n_h, n_w)
+
+
+def upsample_scores(scores_low_Mxhxw: np.ndarray, *, config: ml_collections.ConfigDict) -> np.ndarray:
+    """Patch scores at the test stride → pixel maps (RFU with the run's field, stride and sigma)."""
+    loc = config.localization
+    upsample = partial(localization.receptive_field_upsample, field=loc.patch_size, stride=loc.stride,
+                       sigma=loc.sigma, normalize=loc.normalize)
+    return np.asarray(jax.jit(upsample)(jnp.asarray(scores_low_Mxhxw)))
+
+
+def fold_of(n: int, *, folds: int) -> np.ndarray:
+    """Fold index of each of ``n`` items, interleaved (item i in fold i mod folds)."""
+    return np.arange(n) % max(2, min(folds, n))
+
+
+def decision_threshold(variables, train: data_lib.Split, *, model, config: ml_collections.ConfigDict, mesh,
+                       train_feats: np.ndarray) -> tuple[float, np.ndarray]:
+    """The score above which a new image is called defective: the ``eval.threshold_quantile`` quantile of
+    out-of-fold scores of training images (each scored by a GDE fitted without its fold, as a new
+    defect-free image would be). Returns (threshold, the out-of-fold scores).
+
+    Image models score every training image; patch models score up to ``eval.threshold_images`` of them
+    (their patches at the test stride, RFU maps, maximum), the GDE fitted without those images' patches.
+    """
+    folds = int(config.eval.threshold_folds)
+    if not config.localization.patch_size:
+        fold = fold_of(len(train_feats), folds=folds)
+        oof = np.empty(len(train_feats), np.float64)
+        for k in np.unique(fold):
+            oof[fold == k] = image_scores(train_feats[fold != k], train_feats[fold == k])[1]
+        return float(np.quantile(oof, config.eval.threshold_quantile)), oof
+    loc = config.localization
+    n = len(train.images)
+    held = np.unique(np.linspace(0, n - 1, min(n, int(config.eval.threshold_images))).round().astype(int))
+    held_feats = patch_features(variables, train.images[held], model=model, patch_size=loc.patch_size,
+                                stride=loc.stride, batch_size=loc.batch_size, mesh=mesh,
+                                l2_normalize=config.eval.l2_normalize)
+    fold = fold_of(len(held), folds=folds)
+    oof = np.empty(len(held), np.float64)
+    for k in np.unique(fold):
+        keep = np.ones(n, bool)
+        keep[held[fold == k]] = False
+        _, low = patch_scores(train_feats[keep], held_feats[fold == k], gde=loc.gde)
+        oof[fold == k] = np.asarray(localization.image_scores_from_maps(
+            jnp.asarray(upsample_scores(low, config=config))))
+    return float(np.quantile(oof, config.eval.threshold_quantile)), oof
+
+
 def localize(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str,
              mesh) -> tuple[np.ndarray, density.Gaussian, dict]:
     """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
 
     Writes maps.npz (maps, low-resolution scores, masks, paths) and heatmaps.png; returns the image
-    scores (map maximum), the (shared) Gaussian and the pixel metrics.
+    scores (map maximum), the (shared) Gaussian, the pixel metrics and the training patch features.
     """
     loc = config.localization
     options = dict(model=model, patch_size=loc.patch_size, batch_size=loc.batch_size, mesh=mesh,
@@ -198,18 +260,8 @@ def localize(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options)
     test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options)
     n, n_h, n_w, dim = test_feats.shape
-    if loc.gde == "per_position":
-        per_position = lambda f: jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
-        gaussians = jax.jit(jax.vmap(density.fit_gaussian))(per_position(train_feats))
-        scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(test_feats))
-        scores_low = np.asarray(scores).T.reshape(n, n_h, n_w)
-        gaussian = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)  # the centre one, for the record
-    else:
-        gaussian, scores_low = image_scores(train_feats.reshape(-1, dim), test_feats.reshape(-1, dim))
-        scores_low = scores_low.reshape(n, n_h, n_w)
-    upsample = partial(localization.receptive_field_upsample, field=loc.patch_size, stride=loc.stride,
-                       sigma=loc.sigma, normalize=loc.normalize)
-    maps = np.asarray(jax.jit(upsample)(jnp.asarray(scores_low)))
+    gaussian, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde)
+    maps = upsample_scores(scores_low, config=config)
     masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
     np.savez_compressed(os.path.join(workdir, "maps.npz"), maps=maps.astype(np.float32), scores_low=scores_low,
                         masks=masks, paths=np.asarray(dataset.test.paths))
@@ -223,7 +275,7 @@ def localize(variables, dataset: Dataset, *, model, config: ml_collections.Confi
               "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
               "patches_per_test_image": int(n_h * n_w), "train_patches": int(train_feats.shape[0] * train_feats.shape[1]
                                                                              * train_feats.shape[2])}
-    return image_scores_n, gaussian, report
+    return image_scores_n, gaussian, report, train_feats
 
 
 def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
@@ -231,23 +283,31 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     heatmaps.png) into ``workdir``; returns the results."""
     pixel_report = {}
     if config.localization.patch_size:
-        scores, gaussian, pixel_report = localize(variables, dataset, model=model, config=config, workdir=workdir,
-                                                  mesh=mesh)
+        scores, gaussian, pixel_report, train_feats = localize(variables, dataset, model=model, config=config,
+                                                               workdir=workdir, mesh=mesh)
     else:
         options = dict(model=model, batch_size=config.eval.batch_size, mesh=mesh,
                        l2_normalize=config.eval.l2_normalize)
         train_feats = embed(variables, dataset.train.images, **options)
         test_feats = embed(variables, dataset.test.images, **options)
         gaussian, scores = image_scores(train_feats, test_feats)
-    np.savez(os.path.join(workdir, "gde.npz"), **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
+    threshold, _ = decision_threshold(variables, dataset.train, model=model, config=config, mesh=mesh,
+                                      train_feats=train_feats)
+    np.savez(os.path.join(workdir, "gde.npz"), threshold=np.float64(threshold),
+             **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
     write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
     report = detection_report(scores, dataset.test)
+    flagged = scores > threshold
+    labels = dataset.test.labels
     title = f"{dataset.category}: {config.transform.name.upper()}-{'SLA' if config.labels.mode == 'soft' else 'hard'}"
     plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), "n_train": int(len(dataset.train.images)),
             "gde_shrinkage": float(gaussian.shrinkage),
+            "threshold": threshold, "threshold_quantile": float(config.eval.threshold_quantile),
+            "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,
+            "test_true_positive_rate": float(np.mean(flagged[labels == 1])) if np.any(labels == 1) else None,
             "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
             "nonbinary_masks": len(dataset.test.nonbinary_masks), **report, **pixel_report}
 
@@ -293,6 +353,23 @@ def _flatten(tree, prefix=()):
             yield prefix + (key,), tuple(value) if isinstance(value, list) else value
 
 
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[PretextNet, dict, int]:
+    """The run's model, its variables from the newest checkpoint in ``workdir``, and that step."""
+    model = model_from_config(config)
+    optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
+                                         weight_decay=config.train.weight_decay, total_steps=config.train.steps)
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
+                                 image_size=model_input_size(config))
+    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+    try:
+        if manager.latest_step() is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
+        state = state_lib.restore_latest(manager, state)
+    finally:
+        manager.close()
+    return model, {"params": state.params, "batch_stats": state.batch_stats}, int(state.step)
+
+
 def evaluate_workdir(workdir: str) -> dict:
     """Evaluate the newest checkpoint of a run; rewrites its results.json."""
     started = time.perf_counter()
@@ -304,20 +381,10 @@ def evaluate_workdir(workdir: str) -> dict:
 
 def _evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *, started: float) -> dict:
     mesh = state_lib.data_mesh()
-    model = model_from_config(config)
-    optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                                         weight_decay=config.train.weight_decay, total_steps=config.train.steps)
-    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
-                                 image_size=model_input_size(config))
-    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
-    if manager.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
-    state = state_lib.restore_latest(manager, state)
-    manager.close()
+    model, variables, step = restore_model(config, workdir)
     dataset = load_dataset(config, workdir)
-    results = evaluate({"params": state.params, "batch_stats": state.batch_stats}, dataset, model=model,
-                       config=config, workdir=workdir, mesh=mesh)
-    results.update(steps=int(state.step))
+    results = evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
+    results.update(steps=step)
     write_results(results, workdir)
     write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
     return results

@@ -64,11 +64,13 @@ def shared_scale(maps_NxHxW: np.ndarray, *, percentile: float = 99.5) -> tuple[f
 
 def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_NxHxW: np.ndarray, *,
                       path: str, titles: Sequence[str] | None = None, max_images: int = 16, columns: int = 4,
-                      title: str = "", score_label: str = "anomaly score") -> list[int]:
+                      title: str = "", score_label: str = "anomaly score",
+                      scale: tuple[float, float] | None = None) -> list[int]:
     """Save a grid of images overlaid with their anomaly maps and defect outlines; return the indices shown.
 
     The map is drawn in ``jet`` over the image, the mask's 0.5 contour outlines the true defect
-    (none for good images), and one colourbar states the scale shared by every panel.
+    (none for good images), and one colourbar states the scale shared by every panel (``scale``, or
+    :func:`shared_scale` of the maps).
     """
     images = np.asarray(images_NxHxWx3)
     masks = np.asarray(masks_NxHxW)
@@ -78,7 +80,7 @@ def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"need one title per image, got {len(titles)} for {len(images)}")
     chosen = select_images(masks, max_images=max_images)
-    norm = Normalize(*shared_scale(maps))
+    norm = Normalize(*(scale or shared_scale(maps)))
     n_cols = max(1, min(columns, len(chosen)))
     n_rows = max(1, math.ceil(len(chosen) / n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, dpi=DPI, layout="constrained",

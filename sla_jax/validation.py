@@ -98,3 +98,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.localization.sigma={loc.sigma} must be > 0")
     if config.eval.batch_size <= 0:
         raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be > 0")
+    if not 0 < config.eval.threshold_quantile <= 1:
+        raise ConfigError(f"config.eval.threshold_quantile={config.eval.threshold_quantile} must lie in (0, 1]")
+    for key in ("threshold_folds", "threshold_images"):
+        if config.eval[key] < 2:
+            raise ConfigError(f"config.eval.{key}={config.eval[key]} must be >= 2")
