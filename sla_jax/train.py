@@ -29,10 +29,10 @@ from tqdm import tqdm
 from sla_jax import evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
+from sla_jax import pretrained
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
-from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
-                           restore_latest)
+from sla_jax.state import TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, restore_latest
 from sla_jax.validation import validate
 
 # Key purposes, folded into the root key from config.seed.
@@ -163,6 +163,17 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
                                 if config.localization.patch_size else None))
 
 
+def initial_backbone(state: TrainState, config: ml_collections.ConfigDict, *, optimizer) -> TrainState:
+    """``state`` with the backbone of ``config.model.init`` loaded, if one is named (head stays fresh)."""
+    if not config.model.init:
+        print("backbone: random initialisation")
+        return state
+    freeze = config.train.freeze_steps
+    print(f"backbone: {config.model.init}" + (f", frozen for the first {freeze} steps" if freeze and
+                                               config.train.steps else ""))
+    return pretrained.with_backbone(state, pretrained.load_backbone(config.model.init), optimizer=optimizer)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
     """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results."""
     validate(config)
@@ -175,14 +186,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     spec = spec_from_config(config)
     model = evaluate.model_from_config(config)
     total = int(config.train.steps)
-    optimizer = make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                               weight_decay=config.train.weight_decay, total_steps=total)
+    optimizer = evaluate.optimizer_from_config(config)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                                      image_size=evaluate.model_input_size(config)), replicated)
+    state = init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
+                       image_size=evaluate.model_input_size(config))
+    state = jax.device_put(initial_backbone(state, config, optimizer=optimizer), replicated)
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
-    state = restore_latest(manager, state)
+    state = restore_latest(manager, state)  # a checkpoint takes precedence over model.init
     resumed_from = int(state.step)
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
@@ -205,7 +216,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
     results.update(steps=total, resumed_from_step=resumed_from, train_seconds=train_seconds,
-                   seconds=time.perf_counter() - started)
+                   seconds=time.perf_counter() - started, init=config.model.init or "random")
     evaluate.write_results(results, workdir)
     return results
 
