@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from sla_jax import pretrained
 
@@ -28,6 +28,7 @@ def convert(source: str, target: str, *, keep_fc: bool = False) -> dict:
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)
     if len(argv) != 3:
         raise app.UsageError("usage: python -m sla_jax.convert_weights IN.pth|IN.safetensors OUT.npz|OUT.safetensors")
     source, target = argv[1], argv[2]

@@ -165,12 +165,13 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
 
 def initial_backbone(state: TrainState, config: ml_collections.ConfigDict, *, optimizer) -> TrainState:
     """``state`` with the backbone of ``config.model.init`` loaded, if one is named (head stays fresh)."""
+    freeze = config.train.freeze_steps if config.model.init and config.train.steps else 0
+    print(f"backbone: {config.model.init or 'random initialisation'}"
+          + (f", frozen for the first {freeze} steps" if freeze else "")
+          + ("; train.steps=0: no pretext training, the GDE is fitted on these features" if not config.train.steps
+             else ""))
     if not config.model.init:
-        print("backbone: random initialisation")
         return state
-    freeze = config.train.freeze_steps
-    print(f"backbone: {config.model.init}" + (f", frozen for the first {freeze} steps" if freeze and
-                                               config.train.steps else ""))
     return pretrained.with_backbone(state, pretrained.load_backbone(config.model.init), optimizer=optimizer)
 
 
