@@ -71,14 +71,14 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape[::-1]
 
 
-def _check_layout(found: Mapping[str, tuple], expected: Mapping[str, tuple], *, source: str, name_of=lambda k: k,
+def _check_layout(found: Mapping[str, tuple], expected: Mapping[str, tuple], *, source: str, what: str,
                   allowed_extra=lambda k: False) -> None:
-    missing = sorted(name_of(k) for k in expected if k not in found)
+    missing = sorted(k for k in expected if k not in found)
     unknown = sorted(k for k in found if k not in expected and not allowed_extra(k))
-    wrong = sorted(f"{name_of(k)}: {tuple(found[k])} (expected {tuple(expected[k])})"
+    wrong = sorted(f"{k}: {tuple(found[k])} (expected {tuple(expected[k])})"
                    for k in expected if k in found and tuple(found[k]) != tuple(expected[k]))
     if missing or unknown or wrong:
-        parts = [f"{source} is not a torchvision ResNet-18 (ImageNet stem) state dict:"]
+        parts = [f"{source} is not {what}:"]
         for title, items in (("missing keys", missing), ("unknown keys", unknown), ("wrong shapes", wrong)):
             if items:
                 parts.append(f"  {len(items)} {title}: " + ", ".join(items))
@@ -98,7 +98,7 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], *, keep_fc: bool
     by_torch = {torch_key(k): k for k in layout}
     torch_shapes = {torch_key(k): _torch_shape(shape) for k, shape in layout.items()}
     found = {k: np.shape(v) for k, v in state_dict.items()}
-    _check_layout(found, torch_shapes, source=source,
+    _check_layout(found, torch_shapes, source=source, what="a torchvision ResNet-18 state dict",
                   allowed_extra=lambda k: k.endswith(_IGNORED_TORCH_SUFFIX) or k in ("fc.weight", "fc.bias"))
     return {by_torch[k]: np.ascontiguousarray(_to_flax_layout(np.asarray(state_dict[k], np.float32)))
             for k in torch_shapes}
@@ -176,7 +176,7 @@ def load_backbone(path: str) -> dict:
                            "python -m sla_jax.convert_weights (a .pth must be converted first)")
     layout = backbone_layout()
     _check_layout({k: v.shape for k, v in flat.items()}, layout, source=path,
-                  allowed_extra=lambda k: k in _FC_SHAPES)
+                  what="a ResNet-18 backbone written by python -m sla_jax.convert_weights", allowed_extra=lambda k: k in _FC_SHAPES)
     return traverse_util.unflatten_dict({k: jnp.asarray(flat[k], jnp.float32) for k in layout}, sep="/")
 
 
