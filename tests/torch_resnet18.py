@@ -76,8 +76,8 @@ def random_resnet18(seed: int) -> ResNet18:
                 m.bias.normal_(0.0, 0.2)
                 m.momentum = None  # cumulative average over the calibration batches
         model.train()
-        for _ in range(2):
-            model(torch.randn(8, 3, 64, 64))
+        for _ in range(3):
+            model(torch.randn(8, 3, 96, 96))
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.1
