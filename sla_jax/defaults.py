@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head = (512, 512, 512, 512, 512, 512, 512, 512, 128)  # CutPaste's projection head
     c.model.stem = "imagenet"  # imagenet (7×7/2 + max-pool) | small (3×3/1, no pool)
     c.model.conv_impl = "auto"  # auto | xla | im2col
+    c.model.init = ""  # "" = random init; else backbone weights from python -m sla_jax.convert_weights (.npz/.safetensors)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64  # network inputs per step (paired: half of them are sources)
@@ -43,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1024
     c.train.log_every = 64
     c.train.keep_checkpoints = 2
+    c.train.freeze_steps = 20  # with model.init: backbone frozen for the first N steps (CutPaste); ignored at random init
 
     c.localization = ml_collections.ConfigDict()
     c.localization.patch_size = 0  # > 0: patch-level model and defect maps (paper: 32); 0: image level only

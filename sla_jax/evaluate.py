@@ -48,6 +48,13 @@ def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
                       stem=config.model.stem, conv_impl=config.model.conv_impl)
 
 
+def optimizer_from_config(config: ml_collections.ConfigDict):
+    """The training optimizer; the backbone freeze applies only to a loaded backbone (``model.init``)."""
+    return state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
+                                    weight_decay=config.train.weight_decay, total_steps=config.train.steps,
+                                    freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0)
+
+
 def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2_normalize: bool) -> jax.Array:
     """Eval-mode pooled backbone features of uint8 images, optionally L2-normalised (traceable)."""
     _, feats = model.apply(variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
@@ -356,9 +363,7 @@ def _flatten(tree, prefix=()):
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[PretextNet, dict, int]:
     """The run's model, its variables from the newest checkpoint in ``workdir``, and that step."""
     model = model_from_config(config)
-    optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                                         weight_decay=config.train.weight_decay, total_steps=config.train.steps)
-    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer_from_config(config),
                                  image_size=model_input_size(config))
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     try:

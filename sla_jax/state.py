@@ -38,11 +38,27 @@ def lr_schedule(*, learning_rate: float, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float,
-                   total_steps: int) -> optax.GradientTransformation:
-    """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle."""
-    return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
-                       optax.sgd(lr_schedule(learning_rate=learning_rate, total_steps=total_steps),
-                                 momentum=momentum))
+                   total_steps: int, freeze_backbone_steps: int = 0) -> optax.GradientTransformation:
+    """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle.
+
+    ``freeze_backbone_steps > 0``: the ``backbone`` parameters get no update at all during the first
+    that many steps — no gradient, no weight decay, no momentum — as a torch parameter with
+    ``requires_grad=False`` (CutPaste's fine-tuning schedule); their momentum starts from zero when
+    they unfreeze, and the learning-rate schedule stays that of the global step.
+    """
+    schedule = lr_schedule(learning_rate=learning_rate, total_steps=total_steps)
+
+    def sgd(schedule):
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+                           optax.sgd(schedule, momentum=momentum))
+
+    if freeze_backbone_steps <= 0:
+        return sgd(schedule)
+    late = lambda count: schedule(count + freeze_backbone_steps)  # the inner count starts when unfrozen
+    frozen = optax.conditionally_mask(sgd(late), lambda step: step >= freeze_backbone_steps)
+    labels = lambda params: {name: jax.tree_util.tree_map(lambda _: "backbone" if name == "backbone" else "rest", sub)
+                             for name, sub in params.items()}
+    return optax.multi_transform({"backbone": frozen, "rest": sgd(schedule)}, labels)
 
 
 def init_state(key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,

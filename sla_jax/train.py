@@ -34,10 +34,11 @@ from tqdm import tqdm
 from sla_jax import evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
+from sla_jax import pretrained
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
-from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer,
-                           restore_latest, tree_bytes)
+from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, restore_latest,
+                           tree_bytes)
 from sla_jax.data import DataError
 from sla_jax.validation import ConfigError, validate
 from sla_jax import workdir as workdir_lib
@@ -234,6 +235,18 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
                                 if config.localization.patch_size else None))
 
 
+def initial_backbone(state: TrainState, config: ml_collections.ConfigDict, *, optimizer) -> TrainState:
+    """``state`` with the backbone of ``config.model.init`` loaded, if one is named (head stays fresh)."""
+    freeze = config.train.freeze_steps if config.model.init and config.train.steps else 0
+    print(f"backbone: {config.model.init or 'random initialisation'}"
+          + (f", frozen for the first {freeze} steps" if freeze else "")
+          + ("; train.steps=0: no pretext training, the GDE is fitted on these features" if not config.train.steps
+             else ""))
+    if not config.model.init:
+        return state
+    return pretrained.with_backbone(state, pretrained.load_backbone(config.model.init), optimizer=optimizer)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
     """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results.
 
@@ -253,15 +266,15 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     spec = spec_from_config(config)
     model = evaluate.model_from_config(config)
     total = int(config.train.steps)
-    optimizer = make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                               weight_decay=config.train.weight_decay, total_steps=total)
+    optimizer = evaluate.optimizer_from_config(config)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                                      image_size=evaluate.model_input_size(config)), replicated)
+    state = init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
+                       image_size=evaluate.model_input_size(config))
+    state = jax.device_put(initial_backbone(state, config, optimizer=optimizer), replicated)
     workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * tree_bytes(state))
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
-    state = restore_latest(manager, state)
+    state = restore_latest(manager, state)  # a checkpoint takes precedence over model.init
     resumed_from = int(state.step)
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
@@ -283,7 +296,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     train_seconds = time.perf_counter() - started
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
-    results.update(steps=total)
+    results.update(steps=total, init=config.model.init or "random")
     evaluate.write_results(results, workdir)
     evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                            "seconds": time.perf_counter() - started}, workdir)

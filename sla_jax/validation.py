@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import os
 
 import jax
 import ml_collections
 
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
+from sla_jax.pretrained import CONVERTED_SUFFIXES
 from sla_jax.transforms import TRANSFORM_NAMES
 
 
@@ -31,6 +33,8 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
             raise ConfigError(f"config.{name} is not a known key.{hint} The known keys of "
                               f"config.{prefix or '.'} are {sorted(defaults.keys())}")
         value, default = config[key], defaults[key]
+        if value is None:  # a required placeholder left unset: the range checks below name it
+            continue
         if isinstance(default, ml_collections.ConfigDict):
             if not isinstance(value, ml_collections.ConfigDict):
                 raise ConfigError(f"config.{name} must be a section (ConfigDict), got {value!r}")
@@ -96,6 +100,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError("config.localization.gde='per_position' needs localization.train_stride == stride")
         if loc.sigma <= 0:
             raise ConfigError(f"config.localization.sigma={loc.sigma} must be > 0")
+    _validate_init(config)
     if config.eval.batch_size <= 0:
         raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be > 0")
     if not 0 < config.eval.threshold_quantile <= 1:
@@ -103,3 +108,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("threshold_folds", "threshold_images"):
         if config.eval[key] < 2:
             raise ConfigError(f"config.eval.{key}={config.eval[key]} must be >= 2")
+
+
+def _validate_init(config: ml_collections.ConfigDict) -> None:
+    """``model.init``: a converted weights file for the ImageNet stem; ``train.freeze_steps`` >= 0."""
+    init = config.model.init
+    if init is None:
+        raise ConfigError("this config needs --config.model.init=/path/to/resnet18.npz: backbone weights converted by "
+                          "python -m sla_jax.convert_weights (README, 'Pretrained weights')")
+    if config.train.freeze_steps < 0:
+        raise ConfigError(f"config.train.freeze_steps={config.train.freeze_steps} must be >= 0")
+    if not init:
+        return
+    if init.endswith((".pth", ".pt")):
+        raise ConfigError(f"config.model.init={init!r} is a PyTorch file: convert it once with "
+                          f"python -m sla_jax.convert_weights {init} resnet18.npz and pass the .npz")
+    if not init.endswith(CONVERTED_SUFFIXES):
+        raise ConfigError(f"config.model.init={init!r} must be a {' or '.join(CONVERTED_SUFFIXES)} file written by "
+                          "python -m sla_jax.convert_weights")
+    if not os.path.isfile(init):
+        raise ConfigError(f"config.model.init={init!r}: no such file")
+    if config.model.stem != "imagenet":
+        raise ConfigError(f"config.model.init needs config.model.stem='imagenet' (torchvision's 7×7/2 stem), got "
+                          f"{config.model.stem!r}")
