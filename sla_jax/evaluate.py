@@ -60,14 +60,20 @@ def model_input_size(config: ml_collections.ConfigDict) -> int:
 
 
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
-          l2_normalize: bool = True) -> np.ndarray:
-    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``."""
+          l2_normalize: bool = True, stacked: bool = False) -> np.ndarray:
+    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``.
+
+    ``stacked``: ``variables`` carry a leading member axis (a vmapped ensemble) and the features are
+    (K, N, 512), all members embedded in one pass per batch.
+    """
     n_dev = mesh.devices.size
     batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
     batch_sharding = NamedSharding(mesh, P("data"))
-
-    forward = jax.jit(partial(pooled_features, variables, model=model, l2_normalize=l2_normalize),
-                      out_shardings=NamedSharding(mesh, P()))
+    features = partial(pooled_features, model=model, l2_normalize=l2_normalize)
+    if stacked:
+        features = jax.vmap(features, in_axes=(0, None))
+    forward = jax.jit(features, out_shardings=NamedSharding(mesh, P()))
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
     out = []
     for start in range(0, len(images_uint8), batch_size):
@@ -75,9 +81,11 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
         pad = batch_size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        feats = forward(jax.device_put(chunk, batch_sharding))
-        out.append(np.asarray(feats)[: batch_size - pad])
-    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+        feats = forward(variables, jax.device_put(chunk, batch_sharding))
+        out.append(np.asarray(feats)[..., : batch_size - pad, :])
+    if not out:
+        return np.zeros((0, 512), np.float32)
+    return np.concatenate(out, axis=-2)
 
 
 def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
@@ -239,7 +247,7 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     np.savez(os.path.join(workdir, "gde.npz"), **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
     write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
     report = detection_report(scores, dataset.test)
-    title = f"{dataset.category}: {config.transform.name.upper()}-{'SLA' if config.labels.mode == 'soft' else 'hard'}"
+    title = f"{dataset.category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
     plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
@@ -287,13 +295,18 @@ def evaluate_workdir(workdir: str) -> dict:
                                      weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
                                  image_size=model_input_size(config))
+    from sla_jax.train import hparams_from_config, with_label_params  # train imports this module
+
+    state = with_label_params(state, hparams_from_config(config), learn=tuple(config.labels.learn),
+                              optimizer=optimizer)
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
     state = state_lib.restore_latest(manager, state)
     manager.close()
     dataset = load_dataset(config, workdir)
-    results = evaluate({"params": state.params, "batch_stats": state.batch_stats}, dataset, model=model,
+    params = {k: v for k, v in state.params.items() if k != "sla"}
+    results = evaluate({"params": params, "batch_stats": state.batch_stats}, dataset, model=model,
                        config=config, workdir=workdir, mesh=mesh)
     results.update(steps=int(state.step), seconds=time.perf_counter() - started)
     write_results(results, workdir)
