@@ -216,7 +216,7 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
     """log α in params["sla"]: effective_hparams reads it back, and d(loss)/d(log α) = α · d(loss)/dα."""
     spec = train.StepSpec(batch_size=8, transform="co")
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8))
-    originals, edit = train.pretext_edit(jax.random.key(1), images, spec=spec)
+    originals, edit = jax.jit(lambda k: train.pretext_edit(k, images, spec=spec))(jax.random.key(1))
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2)), jnp.float32)
     hp = train.HParams.create(alpha=3.0, epsilon=0.02, tau=0.005)
     optimizer = state_lib.make_optimizer(learning_rate=0.1, momentum=0.9, weight_decay=1e-2, total_steps=4)
@@ -231,8 +231,8 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
 
         return labels.soft_cross_entropy(logits, train.label_targets(originals, edit, hparams, spec=spec)[0])
 
-    g_params = jax.grad(lambda p: loss_of(train.effective_hparams(p, hp)))(state.params)
-    g_hp = jax.grad(loss_of)(hp)
+    g_params = jax.jit(jax.grad(lambda p: loss_of(train.effective_hparams(p, hp))))(state.params)
+    g_hp = jax.jit(jax.grad(loss_of))(hp)
     assert float(g_params["sla"]["log_alpha"]) == pytest.approx(3.0 * float(g_hp.alpha), rel=1e-5)
     assert float(g_params["sla"]["log_epsilon"]) == pytest.approx(0.02 * float(g_hp.epsilon), rel=1e-5)
     assert float(g_hp.alpha) != 0.0
