@@ -33,8 +33,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from sla_jax import density, evaluate, metrics  # noqa: E402
 from sla_jax import train as train_lib  # noqa: E402
 from sla_jax.models import PretextNet  # noqa: E402
-from sla_jax.state import TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, make_optimizer  # noqa: E402
-from sla_jax.state import restore_latest  # noqa: E402
+from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule,  # noqa: E402
+                           make_optimizer, restore_latest)
 from sla_jax.validation import ConfigError, validate  # noqa: E402
 
 # The paper's Table 4 (MVTec AD mean image AUROC %, CPS-SLA, 256 px): drawn for reference only.
@@ -139,7 +139,7 @@ def compile_ensemble_step(*, model, optimizer, spec: train_lib.StepSpec, mesh):
 
 def network_variables(states: TrainState) -> dict:
     """Flax variables (params without the learned label parameters, batch_stats), member axis kept."""
-    return {"params": {k: v for k, v in states.params.items() if k != "sla"}, "batch_stats": states.batch_stats}
+    return {"params": train_lib.network_params(states.params), "batch_stats": states.batch_stats}
 
 
 @jax.jit

@@ -295,7 +295,7 @@ def evaluate_workdir(workdir: str) -> dict:
                                      weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
                                  image_size=model_input_size(config))
-    from sla_jax.train import hparams_from_config, with_label_params  # train imports this module
+    from sla_jax.train import hparams_from_config, network_params, with_label_params  # train imports this module
 
     state = with_label_params(state, hparams_from_config(config), learn=tuple(config.labels.learn),
                               optimizer=optimizer)
@@ -305,8 +305,7 @@ def evaluate_workdir(workdir: str) -> dict:
     state = state_lib.restore_latest(manager, state)
     manager.close()
     dataset = load_dataset(config, workdir)
-    params = {k: v for k, v in state.params.items() if k != "sla"}
-    results = evaluate({"params": params, "batch_stats": state.batch_stats}, dataset, model=model,
+    results = evaluate({"params": network_params(state.params), "batch_stats": state.batch_stats}, dataset, model=model,
                        config=config, workdir=workdir, mesh=mesh)
     results.update(steps=int(state.step), seconds=time.perf_counter() - started)
     write_results(results, workdir)

@@ -30,9 +30,9 @@ def soft_label(original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha
     return jnp.tanh(alpha * changed_fraction(original, edited, mask, epsilon=epsilon) / 2.0)
 
 
-def smooth_changed_fraction(original: jax.Array, edited: jax.Array, mask: jax.Array, *, epsilon: float = 0.02,
-                            tau: float = 0.005) -> jax.Array:
-    """V' with the indicator ``1{Δ > ε}`` replaced by ``sigmoid((Δ − ε)/τ)``: differentiable in ε and the images.
+def smooth_changed_fraction(original: jax.Array, edited: jax.Array, mask: jax.Array, *,
+                            epsilon: float = 0.02, tau: float = 0.005) -> jax.Array:
+    """V' with the indicator ``1{Δ > ε}`` replaced by ``sigmoid((Δ − ε)/τ)``: differentiable in ε, images.
 
     Unchanged pixels (Δ = 0) count 0 rather than ``sigmoid(−ε/τ)``, so the tails of the many untouched
     pixels do not add up to a label; as τ → 0 this is :func:`changed_fraction`.

@@ -39,7 +39,6 @@ from sla_jax.validation import validate
 
 # Key purposes, folded into the root key from config.seed.
 KEY_INIT, KEY_STEP = 0, 2
-LEARNABLE = ("alpha", "epsilon")  # label hyper-parameters that config.labels.learn may name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +81,11 @@ def with_label_params(state: TrainState, hparams: HParams, *, learn: tuple[str, 
         return state
     params = {**state.params, "sla": label_params(hparams, learn=learn)}
     return state.replace(params=params, opt_state=optimizer.init(params))
+
+
+def network_params(params) -> dict:
+    """The network's parameters: ``params`` without the learned label parameters (``"sla"``)."""
+    return {k: v for k, v in params.items() if k != "sla"}
 
 
 def effective_hparams(params, hparams: HParams) -> HParams:
@@ -143,9 +147,8 @@ def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hpara
     inputs = normalize(inputs)
 
     def loss_fn(params):
-        net_params = {k: v for k, v in params.items() if k != "sla"}
         targets, y = label_targets(originals, edit, effective_hparams(params, hparams), spec=spec)
-        (logits, _), updates = model.apply({"params": net_params, "batch_stats": state.batch_stats}, inputs,
+        (logits, _), updates = model.apply({"params": network_params(params), "batch_stats": state.batch_stats}, inputs,
                                            train=True, mutable=["batch_stats"])
         return labels_lib.soft_cross_entropy(logits, targets), (logits, y, updates["batch_stats"])
 
@@ -283,7 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started
-    variables = {"params": {k: v for k, v in state.params.items() if k != "sla"}, "batch_stats": state.batch_stats}
+    variables = {"params": network_params(state.params), "batch_stats": state.batch_stats}
     results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
     if "sla" in state.params:
         learned = effective_hparams(state.params, hparams)

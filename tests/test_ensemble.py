@@ -189,8 +189,10 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
               "--config.train.log_every=1", "--config.ensemble.alphas=(2.0, 10.0)",
               f"--config.data.cache_dir={tmp_path / 'tfds'}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    run = lambda *extra: subprocess.run([sys.executable, "-m", "sla_jax.train", *common, *extra], cwd=REPO,  # noqa: E731
-                                        env=env, capture_output=True, text=True, timeout=900)
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "sla_jax.train", *common, *extra], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+
     proc = run("--config.train.steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "training 6 members in one program" in proc.stdout and "image AUROC:" in proc.stdout
@@ -261,7 +263,8 @@ def test_learned_alpha_trajectory_is_logged_by_the_cli(tmp_path):
     workdir = tmp_path / "learn"
     proc = subprocess.run([sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
                            "--config.data.image_size=32", "--config.train.batch_size=8", "--config.train.steps=3",
-                           "--config.train.log_every=1", "--config.model.head=(32,)", "--config.labels.learn=('alpha',)",
+                           "--config.train.log_every=1", "--config.model.head=(32,)",
+                           "--config.labels.learn=('alpha',)",
                            f"--config.data.cache_dir={tmp_path / 'tfds'}"], cwd=REPO, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
