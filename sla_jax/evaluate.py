@@ -271,6 +271,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by sla_jax.train")
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
+    if "ensemble" in saved:
+        raise ValueError(f"{workdir} holds an ensemble (alpha sweep): re-run its sla_jax.train command, which "
+                         "resumes from the newest checkpoint and evaluates every member")
     config = base_config()
     config.update_from_flattened_dict({".".join(k): v for k, v in _flatten(saved)})
     return config
