@@ -25,9 +25,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.transform.cutout_fill = "random"  # random | zero
 
     c.labels = ml_collections.ConfigDict()
-    c.labels.mode = "soft"  # soft (SLA) | hard (the "w/o SLA" ablation)
+    c.labels.mode = "soft"  # soft (SLA) | hard (the "w/o SLA" ablation) | smooth (SLA with tau)
     c.labels.alpha = 10.0
     c.labels.epsilon = 0.02
+    c.labels.tau = 0.005  # mode "smooth": sigmoid((Δ − ε)/τ) replaces 1{Δ > ε} (differentiable labels)
+    c.labels.learn = ()  # ("alpha",), ("alpha", "epsilon"): train these jointly with the network
 
     c.model = ml_collections.ConfigDict()
     c.model.head = (512, 512, 512, 512, 512, 512, 512, 512, 128)  # CutPaste's projection head

@@ -69,14 +69,20 @@ def model_input_size(config: ml_collections.ConfigDict) -> int:
 
 
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
-          l2_normalize: bool = True) -> np.ndarray:
-    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``."""
+          l2_normalize: bool = True, stacked: bool = False) -> np.ndarray:
+    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``.
+
+    ``stacked``: ``variables`` carry a leading member axis (a vmapped ensemble) and the features are
+    (K, N, 512), all members embedded in one pass per batch.
+    """
     n_dev = mesh.devices.size
     batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
     batch_sharding = NamedSharding(mesh, P("data"))
-
-    forward = jax.jit(partial(pooled_features, variables, model=model, l2_normalize=l2_normalize),
-                      out_shardings=NamedSharding(mesh, P()))
+    features = partial(pooled_features, model=model, l2_normalize=l2_normalize)
+    if stacked:
+        features = jax.vmap(features, in_axes=(0, None))
+    forward = jax.jit(features, out_shardings=NamedSharding(mesh, P()))
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
     out = []
     for start in range(0, len(images_uint8), batch_size):
@@ -84,9 +90,11 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
         pad = batch_size - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        feats = forward(jax.device_put(chunk, batch_sharding))
-        out.append(np.asarray(feats)[: batch_size - pad])
-    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+        feats = forward(variables, jax.device_put(chunk, batch_sharding))
+        out.append(np.asarray(feats)[..., : batch_size - pad, :])
+    if not out:
+        return np.zeros((0, 512), np.float32)
+    return np.concatenate(out, axis=-2)
 
 
 def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
@@ -306,7 +314,7 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     report = detection_report(scores, dataset.test)
     flagged = scores > threshold
     labels = dataset.test.labels
-    title = f"{dataset.category}: {config.transform.name.upper()}-{'SLA' if config.labels.mode == 'soft' else 'hard'}"
+    title = f"{dataset.category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
     plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
@@ -347,6 +355,9 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by sla_jax.train")
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
+    if "ensemble" in saved:
+        raise ValueError(f"{workdir} holds an ensemble (alpha sweep): re-run its sla_jax.train command, which "
+                         "resumes from the newest checkpoint and evaluates every member")
     config = base_config()
     config.update_from_flattened_dict({".".join(k): v for k, v in _flatten(saved)})
     return config
@@ -362,9 +373,14 @@ def _flatten(tree, prefix=()):
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[PretextNet, dict, int]:
     """The run's model, its variables from the newest checkpoint in ``workdir``, and that step."""
+    from sla_jax.train import hparams_from_config, network_params, with_label_params  # train imports this module
+
     model = model_from_config(config)
-    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer_from_config(config),
+    optimizer = optimizer_from_config(config)
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
                                  image_size=model_input_size(config))
+    state = with_label_params(state, hparams_from_config(config), learn=tuple(config.labels.learn),
+                              optimizer=optimizer)
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     try:
         if manager.latest_step() is None:
@@ -372,7 +388,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[Pret
         state = state_lib.restore_latest(manager, state)
     finally:
         manager.close()
-    return model, {"params": state.params, "batch_stats": state.batch_stats}, int(state.step)
+    return model, {"params": network_params(state.params), "batch_stats": state.batch_stats}, int(state.step)
 
 
 def evaluate_workdir(workdir: str) -> dict:

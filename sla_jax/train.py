@@ -19,7 +19,9 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,22 +51,66 @@ KEY_INIT, KEY_STEP = 0, 2
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
-    """Static options of the train step (changing them recompiles)."""
+    """Static options of the train step (changing them recompiles); the label options are :class:`HParams`."""
 
     batch_size: int
     transform: str = "cps"
     pairing: str = "bernoulli"
     cutout_fill: str = "random"
-    label_mode: str = "soft"
-    alpha: float = 10.0
-    epsilon: float = 0.02
     patch_size: int = 0  # > 0: train on random square crops of this side (localization)
     scar_scale: float | None = None  # scar size factor; None: the network input side / 256
 
 
-def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec):
-    """Draw sources, edit them and label them: returns (network inputs in [0,1], targets, classes, y)."""
+@flax.struct.dataclass
+class HParams:
+    """Label hyper-parameters as traced values: changing them does not recompile, and a stack of them
+    (leading member axis) drives a vmapped ensemble. ``tau > 0``: smooth SLA; ``hard = 1``: hard labels
+    (see :func:`sla_jax.labels.label_strength`)."""
+
+    alpha: Any = 10.0
+    epsilon: Any = 0.02
+    tau: Any = 0.0
+    hard: Any = 0.0
+
+    @classmethod
+    def create(cls, *, alpha=10.0, epsilon=0.02, tau=0.0, hard=0.0) -> "HParams":
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (alpha, epsilon, tau, hard)))
+
+
+def label_params(hparams: HParams, *, learn: tuple[str, ...]) -> dict:
+    """Trainable log-parameters (positive after ``exp``) for the label hyper-parameters named in ``learn``."""
+    return {f"log_{name}": jnp.log(jnp.asarray(getattr(hparams, name), jnp.float32)) for name in learn}
+
+
+def with_label_params(state: TrainState, hparams: HParams, *, learn: tuple[str, ...],
+                      optimizer: optax.GradientTransformation) -> TrainState:
+    """``state`` whose params also hold ``label_params`` under ``"sla"`` (updated by the same optimizer)."""
+    if not learn:
+        return state
+    params = {**state.params, "sla": label_params(hparams, learn=learn)}
+    return state.replace(params=params, opt_state=optimizer.init(params))
+
+
+def network_params(params) -> dict:
+    """The network's parameters: ``params`` without the learned label parameters (``"sla"``)."""
+    return {k: v for k, v in params.items() if k != "sla"}
+
+
+def effective_hparams(params, hparams: HParams) -> HParams:
+    """``hparams`` with the learned values from ``params["sla"]`` (when present) substituted."""
+    learned = params.get("sla", {}) if isinstance(params, dict) else {}
+    return hparams.replace(**{key[len("log_"):]: jnp.exp(value) for key, value in learned.items()})
+
+
+def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, data_key: jax.Array | None = None):
+    """Draw sources and edit them: returns (originals in [0,1] aligned with the edits, the ``Edit``).
+
+    The source indices come from ``data_key`` when given (an ensemble's shared data stream), else from
+    ``key``; the crops and edits always come from ``key``.
+    """
     k_idx, k_edit = jax.random.split(key)
+    if data_key is not None:
+        k_idx = jax.random.split(data_key)[0]
     n_sources = spec.batch_size // 2 if spec.pairing == "paired" else spec.batch_size
     idx = jax.random.randint(k_idx, (n_sources,), 0, train_images.shape[0])
     sources = train_images[idx].astype(jnp.float32) / 255.0
@@ -74,28 +120,50 @@ def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec):
     edit = transforms_lib.assemble_batch(k_edit, sources, name=spec.transform, pairing=spec.pairing,
                                          cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale)
     originals = jnp.concatenate([sources, sources]) if spec.pairing == "paired" else sources
-    y = labels_lib.batch_labels(originals, edit.images, edit.masks, edit.classes, mode=spec.label_mode,
-                                alpha=spec.alpha, epsilon=spec.epsilon)
-    targets = labels_lib.targets(edit.classes, y, num_classes=transforms_lib.num_classes(spec.transform))
+    return originals, edit
+
+
+def label_targets(originals: jax.Array, edit: transforms_lib.Edit, hparams: HParams, *, spec: StepSpec):
+    """(soft target distributions, label strengths y) of an edited batch."""
+    y = labels_lib.traced_batch_labels(originals, edit.images, edit.masks, edit.classes, alpha=hparams.alpha,
+                                       epsilon=hparams.epsilon, tau=hparams.tau, hard=hparams.hard)
+    return labels_lib.targets(edit.classes, y, num_classes=transforms_lib.num_classes(spec.transform)), y
+
+
+def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, hparams: HParams | None = None,
+                  data_key: jax.Array | None = None):
+    """Draw sources, edit them and label them: returns (network inputs in [0,1], targets, classes, y)."""
+    originals, edit = pretext_edit(key, train_images, spec=spec, data_key=data_key)
+    targets, y = label_targets(originals, edit, HParams() if hparams is None else hparams, spec=spec)
     return edit.images, targets, edit.classes, y
 
 
-def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, *, model: PretextNet,
-               optimizer: optax.GradientTransformation, spec: StepSpec, batch_sharding=None):
-    """One SGD step on a freshly edited batch; returns the new state and scalar metrics."""
-    inputs, targets, classes, y = pretext_batch(jax.random.fold_in(key, state.step), train_images, spec=spec)
+def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hparams: HParams | None = None,
+               data_key: jax.Array | None = None, *, model: PretextNet, optimizer: optax.GradientTransformation,
+               spec: StepSpec, batch_sharding=None):
+    """One SGD step on a freshly edited batch; returns the new state and scalar metrics.
+
+    ``hparams`` (default: the paper's SLA) are traced; learned label parameters in ``state.params["sla"]``
+    override them and get gradients through the labels. ``data_key``: see :func:`pretext_edit`.
+    """
+    hparams = HParams() if hparams is None else hparams
+    originals, edit = pretext_edit(jax.random.fold_in(key, state.step), train_images, spec=spec,
+                                   data_key=None if data_key is None else jax.random.fold_in(data_key, state.step))
+    inputs = edit.images
     if batch_sharding is not None:
         inputs = jax.lax.with_sharding_constraint(inputs, batch_sharding)
     inputs = normalize(inputs)
 
     def loss_fn(params):
-        (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
+        targets, y = label_targets(originals, edit, effective_hparams(params, hparams), spec=spec)
+        (logits, _), updates = model.apply({"params": network_params(params), "batch_stats": state.batch_stats}, inputs,
                                            train=True, mutable=["batch_stats"])
-        return labels_lib.soft_cross_entropy(logits, targets), (logits, updates["batch_stats"])
+        return labels_lib.soft_cross_entropy(logits, targets), (logits, y, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, y, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    classes = edit.classes
     transformed = classes > 0
     metrics = {
         "loss": loss,
@@ -103,17 +171,19 @@ def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, *, mo
         "mean_label": jnp.sum(jnp.where(transformed, y, 0.0)) / jnp.maximum(jnp.sum(transformed), 1),
         "invalid_fraction": jnp.sum(transformed & (y < 0.5)) / jnp.maximum(jnp.sum(transformed), 1),
     }
+    if "sla" in params:
+        learned = effective_hparams(params, hparams)
+        metrics.update({key[len("log_"):]: getattr(learned, key[len("log_"):]) for key in params["sla"]})
     new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics
 
 
 def compile_train_step(*, model, optimizer, spec: StepSpec, mesh):
-    """Jit the step with replicated state/images and a batch sharded over ``mesh``; donates the state."""
+    """Jit the step with replicated state/images/hparams and a batch sharded over ``mesh``; donates the state."""
     replicated = NamedSharding(mesh, P())
     step = partial(train_step, model=model, optimizer=optimizer, spec=spec,
                    batch_sharding=NamedSharding(mesh, P("data")))
-    return jax.jit(step, in_shardings=(replicated, replicated, replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+    return jax.jit(step, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
 class Interrupted(Exception):
@@ -195,8 +265,8 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         logging_now = done % log_every == 0 or done == total_steps
         saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or bool(stop))
         if logging_now or saving_now:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(metrics["loss"]):
+            metrics = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
+            if not np.all(np.isfinite(metrics["loss"])):
                 kept = manager.latest_step() if manager is not None else None
                 raise FloatingPointError(
                     f"loss is {metrics['loss']} at step {done}; stopped. "
@@ -211,8 +281,8 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}",
-                            y=f"{metrics['mean_label']:.2f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{np.mean(metrics['loss']):.3f}", acc=f"{np.mean(metrics['accuracy']):.2f}",
+                            y=f"{np.mean(metrics['mean_label']):.2f}", img_s=f"{rate:.0f}")
             window_start, window_steps = time.perf_counter(), 0
         bar.update(1)
         if saving_now:
@@ -229,8 +299,7 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
 def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
     return StepSpec(batch_size=config.train.batch_size, transform=config.transform.name,
                     pairing=config.transform.pairing, cutout_fill=config.transform.cutout_fill,
-                    label_mode=config.labels.mode, alpha=float(config.labels.alpha),
-                    epsilon=float(config.labels.epsilon), patch_size=int(config.localization.patch_size),
+                    patch_size=int(config.localization.patch_size),
                     scar_scale=(config.data.image_size / transforms_lib.SCAR_REFERENCE_SIZE
                                 if config.localization.patch_size else None))
 
@@ -247,11 +316,24 @@ def initial_backbone(state: TrainState, config: ml_collections.ConfigDict, *, op
     return pretrained.with_backbone(state, pretrained.load_backbone(config.model.init), optimizer=optimizer)
 
 
+def hparams_from_config(config: ml_collections.ConfigDict) -> HParams:
+    mode = config.labels.mode
+    return HParams.create(alpha=config.labels.alpha, epsilon=config.labels.epsilon,
+                          tau=config.labels.tau if mode == "smooth" else 0.0, hard=float(mode == "hard"))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
     """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results.
 
     Holds the workdir's lock throughout; ``results.json`` holds only what the seed determines (the
-    timings go to ``timing.json``)."""
+    timings go to ``timing.json``). A config with an ``ensemble`` section trains all its members in one
+    program (:mod:`sla_jax.ensemble`)."""
+    if "ensemble" in config:
+        from sla_jax import ensemble
+
+        ensemble.validate_ensemble(config)
+        with workdir_lib.claimed(workdir):
+            return ensemble.run(config, workdir, progress=progress)
     validate(config)
     with workdir_lib.claimed(workdir):
         return _run(config, workdir, progress=progress)
@@ -269,9 +351,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     optimizer = evaluate.optimizer_from_config(config)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
+    hparams = hparams_from_config(config)
     state = init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
                        image_size=evaluate.model_input_size(config))
-    state = jax.device_put(initial_backbone(state, config, optimizer=optimizer), replicated)
+    state = initial_backbone(state, config, optimizer=optimizer)
+    state = jax.device_put(with_label_params(state, hparams, learn=tuple(config.labels.learn), optimizer=optimizer),
+                           replicated)
     workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * tree_bytes(state))
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)  # a checkpoint takes precedence over model.init
@@ -279,7 +364,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
     train_images = jax.device_put(dataset.train.images, replicated)
-    step_fn = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    compiled = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
     n_train = len(dataset.train.images)
     patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
@@ -294,8 +380,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    variables = {"params": network_params(state.params), "batch_stats": state.batch_stats}
     results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
+    if "sla" in state.params:
+        learned = effective_hparams(state.params, hparams)
+        results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
+                                     for k in state.params["sla"]}
     results.update(steps=total, init=config.model.init or "random")
     evaluate.write_results(results, workdir)
     evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,

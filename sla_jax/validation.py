@@ -27,6 +27,8 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
     """Every key of ``config`` must exist in the defaults, with a value of the same kind."""
     for key in config.keys():
         name = f"{prefix}{key}"
+        if not prefix and key == "ensemble":  # checked by sla_jax.ensemble.validate_ensemble
+            continue
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
             hint = f' Did you mean "{prefix}{close[0]}"?' if close else ""
@@ -71,6 +73,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not 0 < config.labels.epsilon < 3:
         raise ConfigError(f"config.labels.epsilon={config.labels.epsilon} must lie in (0, 3): Δ sums 3 channels "
                           "of [0, 1] values (the paper uses 0.02)")
+    if config.labels.mode == "smooth" and not config.labels.tau > 0:
+        raise ConfigError(f"config.labels.tau={config.labels.tau} must be > 0 for labels.mode='smooth' "
+                          "(e.g. 0.005; smaller is closer to the paper's step)")
+    for name in config.labels.learn:
+        _choice("labels.learn", name, ("alpha", "epsilon"))
+    if "epsilon" in config.labels.learn and config.labels.mode != "smooth":
+        raise ConfigError("config.labels.learn contains 'epsilon' but labels.mode is not 'smooth': the step "
+                          "1{Δ > ε} has no gradient in ε; set --config.labels.mode=smooth")
+    if config.labels.learn and config.labels.mode == "hard":
+        raise ConfigError("config.labels.learn is set but labels.mode='hard': hard labels do not depend on α or ε")
     if config.data.image_size < 32:
         raise ConfigError(f"config.data.image_size={config.data.image_size} must be >= 32")
     if config.train.steps < 0:

@@ -1,0 +1,289 @@
+"""Vmapped ensembles: member k equals the single run with its hyper-parameters and seed; the sweep CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from sla_jax import ensemble, evaluate, train
+from sla_jax import state as state_lib
+from sla_jax.defaults import base_config
+from sla_jax.models import PretextNet
+from sla_jax.validation import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+MEMBERS = [ensemble.Member(seed=3, alpha=2.0, epsilon=0.02, mode="soft"),
+           ensemble.Member(seed=0, alpha=10.0, epsilon=0.05, mode="smooth", tau=0.01),
+           ensemble.Member(seed=5, alpha=10.0, epsilon=0.02, mode="hard")]
+
+
+def member(tree, k):
+    return jax.tree_util.tree_map(lambda x: x[k], tree)
+
+
+def keys_of(members):
+    return tuple(jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in members)))
+
+
+def test_member_batches_are_the_single_runs_batches():
+    """Under vmap each member draws the batch of a single run with its key and hparams (masks, classes and
+    source indices exactly; pixel values and labels to float32 rounding of differently fused code), the
+    source images of all members are the same, and the member whose seed is the data seed draws the
+    plain single run's batch."""
+    spec = train.StepSpec(batch_size=8, transform="co")
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    hparams = ensemble.stack_hparams(MEMBERS)
+    _, step_keys = keys_of(MEMBERS)
+    data_key = jax.random.fold_in(ensemble.member_keys(0)[1], 4)
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, 4))(step_keys)
+
+    def draw(key, hp, data_key):
+        originals, edit = train.pretext_edit(key, images, spec=spec, data_key=data_key)
+        return (originals, edit) + train.label_targets(originals, edit, hp, spec=spec)
+
+    stacked = jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(keys, hparams, data_key)
+    single = jax.jit(draw)
+    for k in range(len(MEMBERS)):
+        expected = single(keys[k], member(hparams, k), data_key)
+        for a, b in zip(jax.tree_util.tree_leaves(member(stacked, k)), jax.tree_util.tree_leaves(expected),
+                        strict=True):
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+            else:
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(stacked[0][0]), np.asarray(stacked[0][1]))  # same sources
+    assert not np.array_equal(np.asarray(stacked[1].masks[0]), np.asarray(stacked[1].masks[1]))  # own edits
+    y, classes = np.asarray(stacked[3]), np.asarray(stacked[1].classes)
+    assert np.all(y[2][classes[2] > 0] == 1.0) and np.any(y[0][classes[0] > 0] < 1.0)  # hard vs soft α=2
+    plain = single(keys[1], member(hparams, 1), None)
+    own = single(keys[1], member(hparams, 1), keys[1])
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(own)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_member_k_equals_single_run_with_its_hparams_and_seed():
+    """Three steps of a 3-member ensemble (soft α=2, smooth ε=0.05 τ=0.01, hard; seeds 3, 0, 5; 32 px,
+    batch 8, one device) against three single runs of ``train.train_step`` with each member's hparams,
+    keys and the shared data key. Tolerance: all parameters (and all BatchNorm statistics), as one
+    vector, within 1e-5 of its norm and within 1e-3 of what training changed (a member given another's
+    seed or α would be off by O(1) of the change); metrics within 1e-5 relative.
+
+    At lr 1e-3: with the default lr 0.03, batch-8 BatchNorm amplifies float32 summation-order differences
+    about 100× per step (measured: a 3e-8 relative perturbation of the initial weights alone moves the
+    parameters by 8% of their change after 3 steps), which vmap's reordered matmuls also produce. On one
+    device: split over the 4 test devices the ensemble and the single runs differ by 9e-5 of the norm
+    (measured), each sharded path reducing in its own order (the 1-vs-4-device test is in test_train)."""
+    model = PretextNet(num_classes=2, head=(32,), stem="imagenet")
+    optimizer = state_lib.make_optimizer(learning_rate=1e-3, momentum=0.9, weight_decay=3e-5, total_steps=10)
+    spec = train.StepSpec(batch_size=8, transform="co")
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
+    hparams = ensemble.stack_hparams(MEMBERS)
+    init_keys, step_keys = keys_of(MEMBERS)
+    data_key = ensemble.member_keys(0)[1]
+    states = ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=32)
+    initial = jax.device_get(states.params)
+    assert states.step.shape == () and states.params["head"]["classifier"]["kernel"].shape[0] == 3
+    step = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    for _ in range(3):
+        states, metrics = step(states, images, step_keys, hparams, data_key)
+    assert int(states.step) == 3 and metrics["loss"].shape == (3,)
+
+    single = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])  # noqa: E731
+    for k, m in enumerate(MEMBERS):
+        state = state_lib.init_state(init_keys[k], model=model, optimizer=optimizer, image_size=32)
+        for _ in range(3):
+            state, single_metrics = single(state, images, step_keys[k], member(hparams, k), data_key)
+        params, batch_stats = flat(member(states.params, k)), flat(member(states.batch_stats, k))
+        assert np.linalg.norm(params - flat(state.params)) <= 1e-5 * np.linalg.norm(flat(state.params)), m
+        assert np.linalg.norm(batch_stats - flat(state.batch_stats)) <= 1e-5 * np.linalg.norm(flat(state.batch_stats))
+        change = np.linalg.norm(flat(state.params) - flat(member(initial, k)))
+        assert np.linalg.norm(params - flat(state.params)) <= 1e-3 * change, m
+        for name in single_metrics:
+            assert float(metrics[name][k]) == pytest.approx(float(single_metrics[name]), rel=1e-5, abs=1e-6), (m, name)
+    other = np.linalg.norm(flat(member(states.params, 0)) - flat(member(states.params, 2)))
+    assert other > 1.0  # the members really are different models
+
+
+def test_vmapped_gde_and_auroc_equal_the_per_member_ones():
+    rng = np.random.default_rng(0)
+    train_feats = rng.normal(size=(3, 40, 8)).astype(np.float32)
+    test_feats = rng.normal(size=(3, 12, 8)).astype(np.float32) * np.array([1.0, 2.0, 3.0])[:, None, None]
+    labels = np.array([0] * 6 + [1] * 6)
+    _, scores, aurocs = ensemble.ensemble_scores(train_feats, test_feats, labels)
+    for k in range(3):
+        _, expected = evaluate.image_scores(train_feats[k], test_feats[k])
+        np.testing.assert_allclose(np.asarray(scores[k]), expected, rtol=1e-5)
+        assert float(aurocs[k]) == pytest.approx(evaluate.detection_report(expected, _split(labels))["image_auroc"])
+
+
+def _split(labels):
+    from sla_jax.data import Split
+
+    n = len(labels)
+    return Split(images=np.zeros((n, 4, 4, 3), np.uint8), labels=labels, masks=np.zeros((n, 4, 4), np.uint8),
+                 defect_types=["good" if y == 0 else "crack" for y in labels], paths=[str(i) for i in range(n)])
+
+
+def sweep_config():
+    config = base_config()
+    config.data.demo, config.data.category = True, "weave"
+    import ml_collections
+
+    config.ensemble = ml_collections.ConfigDict(dict(alphas=(1.0, 10.0), epsilons=(), seeds=(0, 1), hard=True))
+    return config
+
+
+def test_members_from_config_and_checks():
+    config = sweep_config()
+    members = ensemble.members_from_config(config)
+    assert [m.name for m in members] == ["soft/alpha1/eps0.02/seed0", "soft/alpha1/eps0.02/seed1",
+                                         "soft/alpha10/eps0.02/seed0", "soft/alpha10/eps0.02/seed1",
+                                         "hard/seed0", "hard/seed1"]
+    hp = ensemble.stack_hparams(members)
+    np.testing.assert_array_equal(np.asarray(hp.hard), [0, 0, 0, 0, 1, 1])
+    config.labels.mode, config.labels.tau = "smooth", 0.01
+    assert {m.tau for m in ensemble.members_from_config(config) if m.mode == "smooth"} == {0.01}
+    for key, value, match in [("seeds", (), "ensemble.seeds"), ("alphas", (-1.0,), "ensemble.alphas"),
+                              ("epsilons", (5.0,), "ensemble.epsilons")]:
+        bad = sweep_config()
+        bad.ensemble[key] = value
+        with pytest.raises(ConfigError, match=match):
+            ensemble.validate_ensemble(bad)
+    bad = sweep_config()
+    bad.localization.patch_size = 32
+    with pytest.raises(ConfigError, match="patch_size"):
+        ensemble.validate_ensemble(bad)
+
+
+def test_sweep_table_statistics_and_files(tmp_path):
+    members = ensemble.members_from_config(sweep_config())
+    aurocs = np.array([0.6, 0.7, 0.9, 0.95, 0.8, 0.82])
+    rows = ensemble.sweep_table(members, aurocs)
+    assert [(r["labels"], r["alpha"]) for r in rows] == [("soft", 1.0), ("soft", 10.0), ("hard", None)]
+    assert rows[1]["mean"] == pytest.approx(0.925) and rows[1]["std"] == pytest.approx(np.std([0.9, 0.95], ddof=1))
+    assert rows[2]["seeds"] == [0, 1] and rows[2]["min"] == pytest.approx(0.8)
+    ensemble.write_sweep(rows, str(tmp_path), title="t", note="n")
+    assert json.loads((tmp_path / "alpha_sweep.json").read_text())["rows"] == rows
+    table = (tmp_path / "alpha_sweep.md").read_text().splitlines()
+    assert sum(line.startswith("| soft") or line.startswith("| hard") for line in table) == 3
+    assert (tmp_path / "alpha_sweep.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
+    """configs/alpha_sweep.py through the train CLI at 32 px, 2 α × 2 seeds + hard × 2 = 6 members:
+    results.json per member and table, alpha_sweep.{md,json,png}; then resumed to more steps."""
+    workdir = tmp_path / "sweep"
+    common = ["--config=configs/alpha_sweep.py", f"--workdir={workdir}", "--config.data.image_size=32",
+              "--config.train.batch_size=8", "--config.model.head=(32,)", "--config.train.checkpoint_every=2",
+              "--config.train.log_every=1", "--config.ensemble.alphas=(2.0, 10.0)",
+              f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "sla_jax.train", *common, *extra], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+
+    proc = run("--config.train.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training 6 members in one program" in proc.stdout and "image AUROC:" in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert len(results["members"]) == 6 and len(results["table"]) == 3
+    assert all(0 <= m["image_auroc"] <= 1 for m in results["members"])
+    assert results["image_auroc"] == pytest.approx(np.mean([m["image_auroc"] for m in results["members"]
+                                                            if m["alpha"] == 10.0 and m["mode"] == "soft"]))
+    for name in ("alpha_sweep.md", "alpha_sweep.json", "alpha_sweep.png"):
+        assert (workdir / name).stat().st_size > 100, name
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and len(lines[0]["loss"]) == 6
+
+    proc = run("--config.train.steps=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from the checkpoint at step 2" in proc.stdout
+    assert json.loads((workdir / "results.json").read_text())["steps"] == 4
+
+
+# ----------------------------------------------------------------------------- learned label parameters
+
+def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
+    """log α in params["sla"]: effective_hparams reads it back, and d(loss)/d(log α) = α · d(loss)/dα."""
+    spec = train.StepSpec(batch_size=8, transform="co")
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8))
+    originals, edit = jax.jit(lambda k: train.pretext_edit(k, images, spec=spec))(jax.random.key(1))
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2)), jnp.float32)
+    hp = train.HParams.create(alpha=3.0, epsilon=0.02, tau=0.005)
+    optimizer = state_lib.make_optimizer(learning_rate=0.1, momentum=0.9, weight_decay=1e-2, total_steps=4)
+    state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.ones((2, 2))}, batch_stats={},
+                                 opt_state=optimizer.init({"w": jnp.ones((2, 2))}))
+    state = train.with_label_params(state, hp, learn=("alpha", "epsilon"), optimizer=optimizer)
+    assert float(train.effective_hparams(state.params, hp).alpha) == pytest.approx(3.0)
+    assert float(train.effective_hparams(state.params, hp).tau) == pytest.approx(0.005)
+
+    def loss_of(hparams):
+        from sla_jax import labels
+
+        return labels.soft_cross_entropy(logits, train.label_targets(originals, edit, hparams, spec=spec)[0])
+
+    g_params = jax.jit(jax.grad(lambda p: loss_of(train.effective_hparams(p, hp))))(state.params)
+    g_hp = jax.jit(jax.grad(loss_of))(hp)
+    assert float(g_params["sla"]["log_alpha"]) == pytest.approx(3.0 * float(g_hp.alpha), rel=1e-5)
+    assert float(g_params["sla"]["log_epsilon"]) == pytest.approx(0.02 * float(g_hp.epsilon), rel=1e-5)
+    assert float(g_hp.alpha) != 0.0
+    updates, _ = optimizer.update(g_params, state.opt_state, state.params)  # no weight decay on the scalars
+    assert float(updates["sla"]["log_alpha"]) == pytest.approx(-0.1 * float(g_params["sla"]["log_alpha"]), rel=1e-5)
+    assert train.with_label_params(state, hp, learn=(), optimizer=optimizer) is state
+
+    from sla_jax.validation import validate
+
+    config = base_config()
+    config.data.demo, config.data.category = True, "weave"
+    config.labels.learn = ("epsilon",)
+    with pytest.raises(ConfigError, match="labels.mode=smooth"):
+        validate(config)
+    config.labels.learn = ("beta",)
+    with pytest.raises(ConfigError, match="labels.learn"):
+        validate(config)
+    config.labels.learn, config.labels.mode, config.labels.tau = (), "smooth", 0.0
+    with pytest.raises(ConfigError, match="labels.tau"):
+        validate(config)
+
+
+@pytest.mark.slow
+def test_learned_alpha_trajectory_is_logged_by_the_cli(tmp_path):
+    """--config.labels.learn='("alpha",)' on the demo: metrics.jsonl logs α per step, results the final α."""
+    workdir = tmp_path / "learn"
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
+                           "--config.data.image_size=32", "--config.train.batch_size=8", "--config.train.steps=3",
+                           "--config.train.log_every=1", "--config.model.head=(32,)",
+                           "--config.labels.learn=('alpha',)",
+                           f"--config.data.cache_dir={tmp_path / 'tfds'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alphas = [json.loads(x)["alpha"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert len(alphas) == 3 and len(set(alphas)) == 3 and all(a > 0 for a in alphas)
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["learned_labels"]["alpha"] == pytest.approx(alphas[-1])
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_docs_dloss_dalpha_example_runs_as_written():
+    """The python block of docs/sweeps.md runs and prints one finite row per α."""
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.run([sys.executable, "-"], input=code, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert [float(r[0]) for r in rows] == [1.0, 2.0, 5.0, 7.0, 10.0, 15.0]
+    assert all(np.isfinite(float(x)) for r in rows for x in r)
