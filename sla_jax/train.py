@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from sla_jax import evaluate
+from sla_jax import distributed, evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
 from sla_jax import transforms as transforms_lib
@@ -166,11 +166,13 @@ def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
 def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
     """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results."""
     validate(config)
+    primary = distributed.is_primary()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
     started = time.perf_counter()
-    dataset = evaluate.load_dataset(config, workdir)
+    dataset = distributed.primary_first(lambda: evaluate.load_dataset(config, workdir))
     mesh = data_mesh()
     spec = spec_from_config(config)
     model = evaluate.model_from_config(config)
@@ -179,34 +181,39 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
                                weight_decay=config.train.weight_decay, total_steps=total)
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
-    state = jax.device_put(init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                                      image_size=evaluate.model_input_size(config)), replicated)
+    state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=evaluate.model_input_size(config)),
+                    out_shardings=replicated)(jax.random.fold_in(root, KEY_INIT))
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)
     resumed_from = int(state.step)
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
-    train_images = jax.device_put(dataset.train.images, replicated)
+    train_images = distributed.replicated_array(dataset.train.images, replicated)
     step_fn = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     n_train = len(dataset.train.images)
     patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
-          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)")
+          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)"
+          + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
+             if jax.process_count() > 1 else ""))
+    log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
     try:
-        with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+        with open(os.path.join(workdir, log_name), "a", encoding="utf-8") as log:
             state = fit(state, train_images, jax.random.fold_in(root, KEY_STEP), step_fn=step_fn, total_steps=total,
                         images_per_step=spec.batch_size, manager=manager,
                         checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
                         log=log, schedule=lr_schedule(learning_rate=config.train.learning_rate, total_steps=total),
-                        progress=progress)
+                        progress=progress and primary)
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
+    results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir if primary else None,
+                                mesh=mesh)
     results.update(steps=total, resumed_from_step=resumed_from, train_seconds=train_seconds,
-                   seconds=time.perf_counter() - started)
-    evaluate.write_results(results, workdir)
+                   seconds=time.perf_counter() - started, processes=jax.process_count())
+    if primary:
+        evaluate.write_results(results, workdir)
     return results
 
 
@@ -218,6 +225,8 @@ def main(argv):
         raise app.UsageError("--workdir is required: the folder for checkpoints, metrics and results.json")
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+    distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                           process_id=FLAGS.process_id)
     results = run(FLAGS.config, FLAGS.workdir)
     print(f"image AUROC: {results['image_auroc']:.4f}")
     print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
@@ -228,4 +237,7 @@ FLAGS = flags.FLAGS
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, results.")
+    flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0 (docs/multihost.md).")
+    flags.DEFINE_integer("num_processes", None, "Multi-process run: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index in [0, num_processes).")
     app.run(main)
