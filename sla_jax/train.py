@@ -228,8 +228,9 @@ def main(argv):
     distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
                            process_id=FLAGS.process_id)
     results = run(FLAGS.config, FLAGS.workdir)
-    print(f"image AUROC: {results['image_auroc']:.4f}")
-    print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
+    if distributed.is_primary():
+        print(f"image AUROC: {results['image_auroc']:.4f}")
+        print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
 
 
 FLAGS = flags.FLAGS
