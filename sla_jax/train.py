@@ -225,8 +225,11 @@ def main(argv):
         raise app.UsageError("--workdir is required: the folder for checkpoints, metrics and results.json")
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
-    distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                           process_id=FLAGS.process_id)
+    try:
+        distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     results = run(FLAGS.config, FLAGS.workdir)
     if distributed.is_primary():
         print(f"image AUROC: {results['image_auroc']:.4f}")

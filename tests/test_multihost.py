@@ -152,3 +152,10 @@ def test_two_processes_train_in_lock_step_like_one_process(tmp_path):
     assert results["image_auroc"] == pytest.approx(reference["image_auroc"], abs=0.05)
     scores = [np.loadtxt(run / "scores.csv", delimiter=",", skiprows=1, usecols=3) for run in (multi, single)]
     assert np.corrcoef(*scores)[0, 1] > 0.99
+
+
+def test_cli_with_half_a_job_request_explains(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={tmp_path}",
+                           "--coordinator_address=localhost:1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "missing: num_processes, process_id" in proc.stderr and "Traceback" not in proc.stderr
