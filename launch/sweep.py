@@ -215,12 +215,20 @@ def run_local(points: Sequence[Point], *, jobs: int = 1) -> list[dict]:
 def submit(points: Sequence[Point], *, cluster: str, folder: str, parameters: Mapping[str, Any]) -> list:
     """Submit one submitit job per point (a job array on SLURM); returns the submitit jobs."""
     import cloudpickle
+
+    # Without this, importing submitit runs logging.config.dictConfig, which closes every logging handler
+    # of the process (absl's closes the stream it was given); its warnings still reach stderr.
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
     import submitit
 
     module = sys.modules[run_point.__module__]
     if module.__name__ != "__main__":
         cloudpickle.register_pickle_by_value(module)  # jobs need not import launch/ from their cwd
-    executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
+    except RuntimeError as e:  # no srun/sbatch on this machine
+        raise SweepError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
+                         "run without them)") from None
     try:
         executor.update_parameters(**parameters)
     except (NameError, AssertionError) as e:

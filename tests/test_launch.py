@@ -2,7 +2,7 @@
 pool and through submitit's local executor, and the collected table and plot."""
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,6 +74,13 @@ def test_sweep_dir_of_another_sweep_is_refused(tmp_path):
         else:
             with pytest.raises(sweep_lib.SweepError, match="other overrides"):
                 sweep_lib.record(sweep, points, str(sweep_dir))
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine has SLURM")
+def test_slurm_backend_without_slurm_says_so(tmp_path, capsys):
+    path = write_sweep(tmp_path, "dict(config=CONFIG, grid={'seed': [0]})")
+    assert sweep_lib.main([f"--sweep={path}", f"--sweep_dir={tmp_path / 'sweep'}", "--backend=slurm"]) == 2
+    assert 'Could not detect "srun"' in capsys.readouterr().err
 
 
 def test_collect_tables_and_plot_from_results(tmp_path):
