@@ -262,7 +262,7 @@ def decision_threshold(variables, train: data_lib.Split, *, model, config: ml_co
     return float(np.quantile(oof, config.eval.threshold_quantile)), oof
 
 
-def localize(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str,
+def localize(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str | None,
              mesh) -> tuple[np.ndarray, density.Gaussian, dict]:
     """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
 
@@ -278,13 +278,14 @@ def localize(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     gaussian, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde)
     maps = upsample_scores(scores_low, config=config)
     masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
-    np.savez_compressed(os.path.join(workdir, "maps.npz"), maps=maps.astype(np.float32), scores_low=scores_low,
-                        masks=masks, paths=np.asarray(dataset.test.paths))
-    titles = [f"{t} {os.path.basename(p)}" for t, p in zip(dataset.test.defect_types, dataset.test.paths)]
-    heatmaps.plot_heatmap_grid(dataset.test.images[:, : maps.shape[1], : maps.shape[2]], masks, maps,
-                               path=os.path.join(workdir, "heatmaps.png"), titles=titles, max_images=loc.heatmaps,
-                               title=f"{dataset.category}: defect maps (outline: ground truth)",
-                               score_label="squared Mahalanobis distance, RFU-summed")
+    if workdir:
+        np.savez_compressed(os.path.join(workdir, "maps.npz"), maps=maps.astype(np.float32), scores_low=scores_low,
+                            masks=masks, paths=np.asarray(dataset.test.paths))
+        titles = [f"{t} {os.path.basename(p)}" for t, p in zip(dataset.test.defect_types, dataset.test.paths)]
+        heatmaps.plot_heatmap_grid(dataset.test.images[:, : maps.shape[1], : maps.shape[2]], masks, maps,
+                                   path=os.path.join(workdir, "heatmaps.png"), titles=titles, max_images=loc.heatmaps,
+                                   title=f"{dataset.category}: defect maps (outline: ground truth)",
+                                   score_label="squared Mahalanobis distance, RFU-summed")
     image_scores_n = np.asarray(localization.image_scores_from_maps(jnp.asarray(maps)))
     report = {"pixel_auroc": localization.pixel_auroc(maps, masks), "pixel_aupro": localization.aupro(maps, masks),
               "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
@@ -293,9 +294,11 @@ def localize(variables, dataset: Dataset, *, model, config: ml_collections.Confi
     return image_scores_n, gaussian, report, train_feats
 
 
-def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.ConfigDict, workdir: str | None,
+             mesh) -> dict:
     """Embed, fit, score; writes roc.png, scores.csv and gde.npz (and, for patch models, maps.npz and
-    heatmaps.png) into ``workdir``; returns the results."""
+    heatmaps.png) into ``workdir`` (nothing when None: the other processes of a multi-process run);
+    returns the results."""
     pixel_report = {}
     if config.localization.patch_size:
         scores, gaussian, pixel_report, train_feats = localize(variables, dataset, model=model, config=config,
@@ -308,14 +311,15 @@ def evaluate(variables, dataset: Dataset, *, model, config: ml_collections.Confi
         gaussian, scores = image_scores(train_feats, test_feats)
     threshold, _ = decision_threshold(variables, dataset.train, model=model, config=config, mesh=mesh,
                                       train_feats=train_feats)
-    np.savez(os.path.join(workdir, "gde.npz"), threshold=np.float64(threshold),
-             **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
-    write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
     report = detection_report(scores, dataset.test)
     flagged = scores > threshold
     labels = dataset.test.labels
-    title = f"{dataset.category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
-    plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
+    if workdir:
+        np.savez(os.path.join(workdir, "gde.npz"), threshold=np.float64(threshold),
+                 **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
+        write_scores_csv(scores, dataset.test, os.path.join(workdir, "scores.csv"))
+        title = f"{dataset.category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
+        plot_roc(scores, dataset.test, os.path.join(workdir, "roc.png"), title=title)
     return {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
             "transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), "n_train": int(len(dataset.train.images)),

@@ -33,7 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from sla_jax import evaluate
+from sla_jax import distributed, evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
 from sla_jax import pretrained
@@ -335,15 +335,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
         with workdir_lib.claimed(workdir):
             return ensemble.run(config, workdir, progress=progress)
     validate(config)
-    with workdir_lib.claimed(workdir):
+    # In a multi-process run the primary process holds the lock (the workdir is shared by all).
+    lock = workdir_lib.claimed(workdir) if distributed.is_primary() else contextlib.nullcontext()
+    with lock:
         return _run(config, workdir, progress=progress)
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> dict:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    primary = distributed.is_primary()
+    os.makedirs(workdir, exist_ok=True)
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
     started = time.perf_counter()
-    dataset = evaluate.load_dataset(config, workdir)
+    dataset = distributed.primary_first(lambda: evaluate.load_dataset(config, workdir))
     mesh = data_mesh()
     spec = spec_from_config(config)
     model = evaluate.model_from_config(config)
@@ -352,44 +357,51 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
     root = jax.random.key(config.seed)
     replicated = NamedSharding(mesh, P())
     hparams = hparams_from_config(config)
-    state = init_state(jax.random.fold_in(root, KEY_INIT), model=model, optimizer=optimizer,
-                       image_size=evaluate.model_input_size(config))
-    state = initial_backbone(state, config, optimizer=optimizer)
-    state = jax.device_put(with_label_params(state, hparams, learn=tuple(config.labels.learn), optimizer=optimizer),
-                           replicated)
+    state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=evaluate.model_input_size(config)),
+                    out_shardings=replicated)(jax.random.fold_in(root, KEY_INIT))
+    started_from = with_label_params(initial_backbone(state, config, optimizer=optimizer), hparams,
+                                     learn=tuple(config.labels.learn), optimizer=optimizer)
+    if started_from is not state:  # loaded weights or label parameters: place the new leaves like the rest
+        state = jax.tree_util.tree_map(lambda x: distributed.replicated_array(np.asarray(x), replicated),
+                                       started_from)
     workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * tree_bytes(state))
     manager = checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     state = restore_latest(manager, state)  # a checkpoint takes precedence over model.init
     resumed_from = int(state.step)
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
-    train_images = jax.device_put(dataset.train.images, replicated)
+    train_images = distributed.replicated_array(dataset.train.images, replicated)
     compiled = compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
     n_train = len(dataset.train.images)
     patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
-          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)")
+          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)"
+          + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
+             if jax.process_count() > 1 else ""))
+    log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
     try:
-        with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+        with open(os.path.join(workdir, log_name), "a", encoding="utf-8") as log:
             state = fit(state, train_images, jax.random.fold_in(root, KEY_STEP), step_fn=step_fn, total_steps=total,
                         images_per_step=spec.batch_size, manager=manager,
                         checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
                         log=log, schedule=lr_schedule(learning_rate=config.train.learning_rate, total_steps=total),
-                        progress=progress)
+                        progress=progress and primary)
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started
     variables = {"params": network_params(state.params), "batch_stats": state.batch_stats}
-    results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir, mesh=mesh)
+    results = evaluate.evaluate(variables, dataset, model=model, config=config, workdir=workdir if primary else None,
+                                mesh=mesh)
     if "sla" in state.params:
         learned = effective_hparams(state.params, hparams)
         results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
                                      for k in state.params["sla"]}
-    results.update(steps=total, init=config.model.init or "random")
-    evaluate.write_results(results, workdir)
-    evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
-                           "seconds": time.perf_counter() - started}, workdir)
+    results.update(steps=total, init=config.model.init or "random", processes=jax.process_count())
+    if primary:
+        evaluate.write_results(results, workdir)
+        evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
+                               "seconds": time.perf_counter() - started}, workdir)
     return results
 
 
@@ -402,6 +414,11 @@ def main(argv):
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
     try:
+        distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    try:
         results = run(FLAGS.config, FLAGS.workdir)
     except Interrupted as stop:
         print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
@@ -409,8 +426,9 @@ def main(argv):
     except (ConfigError, DataError, workdir_lib.WorkdirError, CheckpointWriteError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2 if isinstance(error, ConfigError) else 1)
-    print(f"image AUROC: {results['image_auroc']:.4f}")
-    print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
+    if distributed.is_primary():
+        print(f"image AUROC: {results['image_auroc']:.4f}")
+        print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
 
 
 FLAGS = flags.FLAGS
@@ -418,4 +436,7 @@ FLAGS = flags.FLAGS
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, results.")
+    flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0 (docs/multihost.md).")
+    flags.DEFINE_integer("num_processes", None, "Multi-process run: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index in [0, num_processes).")
     app.run(main)
