@@ -45,6 +45,10 @@ def gather(sweep_dir: str) -> tuple[list[dict], list[str]]:
         if os.path.isfile(results_path):
             with open(results_path, encoding="utf-8") as f:
                 results = json.load(f)
+            timing_path = os.path.join(sweep_dir, point["name"], "timing.json")
+            if os.path.isfile(timing_path):  # wall times live beside results.json
+                with open(timing_path, encoding="utf-8") as f:
+                    results = {**json.load(f), **results}
             row.update(status="done", **{m: results[m] for m in METRICS if m in results})
         else:
             row["status"] = "missing"
