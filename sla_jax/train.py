@@ -262,8 +262,9 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         state, metrics = step_fn(state, train_images, key)
         window_steps += 1
         done = step + 1
+        stopping = bool(stop)  # read once: a signal arriving later in this step is handled after the next one
         logging_now = done % log_every == 0 or done == total_steps
-        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or bool(stop))
+        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or stopping)
         if logging_now or saving_now:
             metrics = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
             if not np.all(np.isfinite(metrics["loss"])):
@@ -287,7 +288,7 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         bar.update(1)
         if saving_now:
             _save(manager, done, state)
-        if stop:
+        if stopping:
             bar.close()
             raise Interrupted(stop[0], done, manager.directory if manager is not None else None)
     bar.close()
