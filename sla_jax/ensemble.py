@@ -34,7 +34,7 @@ from sla_jax import density, evaluate, metrics  # noqa: E402
 from sla_jax import train as train_lib  # noqa: E402
 from sla_jax.models import PretextNet  # noqa: E402
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule,  # noqa: E402
-                           make_optimizer, restore_latest)
+                           restore_latest)
 from sla_jax.validation import ConfigError, validate  # noqa: E402
 
 # The paper's Table 4 (MVTec AD mean image AUROC %, CPS-SLA, 256 px): drawn for reference only.
@@ -224,8 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     spec = train_lib.spec_from_config(config)
     model = evaluate.model_from_config(config)
     total = int(config.train.steps)
-    optimizer = make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                               weight_decay=config.train.weight_decay, total_steps=total)
+    optimizer = evaluate.optimizer_from_config(config)
     hparams = jax.device_put(stack_hparams(members), replicated)
     init_keys, step_keys = (jnp.stack(k) for k in zip(*(member_keys(m.seed) for m in members)))
     data_key = member_keys(config.seed)[1]

@@ -229,8 +229,8 @@ def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
     try:
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception as error:
-        for partial in Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
-            shutil.rmtree(partial, ignore_errors=True)
+        for unfinished in Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(unfinished, ignore_errors=True)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         if "No space left on device" in reason:
             reason = "No space left on device"
