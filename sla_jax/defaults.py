@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head = (512, 512, 512, 512, 512, 512, 512, 512, 128)  # CutPaste's projection head
     c.model.stem = "imagenet"  # imagenet (7×7/2 + max-pool) | small (3×3/1, no pool)
     c.model.conv_impl = "auto"  # auto | xla | im2col
+    c.model.dtype = "float32"  # compute dtype of the backbone: float32 | bfloat16 (parameters stay float32)
     c.model.init = ""  # "" = random init; else backbone weights from python -m sla_jax.convert_weights (.npz/.safetensors)
 
     c.train = ml_collections.ConfigDict()

@@ -28,7 +28,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from sla_jax import data as data_lib  # noqa: E402
-from sla_jax import density, heatmaps, localization, metrics  # noqa: E402
+from sla_jax import density, heatmaps, localization, metrics, report  # noqa: E402
 from sla_jax import state as state_lib  # noqa: E402
 from sla_jax import transforms as transforms_lib  # noqa: E402
 from sla_jax.models import PretextNet, normalize  # noqa: E402
@@ -45,7 +45,7 @@ class Dataset(NamedTuple):
 
 def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
     return PretextNet(num_classes=transforms_lib.num_classes(config.transform.name), head=tuple(config.model.head),
-                      stem=config.model.stem, conv_impl=config.model.conv_impl)
+                      stem=config.model.stem, conv_impl=config.model.conv_impl, dtype=jnp.dtype(config.model.dtype))
 
 
 def optimizer_from_config(config: ml_collections.ConfigDict):
@@ -412,6 +412,7 @@ def _evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *, starte
     results.update(steps=step)
     write_results(results, workdir)
     write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
+    report.write_run_report(workdir)
     return results
 
 

@@ -7,6 +7,7 @@ PyTorch (Flax's ``SAME`` would pad stride-2 layers asymmetrically).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -56,10 +57,12 @@ class Conv(nn.Module):
     """Bias-free 2-D convolution, HWIO kernel, symmetric explicit padding.
 
     ``impl='im2col'`` computes it as patch extraction + one matmul, which XLA:CPU runs far faster than
-    its direct convolution on small feature maps; ``'auto'`` picks im2col on CPU when the output map
-    has at most ``im2col_max_pixels`` pixels, or the input at most 4 channels (the stem). Measured on a
-    2-core CPU (fwd+bwd, batch 32): a 3×3 convolution on a 2×2 map takes 1.1 s in XLA, 21 ms here.
-    Both give the same numbers (tests).
+    its direct convolution on tiny feature maps; ``'auto'`` picks im2col on CPU for a k > 1 convolution
+    whose output map has at most ``im2col_max_pixels`` pixels (layer 4 at 64 px, layers 3-4 at 32-64 px),
+    XLA's convolution otherwise (im2col's 9× copy of the input costs more than it saves on larger maps).
+    Measured on a 2-core CPU (fwd+bwd, batch 32, ``bench/conv_layers.py``): the 3×3 512-channel
+    convolution on a 2×2 map takes 540 ms in XLA and 8 ms as im2col; on a 32×32 map with 64 channels
+    41 ms in XLA and 109 ms as im2col. Both give the same numbers (tests).
     """
 
     features: int
@@ -67,7 +70,7 @@ class Conv(nn.Module):
     strides: int = 1
     padding: int = 0
     impl: str = "auto"
-    im2col_max_pixels: int = 64
+    im2col_max_pixels: int = 16
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -81,7 +84,7 @@ class Conv(nn.Module):
         out_w = (x.shape[2] + 2 * self.padding - k) // self.strides + 1
         impl = self.impl
         if impl == "auto":
-            small = out_h * out_w <= self.im2col_max_pixels or x.shape[-1] <= 4
+            small = out_h * out_w <= self.im2col_max_pixels
             impl = "im2col" if (jax.default_backend() == "cpu" and small and k > 1) else "xla"
         if impl == "im2col":
             return im2col_conv(x, kernel, strides=self.strides, padding=self.padding)
@@ -89,6 +92,51 @@ class Conv(nn.Module):
             raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
         return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), pad,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _pool_taps(x_padded, out_h: int, out_w: int) -> list[jax.Array]:
+    """The 9 strided (out_h, out_w) views of a 3×3/2 window, in row-major tap order."""
+    return [x_padded[:, i:i + 2 * (out_h - 1) + 1:2, j:j + 2 * (out_w - 1) + 1:2, :] for i in range(3) for j in range(3)]
+
+
+@functools.lru_cache(maxsize=None)
+def _max_pool_for(height: int, width: int):
+    """The custom-VJP max-pool for inputs of this spatial size (the size shapes the backward padding)."""
+    out_h, out_w = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+
+    def forward(x_NHWC):
+        xp = jnp.pad(x_NHWC, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+        taps = _pool_taps(xp, out_h, out_w)
+        best, arg = taps[0], jnp.zeros(taps[0].shape, jnp.int8)
+        for k, tap in enumerate(taps[1:], 1):
+            better = tap > best  # strict: the first maximum wins, as in torch and XLA's select-and-scatter
+            best, arg = jnp.where(better, tap, best), jnp.where(better, jnp.int8(k), arg)
+        return best, arg
+
+    def backward(arg, grad_NhwC):
+        zero = jnp.zeros((), grad_NhwC.dtype)
+        total = 0.0
+        for k in range(9):
+            i, j = divmod(k, 3)
+            routed = jnp.where(arg == k, grad_NhwC, zero)
+            total = total + jax.lax.pad(routed, zero, ((0, 0, 0), (i, height + 2 - i - (2 * out_h - 1), 1),
+                                                       (j, width + 2 - j - (2 * out_w - 1), 1), (0, 0, 0)))
+        return (total[:, 1:height + 1, 1:width + 1, :],)
+
+    pool = jax.custom_vjp(lambda x: forward(x)[0])
+    pool.defvjp(forward, backward)
+    return pool
+
+
+def max_pool_3x3_s2(x_NHWC: jax.Array) -> jax.Array:
+    """3×3/2 max-pool with padding 1 (torchvision's stem): the values and gradient of ``nn.max_pool``.
+
+    The gradient goes to the first maximum of each window, routed back by a stored tap index (int8)
+    through 9 interior-padded selects. XLA:CPU's own gradient of ``reduce_window`` (select-and-scatter,
+    expanded with index tracking) cost about a sixth of a whole ResNet-18 training step at 128 px
+    (``bench/train_step.py --profile``).
+    """
+    return _max_pool_for(int(x_NHWC.shape[1]), int(x_NHWC.shape[2]))(x_NHWC)
 
 
 def batch_norm(train: bool, name: str, dtype=jnp.float32) -> nn.BatchNorm:
@@ -136,7 +184,7 @@ class ResNet18(nn.Module):
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         x = nn.relu(batch_norm(train, "bn1", self.dtype)(x))
         if self.stem == "imagenet":
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool_3x3_s2(x)
         for stage, (blocks, width) in enumerate(zip(STAGE_SIZES, STAGE_WIDTHS)):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1

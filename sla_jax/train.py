@@ -37,6 +37,7 @@ from sla_jax import distributed, evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
 from sla_jax import pretrained
+from sla_jax import report
 from sla_jax import transforms as transforms_lib
 from sla_jax.models import PretextNet, normalize
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule, restore_latest,
@@ -138,6 +139,26 @@ def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, hp
     return edit.images, targets, edit.classes, y
 
 
+def apply_gradients(state: TrainState, inputs: jax.Array, target_fn, *, model: PretextNet,
+                    optimizer: optax.GradientTransformation):
+    """Forward, backward and optimizer update of the network on normalised ``inputs``.
+
+    ``target_fn(params) -> (soft targets, aux)`` is called inside the differentiated function, so learned
+    label parameters in ``params`` get their gradient through the labels. Returns (new state, loss,
+    logits, aux).
+    """
+    def loss_fn(params):
+        targets, aux = target_fn(params)
+        (logits, _), updates = model.apply({"params": network_params(params), "batch_stats": state.batch_stats}, inputs,
+                                           train=True, mutable=["batch_stats"])
+        return labels_lib.soft_cross_entropy(logits, targets), (logits, aux, updates["batch_stats"])
+
+    (loss, (logits, aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), loss, logits, aux
+
+
 def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hparams: HParams | None = None,
                data_key: jax.Array | None = None, *, model: PretextNet, optimizer: optax.GradientTransformation,
                spec: StepSpec, batch_sharding=None):
@@ -152,17 +173,10 @@ def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hpara
     inputs = edit.images
     if batch_sharding is not None:
         inputs = jax.lax.with_sharding_constraint(inputs, batch_sharding)
-    inputs = normalize(inputs)
-
-    def loss_fn(params):
-        targets, y = label_targets(originals, edit, effective_hparams(params, hparams), spec=spec)
-        (logits, _), updates = model.apply({"params": network_params(params), "batch_stats": state.batch_stats}, inputs,
-                                           train=True, mutable=["batch_stats"])
-        return labels_lib.soft_cross_entropy(logits, targets), (logits, y, updates["batch_stats"])
-
-    (loss, (logits, y, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    new_state, loss, logits, y = apply_gradients(
+        state, normalize(inputs), lambda params: label_targets(originals, edit, effective_hparams(params, hparams),
+                                                               spec=spec),
+        model=model, optimizer=optimizer)
     classes = edit.classes
     transformed = classes > 0
     metrics = {
@@ -171,10 +185,9 @@ def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hpara
         "mean_label": jnp.sum(jnp.where(transformed, y, 0.0)) / jnp.maximum(jnp.sum(transformed), 1),
         "invalid_fraction": jnp.sum(transformed & (y < 0.5)) / jnp.maximum(jnp.sum(transformed), 1),
     }
-    if "sla" in params:
-        learned = effective_hparams(params, hparams)
-        metrics.update({key[len("log_"):]: getattr(learned, key[len("log_"):]) for key in params["sla"]})
-    new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    if "sla" in new_state.params:
+        learned = effective_hparams(new_state.params, hparams)
+        metrics.update({key[len("log_"):]: getattr(learned, key[len("log_"):]) for key in new_state.params["sla"]})
     return new_state, metrics
 
 
@@ -403,6 +416,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
         evaluate.write_results(results, workdir)
         evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                                "seconds": time.perf_counter() - started}, workdir)
+        report.write_run_report(workdir)
     return results
 
 
@@ -430,6 +444,7 @@ def main(argv):
     if distributed.is_primary():
         print(f"image AUROC: {results['image_auroc']:.4f}")
         print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
+        print(f"report: {os.path.join(os.path.abspath(FLAGS.workdir), report.REPORT)}")
 
 
 FLAGS = flags.FLAGS

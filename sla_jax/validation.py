@@ -68,6 +68,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("labels.mode", config.labels.mode, LABEL_MODES)
     _choice("model.stem", config.model.stem, STEMS)
     _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
+    _choice("model.dtype", config.model.dtype, ("float32", "bfloat16"))
     if not config.labels.alpha >= 0:
         raise ConfigError(f"config.labels.alpha={config.labels.alpha} must be >= 0 (the paper uses 10)")
     if not 0 < config.labels.epsilon < 3:

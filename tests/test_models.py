@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from sla_jax.models import Conv, PretextNet, ResNet18, count_params, im2col_conv
+import flax.linen as nn
+
+from sla_jax.models import Conv, PretextNet, ResNet18, count_params, im2col_conv, max_pool_3x3_s2
 
 
 def test_backbone_parameter_count_matches_torchvision_minus_fc():
@@ -58,3 +60,28 @@ def test_conv_module_impls_agree_in_gradient():
     ga = jax.grad(lambda p: jnp.sum(a.apply(p, x) ** 2))(params)
     gb = jax.grad(lambda p: jnp.sum(b.apply(p, x) ** 2))(params)
     np.testing.assert_allclose(np.asarray(ga["params"]["kernel"]), np.asarray(gb["params"]["kernel"]), rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None)
+@given(height=st.integers(1, 19), width=st.integers(1, 19), channels=st.integers(1, 4), ties=st.booleans())
+def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ties):
+    """The custom-VJP stem max-pool against nn.max_pool (reduce_window and its select-and-scatter
+    gradient), odd sizes included; ``ties``: integer-valued inputs after a ReLU, full of equal maxima."""
+    x = jax.random.normal(jax.random.key(height * 31 + width), (2, height, width, channels)) * 2
+    if ties:
+        x = jnp.round(jax.nn.relu(x))
+    ref = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(np.asarray(max_pool_3x3_s2(x)), np.asarray(ref(x)))
+    g = jax.random.normal(jax.random.key(7), ref(x).shape)
+    ours = jax.jit(lambda v: jax.vjp(max_pool_3x3_s2, v)[1](g)[0])(x)
+    theirs = jax.vjp(ref, x)[1](g)[0]
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6, atol=1e-6)
+
+
+def test_auto_conv_policy_on_cpu():
+    """``auto`` takes im2col on CPU only for a k > 1 convolution whose output has at most 16 pixels
+    (the 2×2 and 4×4 maps where XLA:CPU's direct convolution is slow), XLA's convolution otherwise."""
+    jaxpr = lambda size, k: str(jax.make_jaxpr(lambda x: Conv(4, k, 1, k // 2).init_with_output(
+        jax.random.key(0), x))(jnp.zeros((1, size, size, 2))))
+    assert "conv_general_dilated" not in jaxpr(4, 3) and "conv_general_dilated" in jaxpr(5, 3)
+    assert "conv_general_dilated" in jaxpr(2, 1)

@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmark scripts: timing, peak memory, one measurement per subprocess, tables.
+
+Each measurement runs in its own process (``run_worker``), so its peak RSS is its own and no JIT cache,
+thread pool or allocator state carries over from the measurement before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def median_seconds(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls; also every time."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), times
+
+
+def run_worker(script: str, args: Sequence[str], *, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run ``python script --worker ARGS`` and return the JSON object it prints last."""
+    command = [sys.executable, script, "--worker", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def machine() -> dict:
+    """Where the numbers came from."""
+    cpu = ""
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A markdown table of ``rows``; ``columns`` are (key, header, format spec)."""
+    def cell(row, key, spec):
+        value = row.get(key)
+        return "–" if value is None else format(value, spec) if spec else str(value)
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",
+             "|" + "|".join(" ---: " if spec else " --- " for _, _, spec in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r, k, s) for k, _, s in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str, record: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+    print(f"wrote {path}")

@@ -1,0 +1,396 @@
+"""Train and evaluate every category of one or more dataset roots; write the paper-style table.
+
+``python -m launch.benchmark --config=configs/cps.py --root=/data/mvtec_anomaly_detection --out=runs/mvtec``
+
+A category is a folder with ``train/good/`` (MVTec AD layout). Each ``--root`` is such a folder, or holds
+them (``ROOT/CATEGORY/``), or holds datasets that hold them (``ROOT/DATASET/CATEGORY/``, as
+``../shared/data``). Every category trains in its own workdir ``OUT/<category>`` through
+``python -m sla_jax.train`` (``launch.sweep``'s runner: resumable, finished ones skipped, one after
+another or as SLURM jobs with ``--backend=slurm``). Then ``OUT/benchmark.{md,csv,json}``: image AUROC per
+category (pixel AUROC and AUPRO where the config localizes) and the mean over categories, under a
+header with the config, its overrides and the commit; and ``OUT/report.html``.
+
+``--sweep=FILE`` instead of ``--config``: every point of a sweep file (``launch.sweep``'s format: base
+config, ``grid``, ``points``, ``fixed``) runs on every category, in ``OUT/<category>/<point>``. The table
+then has one column per configuration (mean ± sample std over ``seed``), and where ``labels.mode`` takes
+``hard`` and ``soft`` the paper's Table 3: per configuration AUROC without and with SLA and the
+relative improvement, per category and averaged (``configs/ablation_sweep.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from launch import sweep as sweep_lib
+
+RECORD = "benchmark.json"
+OUTPUT = "benchmark"
+REPLICATE_KEY = "seed"
+METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+    name: str  # unique among the benchmark's categories; the workdir's name
+    root: str  # data.root
+    category: str  # data.category
+
+
+def is_category(folder: Path) -> bool:
+    return (folder / "train" / "good").is_dir()
+
+
+def discover(roots: Sequence[str], *, only: Sequence[str] = ()) -> list[Category]:
+    """The categories under ``roots`` (a root may be a category, hold categories, or hold datasets of
+    them), sorted by name within each root; ``only`` keeps those named (an unknown name is an error)."""
+    found: list[Category] = []
+    for root in roots:
+        base = Path(root).expanduser().resolve()
+        if not base.is_dir():
+            raise sweep_lib.SweepError(f"--root={root}: {base} is not a folder")
+        if is_category(base):
+            candidates = [base]
+        else:
+            level1 = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+            candidates = [p for p in level1 if is_category(p)]
+            candidates += sorted(q for p in level1 if not is_category(p) for q in p.iterdir()
+                                 if q.is_dir() and is_category(q))
+        if not candidates:
+            raise sweep_lib.SweepError(f"--root={root}: no category under {base} (a category is a folder with "
+                                       "train/good/, at most two levels down)")
+        known = {(c.root, c.category) for c in found}
+        found += [Category(name=p.name, root=str(p.parent), category=p.name) for p in candidates
+                  if (str(p.parent), p.name) not in known]
+    names = [c.name for c in found]
+    clashing = {n for n in names if names.count(n) > 1}
+    found = [dataclasses.replace(c, name=f"{Path(c.root).name}_{c.name}") if c.name in clashing else c for c in found]
+    if only:
+        missing = sorted(set(only) - {c.name for c in found})
+        if missing:
+            raise sweep_lib.SweepError(f"--category {missing} not found; the roots hold: "
+                                       f"{', '.join(c.name for c in found)}")
+        found = [c for c in found if c.name in only]
+    return found
+
+
+def config_sweep(config: str, *, extra_fixed: dict) -> sweep_lib.Sweep:
+    """A one-point sweep of ``config`` (the plain benchmark)."""
+    path = os.path.abspath(config)
+    if not os.path.isfile(path):
+        raise sweep_lib.SweepError(f"--config={config}: {path} not found")
+    sweep = sweep_lib.Sweep(source=path, config=path, grid={}, points=[{}], fixed=dict(extra_fixed),
+                            executor=dict(sweep_lib.DEFAULT_EXECUTOR))
+    sweep_lib.check_keys(sweep)
+    return sweep
+
+
+def expand(sweep: sweep_lib.Sweep, categories: Sequence[Category], out: str) -> list[sweep_lib.Point]:
+    """Every sweep point on every category: workdir ``OUT/<category>[/<point>]``."""
+    points = []
+    for cat in categories:
+        data = {"data.root": cat.root, "data.category": cat.category}
+        for base in sweep_lib.expand(sweep, os.path.join(out, cat.name)):
+            single = base.name == "base"
+            points.append(sweep_lib.Point(
+                name=cat.name if single else f"{cat.name}/{base.name}", config=base.config,
+                workdir=os.path.join(os.path.abspath(out), cat.name) if single else base.workdir,
+                overrides={**base.overrides, **data}, varying={"category": cat.name, **base.varying}))
+    return points
+
+
+def commit() -> str:
+    """The checkout's commit, with ``+changes`` when files differ from it; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
+def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, *, command: str) -> dict:
+    """Write OUT/benchmark.json (refusing a folder whose points meant other runs) and each point's record."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, RECORD)
+    entries = [{"name": p.name, "workdir": os.path.relpath(p.workdir, os.path.abspath(out)),
+                "overrides": p.overrides, "varying": p.varying} for p in points]
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            before = {e["name"]: e["overrides"] for e in json.load(f)["points"]}
+        changed = [e["name"] for e in entries if e["name"] in before
+                   and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
+        if changed:
+            raise sweep_lib.SweepError(f"{out} holds a benchmark whose runs {changed[:3]} had other overrides; use a "
+                                       "new --out (finished runs are skipped by name, so they must mean the same run)")
+    meta = {"source": sweep.source, "config": sweep.config, "fixed": sweep.fixed, "grid": sweep.grid,
+            "commit": commit(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "points": entries}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    for point in points:
+        os.makedirs(point.workdir, exist_ok=True)
+        with open(os.path.join(point.workdir, sweep_lib.POINT_RECORD), "w", encoding="utf-8") as f:
+            json.dump({"name": point.name, "config": point.config, "overrides": point.overrides,
+                       "varying": point.varying, "command": sweep_lib.train_command(point)}, f, indent=2)
+    return meta
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def gather(out: str) -> tuple[dict, list[dict]]:
+    """The benchmark's record and one row per run: its varying keys, status, metrics and wall time."""
+    path = os.path.join(out, RECORD)
+    if not os.path.isfile(path):
+        raise sweep_lib.SweepError(f"{path} not found: --out must be a folder written by python -m launch.benchmark")
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    rows = []
+    for point in meta["points"]:
+        workdir = os.path.join(out, point["workdir"])
+        row = {"name": point["name"], "workdir": point["workdir"], **point["varying"], "status": "missing"}
+        results_path = os.path.join(workdir, sweep_lib.RESULTS)
+        if os.path.isfile(results_path):
+            with open(results_path, encoding="utf-8") as f:
+                results = json.load(f)
+            row.update(status="done", **{m: results[m] for m in METRICS if m in results},
+                       steps=results.get("steps"), n_train=results.get("n_train"), n_test=results.get("n_test"))
+            timing_path = os.path.join(workdir, "timing.json")
+            if os.path.isfile(timing_path):
+                with open(timing_path, encoding="utf-8") as f:
+                    row["seconds"] = json.load(f).get("seconds")
+        rows.append(row)
+    return meta, rows
+
+
+def setting_keys(rows: Sequence[dict]) -> list[str]:
+    """Varying keys other than the category and the seed: what tells one configuration from another."""
+    keys = dict.fromkeys(k for r in rows for k in r if k not in ("name", "workdir", "status", "category",
+                                                                 REPLICATE_KEY, "seconds", "steps", "n_train",
+                                                                 "n_test", *METRICS))
+    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1 or k in ("transform.name", "labels.mode")]
+
+
+def setting_label(row: dict, keys: Sequence[str]) -> str:
+    parts = []
+    for key in keys:
+        value = row.get(key)
+        if key == "transform.name":
+            parts.append(str(value).upper())
+        elif key == "labels.mode":
+            parts.append("SLA" if value == "soft" else str(value))
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return "-".join(parts) or "image AUROC"
+
+
+def summarize(rows: Sequence[dict], *, metric: str = "image_auroc") -> dict:
+    """{category: {setting: {"mean", "std", "n", "values"}}}, plus "mean over categories" per setting
+    (the mean of the per-category means, over the categories where the setting finished)."""
+    keys = setting_keys(rows)
+    cells: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["status"] == "done" and r.get(metric) is not None:
+            cells.setdefault(r["category"], {}).setdefault(setting_label(r, keys), []).append(float(r[metric]))
+    table = {cat: {s: _stats(v) for s, v in by_setting.items()} for cat, by_setting in cells.items()}
+    settings = list(dict.fromkeys(setting_label(r, keys) for r in rows))
+    table["mean over categories"] = {
+        s: {**_stats([table[c][s]["mean"] for c in cells if s in table[c]]), "n_categories":
+            sum(s in table[c] for c in cells)} for s in settings if any(s in table[c] for c in cells)}
+    return {"keys": keys, "settings": settings, "categories": list(cells), "table": table}
+
+
+def _stats(values: Sequence[float]) -> dict:
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v)),
+            "values": [float(x) for x in v]}
+
+
+def ablation(summary: dict) -> list[dict] | None:
+    """Table 3: for each setting with ``hard`` and ``SLA`` variants, AUROC without/with SLA and RImp =
+    (with − without) / without, per category and over categories; None when labels.mode does not vary."""
+    settings = summary["settings"]
+    pairs = []
+    for s in settings:
+        if s.endswith("-hard") or s == "hard":
+            soft = s[: -len("hard")] + "SLA"
+            if soft in settings:
+                pairs.append((s[: -len("-hard")] if s != "hard" else "all", s, soft))
+    if not pairs:
+        return None
+    rows = []
+    for name, hard, soft in pairs:
+        for cat in [*summary["categories"], "mean over categories"]:
+            cell = summary["table"].get(cat, {})
+            if hard in cell and soft in cell:
+                w_o, w = cell[hard], cell[soft]
+                over = cat == "mean over categories"  # its spread is over categories, not seeds: not shown
+                seeds = min(summary["table"][c][s]["n"] for c in summary["categories"] for s in (hard, soft)
+                            if s in summary["table"][c]) if over else min(w_o["n"], w["n"])
+                rows.append({"method": name, "category": cat, "without": w_o["mean"],
+                             "without_std": None if over else w_o["std"], "with": w["mean"],
+                             "with_std": None if over else w["std"], "n": seeds,
+                             "rimp_percent": 100.0 * (w["mean"] - w_o["mean"]) / w_o["mean"]})
+    return rows
+
+
+def _mean_only(cell: dict | None) -> dict | None:
+    """A mean-over-categories cell shown without its spread (which is over categories, not seeds)."""
+    return None if cell is None else {"mean": cell["mean"]}
+
+
+def _pm(cell: dict | None, *, percent: bool = True) -> str:
+    if not cell:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{scale * cell['mean']:.1f}"
+    return text + (f" ± {scale * cell['std']:.1f}" if cell.get("n", 1) > 1 and cell.get("std") is not None else "")
+
+
+def header_lines(meta: dict) -> list[str]:
+    fixed = {k: v for k, v in meta["fixed"].items() if k not in ("data.root", "data.category", "data.cache_dir")}
+    return [f"- config: `{os.path.relpath(meta['config'], REPO) if meta['config'].startswith(str(REPO)) else meta['config']}`"
+            + (f" (sweep `{os.path.relpath(meta['source'], REPO)}`)" if meta["source"] != meta["config"] else ""),
+            f"- overrides: {', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in fixed.items()) or 'none'}",
+            *([f"- grid: {', '.join(f'`{k}` ∈ {v}' for k, v in meta['grid'].items())}"] if meta["grid"] else []),
+            f"- commit: `{meta['commit']}`", f"- started: {meta['date']}", f"- command: `{meta['command']}`"]
+
+
+def markdown(meta: dict, rows: Sequence[dict], summary: dict, table3: list[dict] | None) -> str:
+    done = sum(r["status"] == "done" for r in rows)
+    lines = [f"# Benchmark: {done}/{len(rows)} runs finished", "", *header_lines(meta), ""]
+    settings = summary["settings"]
+    seeds = any(summary["table"][c][s]["n"] > 1 for c in summary["categories"] for s in summary["table"][c])
+    lines += ["Image AUROC (%)" + (", mean ± sample std over seeds; the last row: the mean of the categories' means"
+                                   if seeds else "") + ":", ""]
+    lines += ["| category | " + " | ".join(settings) + " |", "| --- |" + " ---: |" * len(settings)]
+    for cat in summary["categories"]:
+        lines.append(f"| {cat} | " + " | ".join(_pm(summary["table"][cat].get(s)) for s in settings) + " |")
+    means = summary["table"].get("mean over categories", {})
+    lines.append("| **mean over categories** | " + " | ".join(_pm(_mean_only(means.get(s))) for s in settings) + " |")
+    if any(m in r for r in rows for m in ("pixel_auroc", "pixel_aupro")):
+        lines += ["", "Localization (%):", "", "| run | pixel AUROC | AUPRO (FPR ≤ 0.3) |", "| --- | ---: | ---: |"]
+        lines += [f"| {r['name']} | {_pm({'mean': r['pixel_auroc']}) if r.get('pixel_auroc') is not None else '–'} | "
+                  f"{_pm({'mean': r['pixel_aupro']}) if r.get('pixel_aupro') is not None else '–'} |" for r in rows]
+        pix = summarize(rows, metric="pixel_auroc")["table"].get("mean over categories", {})
+        lines += [f"| **mean pixel AUROC over categories** | {' / '.join(_pm(_mean_only(c)) for c in pix.values())} | |"]
+    if table3:
+        lines += ["", "Soft vs hard labels (the paper's Table 3), image AUROC (%), mean ± sample std over seeds; "
+                  "RImp = (w − w/o) / w/o:", "",
+                  "| method | category | w/o SLA | w SLA | RImp (%) | seeds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in table3:
+            cat = f"**{r['category']}**" if r["category"] == "mean over categories" else r["category"]
+            lines.append(f"| {r['method']} | {cat} | {_pm({'mean': r['without'], 'std': r['without_std'], 'n': r['n']})} | "
+                         f"{_pm({'mean': r['with'], 'std': r['with_std'], 'n': r['n']})} | {r['rimp_percent']:+.2f} | {r['n']} |")
+    lines += ["", "Every run:", "", "| run | status | image AUROC | steps | train images | test images | wall s |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        auc = f"{r['image_auroc']:.4f}" if r.get("image_auroc") is not None else "–"
+        lines.append(f"| {r['name']} | {r['status']} | {auc} | {r.get('steps', '–')} | {r.get('n_train', '–')} | "
+                     f"{r.get('n_test', '–')} | {r['seconds']:.0f} |" if r.get("seconds") is not None else
+                     f"| {r['name']} | {r['status']} | {auc} | {r.get('steps', '–')} | {r.get('n_train', '–')} | "
+                     f"{r.get('n_test', '–')} | – |")
+    total = sum(r.get("seconds") or 0.0 for r in rows)
+    lines += ["", f"Total wall time of the finished runs: {total / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(out: str) -> dict:
+    """Write OUT/benchmark.{md,csv,json-summary} and OUT/report.html; returns what was written."""
+    meta, rows = gather(out)
+    summary = summarize(rows)
+    table3 = ablation(summary)
+    base = os.path.join(out, OUTPUT)
+    with open(base + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(meta, rows, summary, table3))
+    columns = ["name", "category", *summary["keys"], REPLICATE_KEY, "status", *METRICS, "steps", "n_train", "n_test",
+               "seconds"]
+    with open(base + ".csv", "w", newline="", encoding="utf-8") as f:
+        f.write(f"# config={meta['config']} commit={meta['commit']} started={meta['date']}\n")
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(columns)), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(base + "_summary.json", "w", encoding="utf-8") as f:
+        json.dump({"meta": {k: v for k, v in meta.items() if k != "points"}, "rows": rows, "summary": summary,
+                   "table3": table3}, f, indent=2)
+    from sla_jax import report
+
+    html = report.write_benchmark_report(out, meta=meta, rows=rows, summary=summary, table3=table3)
+    return {"files": [base + ".md", base + ".csv", base + "_summary.json", html], "rows": rows, "summary": summary,
+            "table3": table3}
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.benchmark", description=__doc__.split("\n\n")[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="config file trained on every category, e.g. configs/cps.py")
+    what.add_argument("--sweep", help="sweep file whose every point runs on every category, e.g. configs/ablation_sweep.py")
+    parser.add_argument("--root", action="append", required=True,
+                        help="dataset root (repeatable): a category, a folder of categories, or a folder of datasets")
+    parser.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
+    parser.add_argument("--out", required=True, help="benchmark folder: one workdir per category (and point)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fixed override for every run (repeatable), e.g. --set=train.steps=2000")
+    parser.add_argument("--backend", choices=sweep_lib.BACKENDS, default="local")
+    parser.add_argument("--jobs", type=int, default=1, help="local backend: runs at once")
+    parser.add_argument("--tables_only", action="store_true", help="rewrite the tables and report; train nothing")
+    args = parser.parse_args(argv)
+    command = "python -m launch.benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.tables_only:
+            written = write_tables(args.out)
+            print(open(written["files"][0], encoding="utf-8").read(), end="")
+            return 0
+        extra = dict(sweep_lib._parse_set(s) for s in args.set)
+        sweep = (sweep_lib.load_sweep(args.sweep, extra_fixed=extra) if args.sweep
+                 else config_sweep(args.config, extra_fixed=extra))
+        categories = discover(args.root, only=args.category)
+        points = expand(sweep, categories, args.out)
+        record(sweep, points, args.out, command=command)
+    except sweep_lib.SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pending = [p for p in points if not sweep_lib.is_finished(p)]
+    print(f"benchmark: {len(categories)} categories ({', '.join(c.name for c in categories)}), {len(points)} runs in "
+          f"{os.path.abspath(args.out)}; {len(points) - len(pending)} finished (skipped), {len(pending)} to run",
+          flush=True)
+    results = []
+    if pending and args.backend == "local":
+        results = sweep_lib.run_local(pending, jobs=args.jobs)
+    elif pending:
+        try:
+            jobs = sweep_lib.submit(pending, cluster="slurm" if args.backend == "slurm" else "local",
+                                    folder=os.path.join(args.out, "submitit"), parameters=sweep.executor)
+        except sweep_lib.SweepError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        results = sweep_lib.wait(jobs, pending)
+    written = write_tables(args.out)
+    print(open(written["files"][0], encoding="utf-8").read(), end="")
+    print("wrote " + ", ".join(written["files"]))
+    failed = [r["name"] for r in results if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see each run's train.log); run the same command "
+              "again to retry them", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""``report.html``: one static page per run (and per benchmark) that opens offline.
+
+Every image is embedded as a ``data:`` URI, so the page is one self-contained file that can be mailed
+or moved; the PNGs are also written beside it. A run's page holds its results table, ROC curves, the
+score histograms of good vs defective test images with the decision threshold, the training curves
+and, for patch models, the defect-map grid. ``python -m sla_jax.report WORKDIR`` writes it again from
+the files in the workdir.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPORT = "report.html"
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; } th { background: #f2f2f2; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
+img { max-width: 100%; border: 1px solid #ddd; } .meta { color: #555; font-size: 0.9em; }
+"""
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def image_tag(path: str, *, alt: str, width: int | None = None) -> str:
+    """``<img>`` with the PNG at ``path`` embedded as a data URI."""
+    with open(path, "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    size = f' width="{width}"' if width else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"{size}>'
+
+
+def figure(path: str, *, caption: str, width: int | None = None) -> str:
+    return f"<figure>{image_tag(path, alt=caption, width=width)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(scores, labels, defect types) from a run's ``scores.csv``."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return (np.asarray([float(r["score"]) for r in rows]), np.asarray([int(r["label"]) for r in rows]),
+            [r["defect_type"] for r in rows])
+
+
+def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, threshold: float | None,
+                         title: str) -> None:
+    """Histograms of the anomaly scores of good and of defective test images, with the threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    bins = np.histogram_bin_edges(scores, bins=30)
+    for value, name, color in ((0, "good", "tab:blue"), (1, "defective", "tab:red")):
+        chosen = scores[labels == value]
+        if len(chosen):
+            ax.hist(chosen, bins=bins, alpha=0.55, color=color, label=f"{name} ({len(chosen)})")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.4g}")
+    ax.set(xlabel="anomaly score (squared Mahalanobis distance)", ylabel="test images", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
+    """Pretext loss and accuracy against the step from ``metrics.jsonl``; False when there is nothing."""
+    records = [r for r in records if "step" in r and "loss" in r]
+    if not records:
+        return False
+    steps = [r["step"] for r in records]
+    mean = lambda v: float(np.mean(v))  # noqa: E731  (ensembles log one value per member)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    ax.plot(steps, [mean(r["loss"]) for r in records], color="tab:blue", label="loss")
+    ax.set(xlabel="step", ylabel="pretext loss", title=title)
+    other = ax.twinx()
+    other.plot(steps, [mean(r["accuracy"]) for r in records], color="tab:orange", label="accuracy")
+    if "mean_label" in records[0]:
+        other.plot(steps, [mean(r["mean_label"]) for r in records], color="tab:green", ls=":", label="mean soft label")
+    other.set(ylabel="accuracy, mean soft label", ylim=(0, 1.02))
+    lines = ax.get_legend_handles_labels(), other.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def write_run_report(workdir: str) -> str:
+    """Write ``scores.png``, ``training.png`` and ``report.html`` into a finished run's workdir."""
+    results = _read_json(os.path.join(workdir, "results.json"))
+    if not results:
+        raise FileNotFoundError(f"{os.path.join(workdir, 'results.json')} not found: the run has not finished")
+    config = _read_json(os.path.join(workdir, "config.json"))
+    timing = _read_json(os.path.join(workdir, "timing.json"))
+    name = f"{results.get('category', '?')}: {str(results.get('transform', '')).upper()}-" \
+           f"{'hard' if results.get('labels') == 'hard' else 'SLA'}"
+    figures = []
+    scores_csv = os.path.join(workdir, "scores.csv")
+    if os.path.isfile(scores_csv):
+        scores, labels, _ = read_scores(scores_csv)
+        plot_score_histogram(scores, labels, os.path.join(workdir, "scores.png"), threshold=results.get("threshold"),
+                             title=f"{name}: test scores")
+        figures.append(("scores.png", "Scores of good and defective test images; dashed: the decision threshold "
+                                      "(set from the training images, not the test set)."))
+    if os.path.isfile(os.path.join(workdir, "roc.png")):
+        figures.insert(0, ("roc.png", "ROC curves, overall and per defect type."))
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if plot_training(records, os.path.join(workdir, "training.png"), title=f"{name}: pretext training"):
+            figures.append(("training.png", "Pretext training: loss, accuracy and the mean soft label of edited images."))
+    rows = [("image AUROC", _percent(results.get("image_auroc")))]
+    rows += [(f"&nbsp;&nbsp;{html.escape(t)}", _percent(v)) for t, v in results.get("per_defect_type_auroc", {}).items()]
+    for key, label in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR ≤ 0.3)")):
+        if key in results:
+            rows.append((label, _percent(results[key])))
+    rows += [("decision threshold", f"{results['threshold']:.4g}" if results.get("threshold") is not None else "–"),
+             ("test false-positive rate at it", _percent(results.get("test_false_positive_rate"))),
+             ("test true-positive rate at it", _percent(results.get("test_true_positive_rate")))]
+    facts = [("data", html.escape(f"{results.get('data_root', '')}/{results.get('category', '')}")),
+             ("images", f"{results.get('n_train', '?')} train, {results.get('n_test_good', '?')} good and "
+                        f"{results.get('n_test_defective', '?')} defective test"),
+             ("image size", f"{results.get('image_size', '?')} px"),
+             ("training", f"{results.get('steps', '?')} steps of {config.get('train', {}).get('batch_size', '?')}, "
+                          f"{html.escape(str(results.get('init', 'random')))} init"),
+             ("labels", html.escape(f"{results.get('labels')} (α = {results.get('alpha')})")),
+             ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")]
+    if results.get("skipped_files"):
+        facts.append(("files left out", "<br>".join(html.escape(s) for s in results["skipped_files"])))
+    body = [html_table(["", ""], facts), "<h2>Results (%)</h2>", html_table(["metric", "value"], rows),
+            "<h2>Figures</h2>", *(figure(os.path.join(workdir, f), caption=c) for f, c in figures)]
+    if os.path.isfile(os.path.join(workdir, "heatmaps.png")):
+        body += ["<h2>Defect maps</h2>", figure(os.path.join(workdir, "heatmaps.png"),
+                                                caption="Test images with their defect maps; outline: ground truth.")]
+    body.append(f'<p class="meta">Written by sla_jax from {html.escape(os.path.abspath(workdir))}; '
+                "results.json holds every number.</p>")
+    path = os.path.join(workdir, REPORT)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page(f"sla_jax run — {name}", "\n".join(body)))
+    return path
+
+
+def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
+    """Image AUROC per category, one bar per setting (mean, with the seed range as an error bar)."""
+    categories = [*summary["categories"], "mean over categories"]
+    settings = summary["settings"]
+    width = 0.8 / max(1, len(settings))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories) * max(1, len(settings)) ** 0.5), 4), dpi=110)
+    for i, setting in enumerate(settings):
+        cells = [summary["table"].get(c, {}).get(setting) for c in categories]
+        x = np.arange(len(categories)) + (i - (len(settings) - 1) / 2) * width
+        means = [c["mean"] if c else np.nan for c in cells]
+        low = [c["mean"] - min(c["values"]) if c and c.get("values") else 0 for c in cells]
+        high = [max(c["values"]) - c["mean"] if c and c.get("values") else 0 for c in cells]
+        ax.bar(x, means, width, yerr=[low, high], capsize=2, label=setting)
+    ax.set_xticks(np.arange(len(categories)), categories, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="image AUROC", ylim=(0.4, 1.0), title=title)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    if len(settings) > 1:
+        ax.legend(fontsize=7, ncol=min(len(settings), 6))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summary: dict,
+                           table3: Sequence[dict] | None) -> str:
+    """Write ``benchmark.png`` and ``report.html`` into a benchmark folder (``launch.benchmark``)."""
+    done = [r for r in rows if r["status"] == "done"]
+    plot_benchmark(summary, os.path.join(out, "benchmark.png"), title=f"{len(done)}/{len(rows)} runs finished")
+    pm = lambda c: "–" if not c else f"{100 * c['mean']:.1f}" + (  # noqa: E731
+        f" ± {100 * c['std']:.1f}" if c["n"] > 1 and c.get("std") is not None else "")
+    categories = [*summary["categories"], "mean over categories"]
+    mean_row = lambda c: None if c is None else {"mean": c["mean"], "n": 1}  # noqa: E731  (its spread is over categories)
+    main_table = html_table(["category", *summary["settings"]],
+                            [[html.escape(c), *(pm(summary["table"].get(c, {}).get(s) if c != categories[-1]
+                                                   else mean_row(summary["table"].get(c, {}).get(s)))
+                                                for s in summary["settings"])] for c in categories])
+    body = [html_table(["", ""], [(k, html.escape(str(meta.get(k, "")))) for k in ("config", "commit", "date", "command")]
+                       + [("overrides", html.escape(", ".join(f"{k}={v}" for k, v in meta.get("fixed", {}).items())))]),
+            "<h2>Image AUROC (%)</h2>", "<p>Mean ± sample standard deviation over seeds, where there are several; the last row is the mean of "
+            "the categories' means.</p>",
+            main_table, figure(os.path.join(out, "benchmark.png"), caption="Image AUROC per category; bars: the seed range.")]
+    if table3:
+        body += ["<h2>Soft vs hard labels (paper Table 3)</h2>", html_table(
+            ["method", "category", "w/o SLA", "w SLA", "RImp (%)", "seeds"],
+            [[html.escape(r["method"]), html.escape(r["category"]),
+              pm({"mean": r["without"], "std": r["without_std"], "n": r["n"]}),
+              pm({"mean": r["with"], "std": r["with_std"], "n": r["n"]}), f"{r['rimp_percent']:+.2f}", r["n"]]
+             for r in table3])]
+    body.append("<h2>Runs</h2>")
+    run_rows = []
+    for r in rows:
+        link = os.path.join(r["workdir"], REPORT)
+        name = (f'<a href="{html.escape(link)}">{html.escape(r["name"])}</a>'
+                if os.path.isfile(os.path.join(out, link)) else html.escape(r["name"]))
+        run_rows.append([name, r["status"], _percent(r.get("image_auroc")), _percent(r.get("pixel_auroc")),
+                         r.get("steps", "–"), f"{r['seconds']:.0f}" if r.get("seconds") else "–"])
+    body.append(html_table(["run", "status", "image AUROC", "pixel AUROC", "steps", "wall s"], run_rows))
+    for r in done:
+        pictures = [(f, c) for f, c in (("roc.png", "ROC"), ("scores.png", "scores"), ("heatmaps.png", "defect maps"))
+                    if os.path.isfile(os.path.join(out, r["workdir"], f))]
+        if pictures:
+            body.append(f"<h2>{html.escape(r['name'])}</h2>")
+            body += [figure(os.path.join(out, r["workdir"], f), caption=f"{r['name']}: {c}", width=360)
+                     for f, c in pictures]
+    path = os.path.join(out, REPORT)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page("sla_jax benchmark", "\n".join(body)))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1:
+        print("usage: python -m sla_jax.report WORKDIR", file=sys.stderr)
+        return 2
+    try:
+        print(f"wrote {write_run_report(args[0])}")
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Process-wide XLA settings that make the CPU path fast, applied when ``sla_jax`` is first imported.
+
+XLA reads ``XLA_FLAGS`` once, when its first backend starts, so these go into the environment before
+any JAX computation runs; a flag the user set already is left as given.
+
+- ``--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE``: XLA:CPU
+  hands matrix products (with their fused operands) and reductions to YNNPACK, but not convolutions:
+  without the flag, jaxlib 0.10.2 compiles ResNet-18's convolutions into YNNPACK fusions, whose
+  gradients ran 1.5-2.5× slower than XLA's own (Eigen) convolutions on ResNet-18's layers at 64-256 px
+  (``bench/conv_layers.py``); the whole training step ran 1.3-1.5× faster with the flag
+  (``bench/train_step.py``, variants ``jax`` and ``jax-xla-defaults``). ``LIBRARY_FUSION_TYPE_ELTWISE``
+  is left out on purpose: with it, jaxlib 0.10.2 fails to run the GDE's Mahalanobis distance
+  ("Instruction with unsupported layout in YNN fusion"); ``tests/test_runtime.py`` runs that program.
+
+``SLA_JAX_XLA_CPU_DEFAULTS=0`` in the environment turns this off.
+"""
+
+from __future__ import annotations
+
+import os
+
+CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type":
+             "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def with_cpu_defaults(xla_flags: str) -> str:
+    """``xla_flags`` plus each of :data:`CPU_FLAGS` that it does not set already."""
+    given = {part.split("=", 1)[0] for part in xla_flags.split()}
+    extra = [f"{name}={value}" for name, value in CPU_FLAGS.items() if name not in given]
+    return " ".join([xla_flags.strip(), *extra]).strip()
+
+
+def apply_cpu_defaults(environ=os.environ) -> None:
+    """Add :data:`CPU_FLAGS` to ``XLA_FLAGS`` (unless ``SLA_JAX_XLA_CPU_DEFAULTS=0``)."""
+    if environ.get("SLA_JAX_XLA_CPU_DEFAULTS", "1") != "0":
+        environ["XLA_FLAGS"] = with_cpu_defaults(environ.get("XLA_FLAGS", ""))
