@@ -5,9 +5,10 @@ cross-entropy against soft targets, one step on a fixed batch of normalised imag
 (``bench/pipeline.py`` times that). Every (variant, size) runs in its own process, one after another:
 median seconds per step after warm-up, images/s, achieved GFLOP/s (the FLOPs of the compiled sla_jax
 step with direct convolutions by XLA's cost analysis, the same count for every variant of a size), the ratio to PyTorch fp32,
-and the process's peak RSS. Prints a markdown table, writes JSON.
+and the process's peak RSS. ``--rounds N`` measures every variant N times, interleaved, and reports
+the median round (the machine's speed drifts). Prints a markdown table, writes JSON.
 
-    python bench/train_step.py [--sizes 64,128,256] [--batch 32] [--steps 6]
+    python bench/train_step.py [--sizes 64,128,256] [--batch 32] [--steps 6] [--rounds 1]
         [--variants jax,jax-xla-defaults,torch,torch-bf16] [--out bench/train_step.json]
     python bench/train_step.py --profile --sizes 128      # where the sla_jax step spends its time
 
@@ -142,6 +143,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="64,128,256")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (after 2 warm-up)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every variant this many times, interleaved; report the median round")
     parser.add_argument("--variants", default="jax,jax-xla-defaults,torch,torch-bf16")
     parser.add_argument("--profile", action="store_true", help="profile sla_jax's step instead")
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "train_step.json"))
@@ -168,10 +171,14 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     rows = []
     for size in sizes:
-        measured = {}
-        for name in variants:
-            print(f"{size} px, {name} ...", flush=True)
-            measured[name] = common.run_worker(__file__, [name, size, args.batch, args.steps], env=VARIANTS[name][2])
+        rounds = {name: [] for name in variants}
+        for round_ in range(args.rounds):
+            for name in variants:
+                print(f"{size} px, {name}, round {round_ + 1}/{args.rounds} ...", flush=True)
+                rounds[name].append(common.run_worker(__file__, [name, size, args.batch, args.steps],
+                                                      env=VARIANTS[name][2]))
+        measured = {name: {**sorted(runs, key=lambda m: m["seconds_per_step"])[len(runs) // 2],
+                           "round_seconds": [m["seconds_per_step"] for m in runs]} for name, runs in rounds.items()}
         flops = common.run_worker(__file__, ["flops", size, args.batch])["flops_per_step"]
         reference = measured.get("torch")
         for name, m in measured.items():
@@ -179,12 +186,13 @@ def main() -> None:
                          "images_per_s": args.batch / m["seconds_per_step"],
                          "gflops": flops / m["seconds_per_step"] / 1e9, "flops_per_step": flops,
                          "vs_torch": reference["seconds_per_step"] / m["seconds_per_step"] if reference else None,
-                         "peak_rss_gb": m["peak_rss_gb"], "times": m["times"]})
+                         "peak_rss_gb": m["peak_rss_gb"], "times": m["times"], "round_seconds": m["round_seconds"]})
     columns = [("size", "px", ""), ("variant", "variant", ""), ("seconds_per_step", "s/step", ".3f"),
                ("images_per_s", "images/s", ".1f"), ("gflops", "GFLOP/s", ".0f"), ("vs_torch", "× torch fp32", ".2f"),
                ("peak_rss_gb", "peak RSS GB", ".2f")]
     print(common.table(rows, columns))
-    common.write_json(args.out, {"rows": rows, "batch": args.batch, "steps": args.steps, "head": PAPER_HEAD,
+    common.write_json(args.out, {"rows": rows, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                                 "head": PAPER_HEAD,
                                  "flops_source": "XLA cost analysis of the sla_jax step with direct convolutions",
                                  "machine": common.machine(), "command": " ".join(sys.argv)})
 

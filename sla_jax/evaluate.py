@@ -27,6 +27,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
+from sla_jax import runtime  # noqa: E402
 from sla_jax import data as data_lib  # noqa: E402
 from sla_jax import density, heatmaps, localization, metrics, report  # noqa: E402
 from sla_jax import state as state_lib  # noqa: E402
@@ -418,6 +419,7 @@ def _evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, *, starte
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
+    runtime.enable_compilation_cache()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if flags.FLAGS.workdir is None:

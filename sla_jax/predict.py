@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
+from sla_jax import runtime
 from sla_jax import data as data_lib
 from sla_jax import density, evaluate, heatmaps, localization
 from sla_jax import state as state_lib
@@ -148,6 +149,7 @@ def write_predictions(records: list[dict], out_dir: str) -> None:
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
+    runtime.enable_compilation_cache()
     f = flags.FLAGS
     if f.workdir is None:
         raise app.UsageError("--workdir is required: a run folder written by sla_jax.train")

@@ -33,6 +33,7 @@ th:first-child, td:first-child { text-align: left; } th { background: #f2f2f2; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #555; max-width: 640px; }
 img { max-width: 100%; border: 1px solid #ddd; } .meta { color: #555; font-size: 0.9em; }
+table.facts td { text-align: left; }
 """
 
 
@@ -55,10 +56,12 @@ def figure(path: str, *, caption: str, width: int | None = None) -> str:
     return f"<figure>{image_tag(path, alt=caption, width=width)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, facts: bool = False) -> str:
+    """A table of already-escaped cells; ``facts``: a left-aligned two-column key/value table, no header."""
+    head = "" if facts else "<thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr></thead>"
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = '<table class="facts">' if facts else "<table>"
+    return f"{opening}{head}<tbody>{body}</tbody></table>"
 
 
 def page(title: str, body: str) -> str:
@@ -162,7 +165,7 @@ def write_run_report(workdir: str) -> str:
              ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")]
     if results.get("skipped_files"):
         facts.append(("files left out", "<br>".join(html.escape(s) for s in results["skipped_files"])))
-    body = [html_table(["", ""], facts), "<h2>Results (%)</h2>", html_table(["metric", "value"], rows),
+    body = [html_table([], facts, facts=True), "<h2>Results (%)</h2>", html_table(["metric", "value"], rows),
             "<h2>Figures</h2>", *(figure(os.path.join(workdir, f), caption=c) for f, c in figures)]
     if os.path.isfile(os.path.join(workdir, "heatmaps.png")):
         body += ["<h2>Defect maps</h2>", figure(os.path.join(workdir, "heatmaps.png"),
@@ -185,8 +188,9 @@ def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
         cells = [summary["table"].get(c, {}).get(setting) for c in categories]
         x = np.arange(len(categories)) + (i - (len(settings) - 1) / 2) * width
         means = [c["mean"] if c else np.nan for c in cells]
-        low = [c["mean"] - min(c["values"]) if c and c.get("values") else 0 for c in cells]
-        high = [max(c["values"]) - c["mean"] if c and c.get("values") else 0 for c in cells]
+        seeded = [c if c and name != categories[-1] else None for c, name in zip(cells, categories)]  # mean: no bar
+        low = [c["mean"] - min(c["values"]) if c else 0 for c in seeded]
+        high = [max(c["values"]) - c["mean"] if c else 0 for c in seeded]
         ax.bar(x, means, width, yerr=[low, high], capsize=2, label=setting)
     ax.set_xticks(np.arange(len(categories)), categories, rotation=20, ha="right", fontsize=8)
     ax.set(ylabel="image AUROC", ylim=(0.4, 1.0), title=title)
@@ -211,8 +215,9 @@ def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summar
                             [[html.escape(c), *(pm(summary["table"].get(c, {}).get(s) if c != categories[-1]
                                                    else mean_row(summary["table"].get(c, {}).get(s)))
                                                 for s in summary["settings"])] for c in categories])
-    body = [html_table(["", ""], [(k, html.escape(str(meta.get(k, "")))) for k in ("config", "commit", "date", "command")]
-                       + [("overrides", html.escape(", ".join(f"{k}={v}" for k, v in meta.get("fixed", {}).items())))]),
+    body = [html_table([], [(k, html.escape(str(meta.get(k, "")))) for k in ("config", "commit", "date", "command")]
+                       + [("overrides", html.escape(", ".join(f"{k}={v}" for k, v in meta.get("fixed", {}).items())))],
+                       facts=True),
             "<h2>Image AUROC (%)</h2>", "<p>Mean ± sample standard deviation over seeds, where there are several; the last row is the mean of "
             "the categories' means.</p>",
             main_table, figure(os.path.join(out, "benchmark.png"), caption="Image AUROC per category; bars: the seed range.")]

@@ -34,3 +34,26 @@ def apply_cpu_defaults(environ=os.environ) -> None:
     """Add :data:`CPU_FLAGS` to ``XLA_FLAGS`` (unless ``SLA_JAX_XLA_CPU_DEFAULTS=0``)."""
     if environ.get("SLA_JAX_XLA_CPU_DEFAULTS", "1") != "0":
         environ["XLA_FLAGS"] = with_cpu_defaults(environ.get("XLA_FLAGS", ""))
+
+
+DEFAULT_COMPILATION_CACHE = "~/.cache/sla_jax/xla"
+
+
+def enable_compilation_cache(environ=os.environ) -> str | None:
+    """Turn on JAX's persistent compilation cache, so that a second run of the same command (a resumed
+    run, the next point of a sweep, ``sla_jax.predict`` after training) loads its compiled programs
+    instead of compiling them again. The folder is ``SLA_JAX_COMPILATION_CACHE`` (default
+    ``~/.cache/sla_jax/xla``; ``0`` turns the cache off); programs that compiled in under a second are
+    not stored (JAX's default). Returns the folder, or None. Called by the command-line entry points."""
+    import jax
+
+    setting = environ.get("SLA_JAX_COMPILATION_CACHE", DEFAULT_COMPILATION_CACHE)
+    if setting == "0":
+        return None
+    path = os.path.abspath(os.path.expanduser(setting))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs compile time
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path

@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from sla_jax import runtime
 from sla_jax import distributed, evaluate
 from sla_jax import labels as labels_lib
 from sla_jax import localization
@@ -422,6 +423,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
+    runtime.enable_compilation_cache()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.workdir is None:

@@ -36,3 +36,21 @@ def test_gde_program_runs_under_the_flags():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(60, 512)).astype(np.float32))
     gaussian = jax.jit(density.fit_gaussian)(x)
     assert np.all(np.isfinite(np.asarray(jax.jit(density.mahalanobis)(gaussian, x[:7]))))
+
+
+def test_compilation_cache_is_written_once_and_reused(tmp_path):
+    """A second process compiling the same program loads it from the cache folder (no new entry)."""
+    snippet = ("import jax, jax.numpy as jnp\nfrom sla_jax import runtime\n"
+               "print(runtime.enable_compilation_cache())\n"
+               "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+               "print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum())\n")
+    env = {**os.environ, "SLA_JAX_COMPILATION_CACHE": str(tmp_path / "xla")}
+    first = subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.splitlines()[0] == str(tmp_path / "xla")
+    entries = sorted(p.name for p in (tmp_path / "xla").iterdir())
+    assert entries, "nothing was written to the compilation cache"
+    subprocess.run([sys.executable, "-c", snippet], env=env, capture_output=True, text=True, check=True)
+    assert sorted(p.name for p in (tmp_path / "xla").iterdir()) == entries
+    off = subprocess.run([sys.executable, "-c", snippet], env={**env, "SLA_JAX_COMPILATION_CACHE": "0"},
+                         capture_output=True, text=True, check=True)
+    assert off.stdout.splitlines()[0] == "None"
