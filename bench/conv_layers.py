@@ -1,7 +1,7 @@
 """Per-layer convolution profile: each distinct convolution of ResNet-18 at a given input size, forward +
 gradients (input and kernel; kernel only for the stem), as XLA's convolution and as im2col + matmul,
-under the XLA CPU flags as shipped and without them. What ``Conv(impl='auto')`` and ``sla_jax.runtime``
-were chosen from. Prints a table, writes JSON.
+under the XLA CPU flags as shipped and without them, and PyTorch's (oneDNN, ``channels_last``) for
+reference. What ``Conv(impl='auto')`` and ``sla_jax.runtime`` were chosen from. Prints a table, writes JSON.
 
     python bench/conv_layers.py [--sizes 64,128,256] [--batch 32] [--repeats 5] [--out bench/conv_layers.json]
 """
@@ -52,6 +52,25 @@ def worker(size: int, batch: int, repeats: int) -> dict:
     return {"rows": rows}
 
 
+def worker_torch(size: int, batch: int, repeats: int) -> dict:
+    import torch
+
+    rows = []
+    for name, side, c_in, c_out, k, stride, pad in layers(size):
+        x = torch.randn(batch, c_in, side, side).to(memory_format=torch.channels_last)
+        x.requires_grad_(not name.startswith("stem"))
+        conv = torch.nn.Conv2d(c_in, c_out, k, stride, pad, bias=False).to(memory_format=torch.channels_last)
+
+        def step():
+            conv.zero_grad(set_to_none=True)
+            x.grad = None
+            (conv(x) ** 2).sum().backward()
+
+        seconds, _ = common.median_seconds(step, repeats=repeats)
+        rows.append({"layer": name, "torch_ms": 1e3 * seconds})
+    return {"rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="64,128,256")
@@ -61,18 +80,25 @@ def main() -> None:
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(common.json.dumps(worker(*map(int, args.worker))))
+        fn = worker_torch if args.worker[0] == "torch" else worker
+        print(common.json.dumps(fn(*map(int, args.worker[1:]))))
         return
     rows = []
     for size in map(int, args.sizes.split(",")):
+        measured = {}
         for flags, env in (("sla_jax", {}), ("XLA defaults", {"SLA_JAX_XLA_CPU_DEFAULTS": "0"})):
             print(f"{size} px, {flags} flags ...", flush=True)
-            for row in common.run_worker(__file__, [size, args.batch, args.repeats], env=env)["rows"]:
-                rows.append({"size": size, "flags": flags, **row})
+            measured[flags] = common.run_worker(__file__, ["jax", size, args.batch, args.repeats], env=env)["rows"]
+        print(f"{size} px, PyTorch ...", flush=True)
+        reference = common.run_worker(__file__, ["torch", size, args.batch, args.repeats])["rows"]
+        for ours, defaults, theirs in zip(measured["sla_jax"], measured["XLA defaults"], reference):
+            rows.append({"size": size, **ours, "xla_defaults_ms": defaults.get("xla_ms"),
+                         "im2col_defaults_ms": defaults.get("im2col_ms"), "torch_ms": theirs["torch_ms"]})
     print(f"fwd + backward of one convolution, batch {args.batch}, ms (median of {args.repeats})")
-    print(common.table(rows, [("size", "px", ""), ("flags", "XLA flags", ""), ("layer", "layer", ""),
-                              ("input", "input", ""), ("output_pixels", "output px", ""),
-                              ("xla_ms", "XLA conv ms", ".1f"), ("im2col_ms", "im2col ms", ".1f")]))
+    print(common.table(rows, [("size", "px", ""), ("layer", "layer", ""), ("input", "input", ""),
+                              ("output_pixels", "output px", ""), ("xla_ms", "XLA conv", ".1f"),
+                              ("im2col_ms", "im2col", ".1f"), ("xla_defaults_ms", "XLA conv, XLA defaults", ".1f"),
+                              ("im2col_defaults_ms", "im2col, XLA defaults", ".1f"), ("torch_ms", "PyTorch", ".1f")]))
     common.write_json(args.out, {"rows": rows, "batch": args.batch, "repeats": args.repeats,
                                  "machine": common.machine(), "command": " ".join(sys.argv)})
 

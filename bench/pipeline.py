@@ -97,6 +97,7 @@ def worker_torch(data: str, size: int, sources: int, steps: int, workers: int) -
         torch_reference.train_step(model, optimizer, inputs, targets)
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
+    batches._shutdown_workers()  # RUSAGE_CHILDREN counts the workers once they have exited
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     return {"seconds_per_step": seconds, "times": times, "load_seconds": load_s, "n_images": len(images),
             "peak_rss_gb": common.peak_rss_gb(), "workers_peak_rss_gb": children, "workers": workers,

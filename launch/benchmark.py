@@ -128,24 +128,18 @@ def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, 
     path = os.path.join(out, RECORD)
     entries = [{"name": p.name, "workdir": os.path.relpath(p.workdir, os.path.abspath(out)),
                 "overrides": p.overrides, "varying": p.varying} for p in points]
+    sweep_lib.check_same_runs(path, entries, folder=out)
+    earlier = {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            before = {e["name"]: e["overrides"] for e in json.load(f)["points"]}
-        changed = [e["name"] for e in entries if e["name"] in before
-                   and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
-        if changed:
-            raise sweep_lib.SweepError(f"{out} holds a benchmark whose runs {changed[:3]} had other overrides; use a "
-                                       "new --out (finished runs are skipped by name, so they must mean the same run)")
+            earlier = json.load(f)
+    commits = list(dict.fromkeys([*earlier.get("commits", []), commit()]))  # every checkout that ran a part
     meta = {"source": sweep.source, "config": sweep.config, "fixed": sweep.fixed, "grid": sweep.grid,
-            "commit": commit(), "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "points": entries}
+            "commits": commits, "commit": ", ".join(commits), "command": command,
+            "date": earlier.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")), "points": entries}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
-    for point in points:
-        os.makedirs(point.workdir, exist_ok=True)
-        with open(os.path.join(point.workdir, sweep_lib.POINT_RECORD), "w", encoding="utf-8") as f:
-            json.dump({"name": point.name, "config": point.config, "overrides": point.overrides,
-                       "varying": point.varying, "command": sweep_lib.train_command(point)}, f, indent=2)
+    sweep_lib.write_point_records(points)
     return meta
 
 
@@ -267,7 +261,9 @@ def header_lines(meta: dict) -> list[str]:
             + (f" (sweep `{os.path.relpath(meta['source'], REPO)}`)" if meta["source"] != meta["config"] else ""),
             f"- overrides: {', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in fixed.items()) or 'none'}",
             *([f"- grid: {', '.join(f'`{k}` ∈ {v}' for k, v in meta['grid'].items())}"] if meta["grid"] else []),
-            f"- commit: `{meta['commit']}`", f"- started: {meta['date']}", f"- command: `{meta['command']}`"]
+            f"- commit: `{meta['commit']}`" if len(meta.get("commits", [])) < 2 else
+            f"- commits (the runs were trained by several checkouts): `{meta['commit']}`",
+            f"- started: {meta['date']}", f"- command: `{meta['command']}`"]
 
 
 def markdown(meta: dict, rows: Sequence[dict], summary: dict, table3: list[dict] | None) -> str:
@@ -339,10 +335,10 @@ def write_tables(out: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch.benchmark", description=__doc__.split("\n\n")[0])
-    what = parser.add_mutually_exclusive_group(required=True)
+    what = parser.add_mutually_exclusive_group()
     what.add_argument("--config", help="config file trained on every category, e.g. configs/cps.py")
     what.add_argument("--sweep", help="sweep file whose every point runs on every category, e.g. configs/ablation_sweep.py")
-    parser.add_argument("--root", action="append", required=True,
+    parser.add_argument("--root", action="append", default=[],
                         help="dataset root (repeatable): a category, a folder of categories, or a folder of datasets")
     parser.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
     parser.add_argument("--out", required=True, help="benchmark folder: one workdir per category (and point)")
@@ -350,8 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fixed override for every run (repeatable), e.g. --set=train.steps=2000")
     parser.add_argument("--backend", choices=sweep_lib.BACKENDS, default="local")
     parser.add_argument("--jobs", type=int, default=1, help="local backend: runs at once")
-    parser.add_argument("--tables_only", action="store_true", help="rewrite the tables and report; train nothing")
+    parser.add_argument("--tables_only", action="store_true",
+                        help="rewrite the tables and report of --out from what is there; train nothing")
     args = parser.parse_args(argv)
+    if not args.tables_only and not (args.root and (args.config or args.sweep)):
+        parser.error("--root and one of --config or --sweep are required (or --tables_only with --out)")
     command = "python -m launch.benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         if args.tables_only:

@@ -176,27 +176,39 @@ def run_point(point: Point) -> dict:
             "seconds": time.perf_counter() - started, "log": log}
 
 
-def record(sweep: Sweep, points: Sequence[Point], sweep_dir: str) -> None:
-    """Write SWEEP_DIR/sweep.json and each point's sweep_point.json; refuse a folder of another sweep."""
-    os.makedirs(sweep_dir, exist_ok=True)
-    path = os.path.join(sweep_dir, SWEEP_RECORD)
-    entries = [{"name": p.name, "overrides": p.overrides, "varying": p.varying} for p in points]
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            before = {e["name"]: e["overrides"] for e in json.load(f)["points"]}
-        changed = [e["name"] for e in entries if e["name"] in before
-                   and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
-        if changed:
-            raise SweepError(f"{sweep_dir} holds a sweep whose points {changed} had other overrides; use a new "
-                             "--sweep_dir (finished points are skipped by name, so they must mean the same run)")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points),
-                   "points": entries}, f, indent=2)
+def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
+    """Refuse a folder whose record (``path``) gave a run of the same name other overrides: finished runs
+    are skipped by name, so a name must keep meaning the same run."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        before = {e["name"]: e["overrides"] for e in json.load(f)["points"]}
+    changed = [e["name"] for e in entries if e["name"] in before
+               and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
+    if changed:
+        raise SweepError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
+                         "are skipped by name, so they must mean the same run)")
+
+
+def write_point_records(points: Sequence[Point]) -> None:
+    """Each point's ``sweep_point.json`` (overrides and command) in its workdir."""
     for point in points:
         os.makedirs(point.workdir, exist_ok=True)
         with open(os.path.join(point.workdir, POINT_RECORD), "w", encoding="utf-8") as f:
             json.dump({"name": point.name, "config": point.config, "overrides": point.overrides,
                        "varying": point.varying, "command": train_command(point)}, f, indent=2)
+
+
+def record(sweep: Sweep, points: Sequence[Point], sweep_dir: str) -> None:
+    """Write SWEEP_DIR/sweep.json and each point's sweep_point.json; refuse a folder of another sweep."""
+    os.makedirs(sweep_dir, exist_ok=True)
+    path = os.path.join(sweep_dir, SWEEP_RECORD)
+    entries = [{"name": p.name, "overrides": p.overrides, "varying": p.varying} for p in points]
+    check_same_runs(path, entries, folder=sweep_dir)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points),
+                   "points": entries}, f, indent=2)
+    write_point_records(points)
 
 
 def run_local(points: Sequence[Point], *, jobs: int = 1) -> list[dict]:

@@ -31,6 +31,7 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from sla_jax import density, evaluate, metrics  # noqa: E402
+from sla_jax import report as report_lib  # noqa: E402
 from sla_jax import train as train_lib  # noqa: E402
 from sla_jax.models import PretextNet  # noqa: E402
 from sla_jax.state import (TrainState, checkpoint_manager, data_mesh, init_state, lr_schedule,  # noqa: E402
@@ -287,4 +288,5 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = Tru
     evaluate.write_results(results, workdir)
     evaluate.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                            "seconds": time.perf_counter() - started}, workdir)
+    report_lib.write_run_report(workdir)
     return results

@@ -127,6 +127,8 @@ def write_run_report(workdir: str) -> str:
     results = _read_json(os.path.join(workdir, "results.json"))
     if not results:
         raise FileNotFoundError(f"{os.path.join(workdir, 'results.json')} not found: the run has not finished")
+    if "members" in results:
+        return write_ensemble_report(workdir, results)
     config = _read_json(os.path.join(workdir, "config.json"))
     timing = _read_json(os.path.join(workdir, "timing.json"))
     name = f"{results.get('category', '?')}: {str(results.get('transform', '')).upper()}-" \
@@ -175,6 +177,36 @@ def write_run_report(workdir: str) -> str:
     path = os.path.join(workdir, REPORT)
     with open(path, "w", encoding="utf-8") as f:
         f.write(page(f"sla_jax run — {name}", "\n".join(body)))
+    return path
+
+
+def write_ensemble_report(workdir: str, results: dict) -> str:
+    """``report.html`` of a vmapped ensemble (an α sweep): the sweep table and plot, every member, training."""
+    sweep = _read_json(os.path.join(workdir, "alpha_sweep.json"))
+    timing = _read_json(os.path.join(workdir, "timing.json"))
+    fmt = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
+    table = html_table(["labels", "α", "ε", "seeds", "mean", "std", "min", "max"],
+                       [[html.escape(r["labels"]), fmt(r["alpha"]), fmt(r["epsilon"]), len(r["seeds"]),
+                         _percent(r["mean"]), _percent(r["std"]), _percent(r["min"]), _percent(r["max"])]
+                        for r in sweep.get("rows", [])])
+    members = html_table(["member", "image AUROC"], [[html.escape(m["name"]), _percent(m["image_auroc"])]
+                                                    for m in results["members"]])
+    body = [html_table([], [("data", html.escape(f"{results.get('data_root', '')}/{results.get('category', '')}")),
+                            ("members", str(len(results["members"]))), ("steps", str(results.get("steps"))),
+                            ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")], facts=True),
+            f"<p>{html.escape(sweep.get('note', ''))}</p>", "<h2>Image AUROC (%) per label setting</h2>", table]
+    if os.path.isfile(os.path.join(workdir, "alpha_sweep.png")):
+        body.append(figure(os.path.join(workdir, "alpha_sweep.png"), caption="Image AUROC against α; dots: seeds."))
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if plot_training(records, os.path.join(workdir, "training.png"), title="pretext training (mean of members)"):
+            body.append(figure(os.path.join(workdir, "training.png"), caption="Pretext training, mean over members."))
+    body += ["<h2>Members</h2>", members]
+    path = os.path.join(workdir, REPORT)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page(f"sla_jax ensemble — {results.get('category', '')}", "\n".join(body)))
     return path
 
 

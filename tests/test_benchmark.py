@@ -88,6 +88,12 @@ def test_benchmark_over_two_categories_tables_rerun_and_report(tmp_path, capsys)
     assert benchmark.main(argv) == 0
     assert "2 finished (skipped), 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_size for p in out.glob("*/train.log")} == sizes
+    # The first start is kept; --tables_only rewrites the same tables from the folder alone.
+    again = (out / "benchmark.md").read_text()
+    assert [line for line in again.splitlines() if line.startswith("- started")] == \
+        [line for line in md.splitlines() if line.startswith("- started")]
+    assert benchmark.main(["--tables_only", f"--out={out}"]) == 0
+    assert (out / "benchmark.md").read_text() == again
     # Another benchmark's overrides in the same folder are refused.
     assert benchmark.main([*argv, "--set=train.steps=3"]) == 2
     # The benchmark's report links each run's report; every image in both decodes in Chromium.

@@ -18,6 +18,8 @@ from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError
 
+from tests.chromium import check_page
+
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = [ensemble.Member(seed=3, alpha=2.0, epsilon=0.02, mode="soft"),
            ensemble.Member(seed=0, alpha=10.0, epsilon=0.05, mode="smooth", tau=0.01),
@@ -203,6 +205,9 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
                                                             if m["alpha"] == 10.0 and m["mode"] == "soft"]))
     for name in ("alpha_sweep.md", "alpha_sweep.json", "alpha_sweep.png"):
         assert (workdir / name).stat().st_size > 100, name
+    page = check_page(workdir / "report.html")  # the sweep plot and the training curves, every member
+    assert page["broken"] == [] and page["images"] == 2 and page["external"] == []
+    assert all(m["name"] in (workdir / "report.html").read_text() for m in results["members"])
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2] and len(lines[0]["loss"]) == 6
 

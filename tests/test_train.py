@@ -18,6 +18,8 @@ from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError, validate
 
+from tests.chromium import check_page
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -247,6 +249,10 @@ def test_patch_localization_end_to_end(tmp_path):
         assert saved["maps"].shape == (results["n_test"], 64, 64) == saved["masks"].shape
         assert saved["scores_low"].shape == (results["n_test"], 5, 5)
     assert (workdir / "heatmaps.png").stat().st_size > 10_000
+    page = (workdir / "report.html").read_text()
+    assert "Defect maps" in page and f"{100 * results['pixel_auroc']:.1f}" in page
+    check = check_page(workdir / "report.html")  # ROC, scores, training, defect maps
+    assert check["broken"] == [] and check["images"] == 4 and check["external"] == []
 
     # One GDE per patch position (aligned objects), from the same checkpoint via the evaluate CLI.
     config = json.loads((workdir / "config.json").read_text())

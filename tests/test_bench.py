@@ -1,0 +1,45 @@
+"""The benchmark scripts run as documented (small sizes, so that they fit in the test run): their tables,
+JSON and the references they compare against. Their speed numbers are not asserted (docs/performance.md)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str, timeout: float = 900) -> str:
+    done = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_gde_benchmark_matches_scikit_learn(tmp_path):
+    out = run("gde.py", "--n", "2000", "--m", "500", "--dim", "64", "--repeats", "2", "--out", str(tmp_path / "g.json"))
+    record = json.loads((tmp_path / "g.json").read_text())
+    assert [r["stage"] for r in record["rows"]] == ["fit", "score", "fit + score"]
+    assert record["max_relative_score_difference"] < 1e-4 and record["shrinkage_difference"] < 1e-5
+    assert "| fit + score |" in out
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_runs_both_frameworks(tmp_path):
+    run("train_step.py", "--sizes", "32", "--batch", "4", "--steps", "2", "--variants", "jax,torch",
+        "--out", str(tmp_path / "t.json"))
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert set(rows) == {"jax", "torch"} and rows["torch"]["vs_torch"] == 1.0
+    assert rows["jax"]["flops_per_step"] > 1e8 and rows["jax"]["gflops"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
+    out = run("gpu.py", "--size", "64", "--batches", "8", "--dtypes", "float32,bfloat16", "--steps", "2",
+              "--long_steps", "3", "--out", str(tmp_path / "gpu.json"))
+    record = json.loads((tmp_path / "gpu.json").read_text())
+    assert {(r["batch"], r["dtype"]) for r in record["rows"]} == {(8, "float32"), (8, "bfloat16")}
+    assert record["long_run"]["steps"] == 3 and record["long_run"]["paper_category_hours"] > 0
+    assert "paper-length category" in out
