@@ -115,7 +115,7 @@ def main() -> None:
               "backend": jax.default_backend(), "jax": jax.__version__, "machine": common.machine(),
               "command": " ".join(sys.argv)}
     if args.long_steps:
-        fastest = min((r for r in rows if r["batch"] == 64) or rows, key=lambda r: r["seconds_per_step"])
+        fastest = min([r for r in rows if r["batch"] == 64] or rows, key=lambda r: r["seconds_per_step"])
         print(f"long run: {args.long_steps} steps of 64 in {fastest['dtype']} ...", flush=True)
         record["long_run"] = long_run(size=args.size, batch=64, dtype=fastest["dtype"], transform=args.transform,
                                       steps=args.long_steps)

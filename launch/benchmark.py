@@ -135,12 +135,21 @@ def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, 
             earlier = json.load(f)
     commits = list(dict.fromkeys([*earlier.get("commits", []), commit()]))  # every checkout that ran a part
     meta = {"source": sweep.source, "config": sweep.config, "fixed": sweep.fixed, "grid": sweep.grid,
+            "transform": _common_transform(sweep, points),
             "commits": commits, "commit": ", ".join(commits), "command": command,
             "date": earlier.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")), "points": entries}
     with open(path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
     sweep_lib.write_point_records(points)
     return meta
+
+
+def _common_transform(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point]) -> str | None:
+    """The transform every run uses (None when it varies): names Table 3's row when only labels.mode varies."""
+    names = {p.overrides.get("transform.name") for p in points}
+    if names == {None}:
+        return str(sweep_lib.base_config(sweep.config).transform.name)
+    return names.pop() if len(names) == 1 else None
 
 
 # ----------------------------------------------------------------------------- tables
@@ -214,16 +223,17 @@ def _stats(values: Sequence[float]) -> dict:
             "values": [float(x) for x in v]}
 
 
-def ablation(summary: dict) -> list[dict] | None:
+def ablation(summary: dict, *, method: str | None = None) -> list[dict] | None:
     """Table 3: for each setting with ``hard`` and ``SLA`` variants, AUROC without/with SLA and RImp =
-    (with − without) / without, per category and over categories; None when labels.mode does not vary."""
+    (with − without) / without, per category and over categories; None when labels.mode does not vary.
+    ``method`` names the row when the transform does not vary (e.g. "co" → "CO")."""
     settings = summary["settings"]
     pairs = []
     for s in settings:
         if s.endswith("-hard") or s == "hard":
             soft = s[: -len("hard")] + "SLA"
             if soft in settings:
-                pairs.append((s[: -len("-hard")] if s != "hard" else "all", s, soft))
+                pairs.append((s[: -len("-hard")] if s != "hard" else (method or "all").upper(), s, soft))
     if not pairs:
         return None
     rows = []
@@ -309,7 +319,7 @@ def write_tables(out: str) -> dict:
     """Write OUT/benchmark.{md,csv,json-summary} and OUT/report.html; returns what was written."""
     meta, rows = gather(out)
     summary = summarize(rows)
-    table3 = ablation(summary)
+    table3 = ablation(summary, method=meta.get("transform"))
     base = os.path.join(out, OUTPUT)
     with open(base + ".md", "w", encoding="utf-8") as f:
         f.write(markdown(meta, rows, summary, table3))

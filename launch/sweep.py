@@ -96,12 +96,17 @@ def load_sweep(path: str, *, extra_fixed: Mapping[str, Any] | None = None) -> Sw
     return sweep
 
 
-def check_keys(sweep: Sweep) -> None:
-    """Every override key must exist in the base config (caught here, before any job waits in a queue)."""
-    spec = importlib.util.spec_from_file_location("sweep_base_config", sweep.config)
+def base_config(path: str):
+    """The ``get_config()`` of a config file, without overrides."""
+    spec = importlib.util.spec_from_file_location("sweep_base_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    flat = set(_flat_keys(module.get_config().to_dict()))
+    return module.get_config()
+
+
+def check_keys(sweep: Sweep) -> None:
+    """Every override key must exist in the base config (caught here, before any job waits in a queue)."""
+    flat = set(_flat_keys(base_config(sweep.config).to_dict()))
     keys = set(sweep.fixed) | set(sweep.grid) | {k for p in sweep.points for k in p}
     for key in sorted(keys - flat):
         near = difflib.get_close_matches(key, sorted(flat), n=1)
