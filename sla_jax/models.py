@@ -61,8 +61,8 @@ class Conv(nn.Module):
     whose output map has at most ``im2col_max_pixels`` pixels (layer 4 at 64 px, layers 3-4 at 32-64 px),
     XLA's convolution otherwise (im2col's 9× copy of the input costs more than it saves on larger maps).
     Measured on a 2-core CPU (fwd+bwd, batch 32, ``bench/conv_layers.py``): the 3×3 512-channel
-    convolution on a 2×2 map takes 540 ms in XLA and 8 ms as im2col; on a 32×32 map with 64 channels
-    41 ms in XLA and 109 ms as im2col. Both give the same numbers (tests).
+    convolution on a 2×2 map takes 621 ms in XLA and 10 ms as im2col; on a 32×32 map with 64 channels
+    39 ms in XLA and 120 ms as im2col. Both give the same numbers (tests).
     """
 
     features: int
