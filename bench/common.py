@@ -18,6 +18,24 @@ from typing import Callable, Sequence
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# sla_jax's defaults (``model.head``, ``train`` SGD), written out rather than imported: importing sla_jax adds
+# its XLA flags to this process's environment, which the workers inherit (the XLA-defaults variants need
+# them absent); tests/test_bench.py checks the two agree.
+PAPER_HEAD = (512, 512, 512, 512, 512, 512, 512, 512, 128)
+SGD = {"learning_rate": 0.03, "momentum": 0.9, "weight_decay": 3e-5}
+
+
+def sla_jax_optimizer(*, total_steps: int = 1000):
+    """sla_jax's optimizer (cosine schedule over ``total_steps``) with the benchmarks' :data:`SGD` settings."""
+    from sla_jax.state import make_optimizer
+
+    return make_optimizer(**SGD, total_steps=total_steps)
+
+
+def flops(compiled) -> float:
+    """FLOPs of a compiled JAX program by XLA's cost analysis (0 where the backend gives none)."""
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
 
 
 def peak_rss_gb() -> float:
@@ -46,6 +64,11 @@ def run_worker(script: str, args: Sequence[str], *, env: dict | None = None, tim
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def emit(record: dict) -> None:
+    """A worker's result, printed as the JSON line :func:`run_worker` reads."""
+    print(json.dumps(record), flush=True)
 
 
 def machine() -> dict:

@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         fn = worker_torch if args.worker[0] == "torch" else worker
-        print(common.json.dumps(fn(*map(int, args.worker[1:]))))
+        common.emit(fn(*map(int, args.worker[1:])))
         return
     rows = []
     for size in map(int, args.sizes.split(",")):

@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
 PAPER_STEPS = 256 * 256
-PAPER_HEAD = (512, 512, 512, 512, 512, 512, 512, 512, 128)
 
 
 def build(*, size: int, batch: int, dtype: str, transform: str):
@@ -34,10 +33,10 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
 
     from sla_jax import train
     from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state, make_optimizer
+    from sla_jax.state import data_mesh, init_state
 
-    model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=PAPER_HEAD, dtype=jnp.dtype(dtype))
-    optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=PAPER_STEPS)
+    model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=common.PAPER_HEAD, dtype=jnp.dtype(dtype))
+    optimizer = common.sla_jax_optimizer(total_steps=PAPER_STEPS)
     spec = train.StepSpec(batch_size=batch, transform=transform)
     mesh = data_mesh()
     state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
@@ -46,9 +45,7 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     hparams = train.HParams.create()
     key = jax.random.key(1)
     compiled = step.lower(state, images, key, hparams).compile()
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
-    return compiled, state, images, key, hparams, flops
+    return compiled, state, images, key, hparams, common.flops(compiled)
 
 
 def peak_device_gb() -> float | None:

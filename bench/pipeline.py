@@ -31,7 +31,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
-PAPER_HEAD = (512, 512, 512, 512, 512, 512, 512, 512, 128)
 
 
 def load_images(data: str, *, size: int):
@@ -51,11 +50,11 @@ def worker_jax(data: str, size: int, sources: int, steps: int) -> dict:
 
     from sla_jax import train
     from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state, make_optimizer
+    from sla_jax.state import data_mesh, init_state
 
     images, load_s = load_images(data, size=size)
-    model = PretextNet(num_classes=2, head=PAPER_HEAD)
-    optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=1000)
+    model = PretextNet(num_classes=2, head=common.PAPER_HEAD)
+    optimizer = common.sla_jax_optimizer()
     spec = train.StepSpec(batch_size=2 * sources, transform="cp", pairing="paired")
     mesh = data_mesh()
     state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
@@ -82,7 +81,7 @@ def worker_torch(data: str, size: int, sources: int, steps: int, workers: int) -
     images, load_s = load_images(data, size=size)
     pil = [Image.fromarray(image) for image in images]
     torch.manual_seed(0)
-    model = torch_reference.PretextNet(head=PAPER_HEAD).to(memory_format=torch.channels_last).train()
+    model = torch_reference.PretextNet(head=common.PAPER_HEAD).to(memory_format=torch.channels_last).train()
     optimizer = torch_reference.make_optimizer(model)
     dataset = torch_reference.CutPasteDataset(pil, length=sources * (steps + 4))
     loader = torch.utils.data.DataLoader(dataset, batch_size=sources, shuffle=True, num_workers=workers,
@@ -134,7 +133,7 @@ def main() -> None:
         kind, data, *numbers = args.worker
         numbers = list(map(int, numbers))
         result = {"jax": worker_jax, "torch": worker_torch, "pil": worker_pil}[kind](data, *numbers)
-        print(common.json.dumps(result))
+        common.emit(result)
         return
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data

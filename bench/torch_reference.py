@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # noqa: E402
 from tests.torch_resnet18 import ResNet18  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class PretextNet(nn.Module):
     """Backbone + ``Linear → BatchNorm1d → ReLU`` per head width + classifier (sla_jax.models.PretextNet)."""
 
-    def __init__(self, *, head=(512, 512, 512, 512, 512, 512, 512, 512, 128), num_classes: int = 2):
+    def __init__(self, *, head=common.PAPER_HEAD, num_classes: int = 2):
         super().__init__()
         self.backbone = ResNet18()
         self.backbone.fc = nn.Identity()
@@ -43,7 +44,8 @@ class PretextNet(nn.Module):
         return self.head(self.backbone(x)["pooled"])
 
 
-def make_optimizer(model: nn.Module, *, lr=0.03, momentum=0.9, weight_decay=3e-5) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, *, lr=common.SGD["learning_rate"], momentum=common.SGD["momentum"],
+                   weight_decay=common.SGD["weight_decay"]) -> torch.optim.SGD:
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
     return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],

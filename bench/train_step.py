@@ -31,7 +31,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
-PAPER_HEAD = (512, 512, 512, 512, 512, 512, 512, 512, 128)
 VARIANTS = {  # name -> (framework, options, extra environment)
     "jax": ("jax", {"impl": "auto", "dtype": "float32"}, {}),
     "jax-xla-defaults": ("jax", {"impl": "auto", "dtype": "float32"}, {"SLA_JAX_XLA_CPU_DEFAULTS": "0"}),
@@ -52,10 +51,10 @@ def jax_step(*, size: int, batch: int, impl: str, dtype: str):
 
     from sla_jax import train
     from sla_jax.models import PretextNet
-    from sla_jax.state import init_state, make_optimizer
+    from sla_jax.state import init_state
 
-    model = PretextNet(num_classes=2, head=PAPER_HEAD, conv_impl=impl, dtype=jnp.dtype(dtype))
-    optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=1000)
+    model = PretextNet(num_classes=2, head=common.PAPER_HEAD, conv_impl=impl, dtype=jnp.dtype(dtype))
+    optimizer = common.sla_jax_optimizer()
     state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
     inputs = jax.random.normal(jax.random.key(1), (batch, size, size, 3))
     targets = jax.nn.softmax(jax.random.normal(jax.random.key(2), (batch, 2)))
@@ -87,9 +86,7 @@ def worker_jax(size: int, batch: int, steps: int, impl: str, dtype: str) -> dict
 def worker_flops(size: int, batch: int) -> dict:
     """FLOPs of one step by XLA's cost analysis of the step with every convolution a direct one (the
     network's arithmetic; im2col's pads and copies are no FLOPs), the count every variant is rated by."""
-    compiled = jax_step(size=size, batch=batch, impl="xla", dtype="float32")[0]
-    cost = compiled.cost_analysis()
-    return {"flops_per_step": float((cost[0] if isinstance(cost, list) else cost)["flops"])}
+    return {"flops_per_step": common.flops(jax_step(size=size, batch=batch, impl="xla", dtype="float32")[0])}
 
 
 def worker_torch(size: int, batch: int, steps: int, dtype: str) -> dict:
@@ -98,7 +95,7 @@ def worker_torch(size: int, batch: int, steps: int, dtype: str) -> dict:
     from bench import torch_reference
 
     torch.manual_seed(0)
-    model = torch_reference.PretextNet(head=PAPER_HEAD).to(memory_format=torch.channels_last).train()
+    model = torch_reference.PretextNet(head=common.PAPER_HEAD).to(memory_format=torch.channels_last).train()
     optimizer = torch_reference.make_optimizer(model)
     inputs = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
     targets = torch.softmax(torch.randn(batch, 2), -1)
@@ -151,14 +148,14 @@ def main() -> None:
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker and args.worker[0] == "flops":
-        print(common.json.dumps(worker_flops(*map(int, args.worker[1:]))))
+        common.emit(worker_flops(*map(int, args.worker[1:])))
         return
     if args.worker:
         name, size, batch, steps = args.worker[0], *map(int, args.worker[1:])
         framework, options, _ = VARIANTS[name]
         result = (worker_jax(size, batch, steps, **options) if framework == "jax"
                   else worker_torch(size, batch, steps, **options))
-        print(common.json.dumps(result))
+        common.emit(result)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.profile:
@@ -192,7 +189,7 @@ def main() -> None:
                ("peak_rss_gb", "peak RSS GB", ".2f")]
     print(common.table(rows, columns))
     common.write_json(args.out, {"rows": rows, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                                 "head": PAPER_HEAD,
+                                 "head": common.PAPER_HEAD,
                                  "flops_source": "XLA cost analysis of the sla_jax step with direct convolutions",
                                  "machine": common.machine(), "command": " ".join(sys.argv)})
 

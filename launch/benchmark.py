@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from launch import sweep as sweep_lib
+from sla_jax import report
+from sla_jax.report import mean_only, mean_std, percent
 
 RECORD = "benchmark.json"
 OUTPUT = "benchmark"
@@ -252,19 +254,6 @@ def ablation(summary: dict, *, method: str | None = None) -> list[dict] | None:
     return rows
 
 
-def _mean_only(cell: dict | None) -> dict | None:
-    """A mean-over-categories cell shown without its spread (which is over categories, not seeds)."""
-    return None if cell is None else {"mean": cell["mean"]}
-
-
-def _pm(cell: dict | None, *, percent: bool = True) -> str:
-    if not cell:
-        return "–"
-    scale = 100.0 if percent else 1.0
-    text = f"{scale * cell['mean']:.1f}"
-    return text + (f" ± {scale * cell['std']:.1f}" if cell.get("n", 1) > 1 and cell.get("std") is not None else "")
-
-
 def header_lines(meta: dict) -> list[str]:
     fixed = {k: v for k, v in meta["fixed"].items() if k not in ("data.root", "data.category", "data.cache_dir")}
     return [f"- config: `{os.path.relpath(meta['config'], REPO) if meta['config'].startswith(str(REPO)) else meta['config']}`"
@@ -285,31 +274,29 @@ def markdown(meta: dict, rows: Sequence[dict], summary: dict, table3: list[dict]
                                    if seeds else "") + ":", ""]
     lines += ["| category | " + " | ".join(settings) + " |", "| --- |" + " ---: |" * len(settings)]
     for cat in summary["categories"]:
-        lines.append(f"| {cat} | " + " | ".join(_pm(summary["table"][cat].get(s)) for s in settings) + " |")
+        lines.append(f"| {cat} | " + " | ".join(mean_std(summary["table"][cat].get(s)) for s in settings) + " |")
     means = summary["table"].get("mean over categories", {})
-    lines.append("| **mean over categories** | " + " | ".join(_pm(_mean_only(means.get(s))) for s in settings) + " |")
+    lines.append("| **mean over categories** | " + " | ".join(mean_std(mean_only(means.get(s))) for s in settings) + " |")
     if any(m in r for r in rows for m in ("pixel_auroc", "pixel_aupro")):
         lines += ["", "Localization (%):", "", "| run | pixel AUROC | AUPRO (FPR ≤ 0.3) |", "| --- | ---: | ---: |"]
-        lines += [f"| {r['name']} | {_pm({'mean': r['pixel_auroc']}) if r.get('pixel_auroc') is not None else '–'} | "
-                  f"{_pm({'mean': r['pixel_aupro']}) if r.get('pixel_aupro') is not None else '–'} |" for r in rows]
+        lines += [f"| {r['name']} | {percent(r.get('pixel_auroc'))} | {percent(r.get('pixel_aupro'))} |" for r in rows]
         pix = summarize(rows, metric="pixel_auroc")["table"].get("mean over categories", {})
-        lines += [f"| **mean pixel AUROC over categories** | {' / '.join(_pm(_mean_only(c)) for c in pix.values())} | |"]
+        lines += [f"| **mean pixel AUROC over categories** | {' / '.join(mean_std(mean_only(c)) for c in pix.values())} | |"]
     if table3:
         lines += ["", "Soft vs hard labels (the paper's Table 3), image AUROC (%), mean ± sample std over seeds; "
                   "RImp = (w − w/o) / w/o:", "",
                   "| method | category | w/o SLA | w SLA | RImp (%) | seeds |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         for r in table3:
             cat = f"**{r['category']}**" if r["category"] == "mean over categories" else r["category"]
-            lines.append(f"| {r['method']} | {cat} | {_pm({'mean': r['without'], 'std': r['without_std'], 'n': r['n']})} | "
-                         f"{_pm({'mean': r['with'], 'std': r['with_std'], 'n': r['n']})} | {r['rimp_percent']:+.2f} | {r['n']} |")
+            lines.append(f"| {r['method']} | {cat} | {mean_std({'mean': r['without'], 'std': r['without_std'], 'n': r['n']})} | "
+                         f"{mean_std({'mean': r['with'], 'std': r['with_std'], 'n': r['n']})} | {r['rimp_percent']:+.2f} | {r['n']} |")
     lines += ["", "Every run:", "", "| run | status | image AUROC | steps | train images | test images | wall s |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         auc = f"{r['image_auroc']:.4f}" if r.get("image_auroc") is not None else "–"
+        seconds = f"{r['seconds']:.0f}" if r.get("seconds") is not None else "–"
         lines.append(f"| {r['name']} | {r['status']} | {auc} | {r.get('steps', '–')} | {r.get('n_train', '–')} | "
-                     f"{r.get('n_test', '–')} | {r['seconds']:.0f} |" if r.get("seconds") is not None else
-                     f"| {r['name']} | {r['status']} | {auc} | {r.get('steps', '–')} | {r.get('n_train', '–')} | "
-                     f"{r.get('n_test', '–')} | – |")
+                     f"{r.get('n_test', '–')} | {seconds} |")
     total = sum(r.get("seconds") or 0.0 for r in rows)
     lines += ["", f"Total wall time of the finished runs: {total / 60:.1f} min."]
     return "\n".join(lines) + "\n"
@@ -333,8 +320,6 @@ def write_tables(out: str) -> dict:
     with open(base + "_summary.json", "w", encoding="utf-8") as f:
         json.dump({"meta": {k: v for k, v in meta.items() if k != "points"}, "rows": rows, "summary": summary,
                    "table3": table3}, f, indent=2)
-    from sla_jax import report
-
     html = report.write_benchmark_report(out, meta=meta, rows=rows, summary=summary, table3=table3)
     return {"files": [base + ".md", base + ".csv", base + "_summary.json", html], "rows": rows, "summary": summary,
             "table3": table3}

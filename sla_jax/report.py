@@ -118,8 +118,21 @@ def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
     return True
 
 
-def _percent(value) -> str:
+def percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
+
+
+def mean_std(cell: dict | None) -> str:
+    """A table cell {"mean", "std", "n"} in percent: "mean ± std" when it has several values, "–" when absent."""
+    if not cell:
+        return "–"
+    return percent(cell["mean"]) + (f" ± {100 * cell['std']:.1f}" if cell.get("n", 1) > 1 and cell.get("std") is not None
+                                    else "")
+
+
+def mean_only(cell: dict | None) -> dict | None:
+    """A mean-over-categories cell shown without its spread (which is over categories, not seeds)."""
+    return None if cell is None else {"mean": cell["mean"]}
 
 
 def write_run_report(workdir: str) -> str:
@@ -149,14 +162,14 @@ def write_run_report(workdir: str) -> str:
             records = [json.loads(line) for line in f if line.strip()]
         if plot_training(records, os.path.join(workdir, "training.png"), title=f"{name}: pretext training"):
             figures.append(("training.png", "Pretext training: loss, accuracy and the mean soft label of edited images."))
-    rows = [("image AUROC", _percent(results.get("image_auroc")))]
-    rows += [(f"&nbsp;&nbsp;{html.escape(t)}", _percent(v)) for t, v in results.get("per_defect_type_auroc", {}).items()]
+    rows = [("image AUROC", percent(results.get("image_auroc")))]
+    rows += [(f"&nbsp;&nbsp;{html.escape(t)}", percent(v)) for t, v in results.get("per_defect_type_auroc", {}).items()]
     for key, label in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR ≤ 0.3)")):
         if key in results:
-            rows.append((label, _percent(results[key])))
+            rows.append((label, percent(results[key])))
     rows += [("decision threshold", f"{results['threshold']:.4g}" if results.get("threshold") is not None else "–"),
-             ("test false-positive rate at it", _percent(results.get("test_false_positive_rate"))),
-             ("test true-positive rate at it", _percent(results.get("test_true_positive_rate")))]
+             ("test false-positive rate at it", percent(results.get("test_false_positive_rate"))),
+             ("test true-positive rate at it", percent(results.get("test_true_positive_rate")))]
     facts = [("data", html.escape(f"{results.get('data_root', '')}/{results.get('category', '')}")),
              ("images", f"{results.get('n_train', '?')} train, {results.get('n_test_good', '?')} good and "
                         f"{results.get('n_test_defective', '?')} defective test"),
@@ -187,9 +200,9 @@ def write_ensemble_report(workdir: str, results: dict) -> str:
     fmt = lambda v: "–" if v is None else f"{v:g}"  # noqa: E731
     table = html_table(["labels", "α", "ε", "seeds", "mean", "std", "min", "max"],
                        [[html.escape(r["labels"]), fmt(r["alpha"]), fmt(r["epsilon"]), len(r["seeds"]),
-                         _percent(r["mean"]), _percent(r["std"]), _percent(r["min"]), _percent(r["max"])]
+                         percent(r["mean"]), percent(r["std"]), percent(r["min"]), percent(r["max"])]
                         for r in sweep.get("rows", [])])
-    members = html_table(["member", "image AUROC"], [[html.escape(m["name"]), _percent(m["image_auroc"])]
+    members = html_table(["member", "image AUROC"], [[html.escape(m["name"]), percent(m["image_auroc"])]
                                                     for m in results["members"]])
     body = [html_table([], [("data", html.escape(f"{results.get('data_root', '')}/{results.get('category', '')}")),
                             ("members", str(len(results["members"]))), ("steps", str(results.get("steps"))),
@@ -239,13 +252,10 @@ def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summar
     """Write ``benchmark.png`` and ``report.html`` into a benchmark folder (``launch.benchmark``)."""
     done = [r for r in rows if r["status"] == "done"]
     plot_benchmark(summary, os.path.join(out, "benchmark.png"), title=f"{len(done)}/{len(rows)} runs finished")
-    pm = lambda c: "–" if not c else f"{100 * c['mean']:.1f}" + (  # noqa: E731
-        f" ± {100 * c['std']:.1f}" if c["n"] > 1 and c.get("std") is not None else "")
     categories = [*summary["categories"], "mean over categories"]
-    mean_row = lambda c: None if c is None else {"mean": c["mean"], "n": 1}  # noqa: E731  (its spread is over categories)
     main_table = html_table(["category", *summary["settings"]],
-                            [[html.escape(c), *(pm(summary["table"].get(c, {}).get(s) if c != categories[-1]
-                                                   else mean_row(summary["table"].get(c, {}).get(s)))
+                            [[html.escape(c), *(mean_std(summary["table"].get(c, {}).get(s) if c != categories[-1]
+                                                         else mean_only(summary["table"].get(c, {}).get(s)))
                                                 for s in summary["settings"])] for c in categories])
     body = [html_table([], [(k, html.escape(str(meta.get(k, "")))) for k in ("config", "commit", "date", "command")]
                        + [("overrides", html.escape(", ".join(f"{k}={v}" for k, v in meta.get("fixed", {}).items())))],
@@ -257,8 +267,8 @@ def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summar
         body += ["<h2>Soft vs hard labels (paper Table 3)</h2>", html_table(
             ["method", "category", "w/o SLA", "w SLA", "RImp (%)", "seeds"],
             [[html.escape(r["method"]), html.escape(r["category"]),
-              pm({"mean": r["without"], "std": r["without_std"], "n": r["n"]}),
-              pm({"mean": r["with"], "std": r["with_std"], "n": r["n"]}), f"{r['rimp_percent']:+.2f}", r["n"]]
+              mean_std({"mean": r["without"], "std": r["without_std"], "n": r["n"]}),
+              mean_std({"mean": r["with"], "std": r["with_std"], "n": r["n"]}), f"{r['rimp_percent']:+.2f}", r["n"]]
              for r in table3])]
     body.append("<h2>Runs</h2>")
     run_rows = []
@@ -266,7 +276,7 @@ def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summar
         link = os.path.join(r["workdir"], REPORT)
         name = (f'<a href="{html.escape(link)}">{html.escape(r["name"])}</a>'
                 if os.path.isfile(os.path.join(out, link)) else html.escape(r["name"]))
-        run_rows.append([name, r["status"], _percent(r.get("image_auroc")), _percent(r.get("pixel_auroc")),
+        run_rows.append([name, r["status"], percent(r.get("image_auroc")), percent(r.get("pixel_auroc")),
                          r.get("steps", "–"), f"{r['seconds']:.0f}" if r.get("seconds") else "–"])
     body.append(html_table(["run", "status", "image AUROC", "pixel AUROC", "steps", "wall s"], run_rows))
     for r in done:

@@ -18,6 +18,17 @@ def run(script: str, *args: str, timeout: float = 900) -> str:
     return done.stdout
 
 
+def test_bench_settings_are_sla_jax_defaults():
+    """bench/common.py writes out sla_jax's head and SGD settings (importing sla_jax there would set the
+    workers' XLA flags); they must stay the defaults the benchmarks claim to time."""
+    from bench import common
+    from sla_jax import defaults
+
+    config = defaults.base_config()
+    assert common.PAPER_HEAD == tuple(config.model.head)
+    assert common.SGD == {k: config.train[k] for k in ("learning_rate", "momentum", "weight_decay")}
+
+
 def test_gde_benchmark_matches_scikit_learn(tmp_path):
     out = run("gde.py", "--n", "2000", "--m", "500", "--dim", "64", "--repeats", "2", "--out", str(tmp_path / "g.json"))
     record = json.loads((tmp_path / "g.json").read_text())
