@@ -79,9 +79,15 @@ def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, threshold: float | None,
                          title: str) -> None:
-    """Histograms of the anomaly scores of good and of defective test images, with the threshold."""
+    """Histograms of the anomaly scores of good and of defective test images, with the threshold; on a
+    log axis when the positive scores span more than two decades (squared Mahalanobis distances of
+    defects often do, and linear bins then put every good image in the first bin)."""
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    bins = np.histogram_bin_edges(scores, bins=30)
+    low, high = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 0.0)
+    logarithmic = low > 0 and high > 100 * low
+    bins = np.geomspace(low, high, 31) if logarithmic else np.histogram_bin_edges(scores, bins=30)
+    if logarithmic:
+        ax.set_xscale("log")
     for value, name, color in ((0, "good", "tab:blue"), (1, "defective", "tab:red")):
         chosen = scores[labels == value]
         if len(chosen):
