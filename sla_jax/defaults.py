@@ -23,6 +23,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.transform.name = "cps"  # co | cp | cps | cpf (3-way CutPaste-Fusion)
     c.transform.pairing = "bernoulli"  # bernoulli (eq. 2, b ~ Bernoulli(0.5)) | paired
     c.transform.cutout_fill = "random"  # random | zero
+    c.transform.scar_size = "relative"  # relative (scales with data.image_size / 256) | pixels (the PyTorch ports)
+    c.transform.global_jitter = 0.1  # colour jitter of the whole image before the edit (CutPaste); 0: none
+    c.transform.jitter_order = "random"  # colour-jitter operations in random order (torchvision) | fixed
 
     c.labels = ml_collections.ConfigDict()
     c.labels.mode = "soft"  # soft (SLA) | hard (the "w/o SLA" ablation) | smooth (SLA with tau)

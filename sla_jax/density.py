@@ -1,4 +1,4 @@
-"""Gaussian density estimation (GDE) on embeddings: mean, Ledoit–Wolf covariance, Mahalanobis scores.
+"""Densities on embeddings: the Gaussian (GDE: mean, Ledoit–Wolf covariance, Mahalanobis scores) and the KDE.
 
 Closed forms identical to ``sklearn.covariance.LedoitWolf`` (``assume_centered=False``), in jnp so that
 fitting and scoring jit, vmap (ensembles) and run on the accelerator.
@@ -54,3 +54,68 @@ def mahalanobis(gaussian: Gaussian, features_MxD: jax.Array) -> jax.Array:
     """Squared Mahalanobis distances (M,) of ``features_MxD`` under ``gaussian``."""
     centered = features_MxD.astype(jnp.float32) - gaussian.mean
     return jnp.einsum("md,de,me->m", centered, gaussian.precision, centered)
+
+
+class KDE(NamedTuple):
+    """Gaussian kernel density on embeddings (the DROC code CutPaste builds on): the training features and γ."""
+
+    features: jax.Array  # N×D
+    gamma: jax.Array  # scalar
+
+
+def kde_gamma(train_features_NxD: jax.Array) -> jax.Array:
+    """DROC's default bandwidth: γ = 10 / (D · var), the variance taken over every entry of the features."""
+    x = train_features_NxD.astype(jnp.float32)
+    return 10.0 / (x.shape[1] * jnp.var(x))
+
+
+def fit_kde(train_features_NxD: jax.Array, *, gamma=None) -> KDE:
+    """The KDE of ``train_features_NxD`` (γ from :func:`kde_gamma` unless given)."""
+    x = train_features_NxD.astype(jnp.float32)
+    return KDE(x, kde_gamma(x) if gamma is None else jnp.asarray(gamma, jnp.float32))
+
+
+def kde_score(kde: KDE, features_MxD: jax.Array, *, chunk: int = 4096) -> jax.Array:
+    """Anomaly scores (M,) under ``kde``: −(1/γ)·log Σₙ exp(−γ‖x − xₙ‖²), higher = more anomalous.
+
+    Squared distances by ‖x‖² + ‖xₙ‖² − 2x·xₙ (one matmul), ``chunk`` query rows at a time (``lax.map``)
+    so that M×N never has to fit in memory at once.
+    """
+    train = kde.features
+    train_sq = jnp.sum(train**2, axis=1)
+    x = features_MxD.astype(jnp.float32)
+    m = x.shape[0]
+    rows = max(1, min(chunk, m))
+    n_chunks = -(-m // rows)
+    padded = jnp.pad(x, ((0, n_chunks * rows - m), (0, 0)))
+
+    def score_chunk(q):
+        d2 = jnp.maximum(jnp.sum(q**2, axis=1)[:, None] + train_sq[None, :] - 2.0 * q @ train.T, 0.0)
+        return -jax.nn.logsumexp(-kde.gamma * d2, axis=1) / kde.gamma
+
+    return jax.lax.map(score_chunk, padded.reshape(n_chunks, rows, -1)).reshape(-1)[:m]
+
+
+def kde_scores(train_features_NxD: jax.Array, test_features_MxD: jax.Array, *, gamma=None) -> jax.Array:
+    """KDE anomaly scores (M,) of test features given training features: :func:`fit_kde` then
+    :func:`kde_score` (paper §2.3's alternative to the GDE)."""
+    return kde_score(fit_kde(train_features_NxD, gamma=gamma), test_features_MxD)
+
+
+DENSITIES = ("gde", "kde")
+
+
+def fit(features_NxD: jax.Array, *, kind: str = "gde") -> Gaussian | KDE:
+    """The density ``kind`` (``gde`` or ``kde``) fitted on ``features_NxD``."""
+    if kind == "gde":
+        return fit_gaussian(features_NxD)
+    if kind == "kde":
+        return fit_kde(features_NxD)
+    raise ValueError(f"density must be one of {DENSITIES}, got {kind!r}")
+
+
+def score(fitted: Gaussian | KDE, features_MxD: jax.Array) -> jax.Array:
+    """Anomaly scores (M,) under a fitted density: squared Mahalanobis distance (GDE) or the KDE score."""
+    if isinstance(fitted, KDE):
+        return kde_score(fitted, features_MxD)
+    return mahalanobis(fitted, features_MxD)

@@ -8,6 +8,7 @@ repeats exactly the stream of an uninterrupted one.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -61,6 +62,8 @@ class StepSpec:
     cutout_fill: str = "random"
     patch_size: int = 0  # > 0: train on random square crops of this side (localization)
     scar_scale: float | None = None  # scar size factor; None: the network input side / 256
+    global_jitter: float = transforms_lib.JITTER  # whole-source colour jitter before the edit; 0: none
+    jitter_order: str = "random"  # order of the colour-jitter operations: random (torchvision) | fixed
 
 
 @flax.struct.dataclass
@@ -119,8 +122,12 @@ def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, dat
     if spec.patch_size:
         k_crop, k_edit = jax.random.split(k_edit)
         sources = localization.random_patches(k_crop, sources, size=spec.patch_size)
+    if spec.global_jitter:
+        k_jitter, k_edit = jax.random.split(k_edit)
+        sources = transforms_lib.jitter_images(k_jitter, sources, strength=spec.global_jitter, order=spec.jitter_order)
     edit = transforms_lib.assemble_batch(k_edit, sources, name=spec.transform, pairing=spec.pairing,
-                                         cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale)
+                                         cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale,
+                                         jitter_order=spec.jitter_order)
     originals = jnp.concatenate([sources, sources]) if spec.pairing == "paired" else sources
     return originals, edit
 
@@ -255,56 +262,78 @@ def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
             + "free space or fix permissions, then run the same command to resume.") from error
 
 
+MAX_IN_FLIGHT = 2  # dispatched steps not yet finished: enough to keep the device busy, few enough for an honest bar
+AVERAGED_METRICS = ("loss", "accuracy", "mean_label", "invalid_fraction")  # logged as means over the window
+
+
 def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
-        log_every: int, log=None, schedule=None, progress: bool = True) -> TrainState:
+        log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
-    and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint."""
+    and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint.
+
+    Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
+    (other metrics, such as learned label parameters, as of the record's step), the images/s of that window and ``seconds`` since ``started`` (a ``time.perf_counter()`` value; default: now). At most
+    :data:`MAX_IN_FLIGHT` steps are dispatched ahead of the last finished one, so the bar counts finished
+    steps and its rate and ETA are the device's."""
     with stop_requests() as received:
         return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
                          images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
-                         log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received)
+                         log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received,
+                         started=time.perf_counter() if started is None else started)
 
 
 def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
-              log_every, log, schedule, progress, stop) -> TrainState:
+              log_every, log, schedule, progress, stop, started) -> TrainState:
     start = int(state.step)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True, file=sys.stdout)
-    window_start, window_steps = time.perf_counter(), 0
+    window_start, window_steps, window_sum = time.perf_counter(), 0, None
+    in_flight: collections.deque = collections.deque()
     for step in range(start, total_steps):
         state, metrics = step_fn(state, train_images, key)
+        in_flight.append(metrics["loss"])
+        averaged = {k: v for k, v in metrics.items() if k in AVERAGED_METRICS}
+        window_sum = averaged if window_sum is None else jax.tree_util.tree_map(jnp.add, window_sum, averaged)
         window_steps += 1
+        while len(in_flight) > MAX_IN_FLIGHT:
+            jax.block_until_ready(in_flight.popleft())
+            bar.update(1)
         done = step + 1
         stopping = bool(stop)  # read once: a signal arriving later in this step is handled after the next one
         logging_now = done % log_every == 0 or done == total_steps
         saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or stopping)
         if logging_now or saving_now:
-            metrics = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
-            if not np.all(np.isfinite(metrics["loss"])):
+            means = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
+            means.update({k: (np.asarray(v) / window_steps).tolist() for k, v in jax.device_get(window_sum).items()})
+            bar.update(len(in_flight))  # device_get waited for every dispatched step
+            in_flight.clear()
+            if not np.all(np.isfinite(means["loss"])):
                 kept = manager.latest_step() if manager is not None else None
                 raise FloatingPointError(
-                    f"loss is {metrics['loss']} at step {done}; stopped. "
+                    f"loss is {means['loss']} at step {done}; stopped. "
                     + (f"The last good checkpoint (step {kept}) is kept in {manager.directory}; lower "
                        "--config.train.learning_rate and run the same command to resume from it."
                        if kept is not None else "No checkpoint was written yet."))
         if logging_now:
-            elapsed = time.perf_counter() - window_start
-            rate = window_steps * images_per_step / max(elapsed, 1e-9)
-            record = {"step": done, **metrics, "images_per_s": rate,
-                      "learning_rate": float(schedule(step)) if schedule else None}
+            now = time.perf_counter()
+            rate = window_steps * images_per_step / max(now - window_start, 1e-9)
+            record = {"step": done, **means, "images_per_s": rate,
+                      "learning_rate": float(schedule(step)) if schedule else None, "seconds": now - started}
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            bar.set_postfix(loss=f"{np.mean(metrics['loss']):.3f}", acc=f"{np.mean(metrics['accuracy']):.2f}",
-                            y=f"{np.mean(metrics['mean_label']):.2f}", img_s=f"{rate:.0f}")
-            window_start, window_steps = time.perf_counter(), 0
-        bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
+                            y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
+            window_steps, window_sum = 0, None
         if saving_now:
             _save(manager, done, state)
+        if logging_now:
+            window_start = time.perf_counter()  # the rate is the training's: checkpoint writes are left out
         if stopping:
             bar.close()
             raise Interrupted(stop[0], done, manager.directory if manager is not None else None)
+    bar.update(len(in_flight))
     bar.close()
     return state
 
@@ -312,11 +341,13 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
 # ----------------------------------------------------------------------------- entry point
 
 def spec_from_config(config: ml_collections.ConfigDict) -> StepSpec:
+    """The step's static options. Scars are sized for the whole image (``transform.scar_size``), also when
+    the network sees patches of it."""
     return StepSpec(batch_size=config.train.batch_size, transform=config.transform.name,
                     pairing=config.transform.pairing, cutout_fill=config.transform.cutout_fill,
                     patch_size=int(config.localization.patch_size),
-                    scar_scale=(config.data.image_size / transforms_lib.SCAR_REFERENCE_SIZE
-                                if config.localization.patch_size else None))
+                    scar_scale=transforms_lib.scar_scale(config.data.image_size, rule=config.transform.scar_size),
+                    global_jitter=float(config.transform.global_jitter), jitter_order=config.transform.jitter_order)
 
 
 def initial_backbone(state: TrainState, config: ml_collections.ConfigDict, *, optimizer) -> TrainState:
@@ -401,7 +432,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> 
                         images_per_step=spec.batch_size, manager=manager,
                         checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
                         log=log, schedule=lr_schedule(learning_rate=config.train.learning_rate, total_steps=total),
-                        progress=progress and primary)
+                        progress=progress and primary, started=started)
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started

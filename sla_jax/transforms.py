@@ -22,6 +22,8 @@ SCAR_REFERENCE_SIZE = 256.0
 SCAR_MAX_DEGREES = 45.0
 
 TRANSFORM_NAMES = ("co", "cp", "cps", "cpf")
+SCAR_SIZE_RULES = ("relative", "pixels")
+JITTER_ORDERS = ("random", "fixed")
 
 
 def _pixel_grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:
@@ -115,27 +117,65 @@ def hsv_to_rgb(hsv: jax.Array) -> jax.Array:
     return jnp.stack([r, g, b], axis=-1)
 
 
-def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, region=None) -> jax.Array:
+def _brightness(image, factor, region):
+    del region
+    return jnp.clip(image * factor, 0.0, 1.0)
+
+
+def _contrast(image, factor, region):
+    mean_grey = jnp.sum(_grayscale(image) * region) / jnp.maximum(jnp.sum(region), 1.0)
+    return jnp.clip(factor * image + (1.0 - factor) * mean_grey, 0.0, 1.0)
+
+
+def _saturation(image, factor, region):
+    del region
+    return jnp.clip(factor * image + (1.0 - factor) * _grayscale(image)[..., None], 0.0, 1.0)
+
+
+def _hue(image, shift, region):
+    del region
+    hsv = rgb_to_hsv(image)
+    return jnp.clip(hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + shift) % 1.0)), 0.0, 1.0)
+
+
+def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, region=None,
+                 order: str = "random") -> jax.Array:
     """Brightness, contrast, saturation (factors in [1−s, 1+s]) and hue (shift in [−s, s]).
 
+    ``order='random'`` applies the four in a random order per call, as torchvision's ``ColorJitter``
+    (what the CutPaste ports use); ``'fixed'`` in the order brightness, contrast, saturation, hue.
     ``region`` (H×W weights) says which pixels form the jittered patch: contrast blends towards the
     patch's mean grey level, as torchvision does for a cropped patch. Single-channel images only get
     brightness and contrast.
     """
+    if order not in JITTER_ORDERS:
+        raise ValueError(f"jitter order must be one of {JITTER_ORDERS}, got {order!r}")
+    if order == "random":
+        k_order, key = jax.random.split(key)
     k_b, k_c, k_s, k_h = jax.random.split(key, 4)
     lo, hi = 1.0 - strength, 1.0 + strength
-    out = jnp.clip(image * jax.random.uniform(k_b, minval=lo, maxval=hi), 0.0, 1.0)
+    factors = jnp.stack([jax.random.uniform(k_b, minval=lo, maxval=hi), jax.random.uniform(k_c, minval=lo, maxval=hi),
+                         jax.random.uniform(k_s, minval=lo, maxval=hi),
+                         jax.random.uniform(k_h, minval=-strength, maxval=strength)])
     weights = jnp.ones(image.shape[:2]) if region is None else region
-    mean_grey = jnp.sum(_grayscale(out) * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-    contrast = jax.random.uniform(k_c, minval=lo, maxval=hi)
-    out = jnp.clip(contrast * out + (1.0 - contrast) * mean_grey, 0.0, 1.0)
-    if image.shape[-1] != 3:
+    ops = [_brightness, _contrast] + ([_saturation, _hue] if image.shape[-1] == 3 else [])
+    if order == "fixed":
+        out = image
+        for i, op in enumerate(ops):
+            out = op(out, factors[i], weights)
         return out
-    saturation = jax.random.uniform(k_s, minval=lo, maxval=hi)
-    out = jnp.clip(saturation * out + (1.0 - saturation) * _grayscale(out)[..., None], 0.0, 1.0)
-    hsv = rgb_to_hsv(out)
-    hue = (hsv[..., 0] + jax.random.uniform(k_h, minval=-strength, maxval=strength)) % 1.0
-    return jnp.clip(hsv_to_rgb(hsv.at[..., 0].set(hue)), 0.0, 1.0)
+    branches = [lambda x, i=i, op=op: op(x, factors[i], weights) for i, op in enumerate(ops)]
+    out = image
+    for which in jax.random.permutation(k_order, len(ops)):
+        out = jax.lax.switch(which, branches, out)
+    return out
+
+
+def jitter_images(key: jax.Array, images_BxHxWxC: jax.Array, *, strength: float = JITTER,
+                  order: str = "random") -> jax.Array:
+    """Whole-image colour jitter of each image of a batch (the CutPaste ports' augmentation before the edit)."""
+    keys = jax.random.split(key, images_BxHxWxC.shape[0])
+    return jax.vmap(lambda k, x: color_jitter(k, x, strength=strength, order=order))(keys, images_BxHxWxC)
 
 
 def _gather(image: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
@@ -146,7 +186,8 @@ def _gather(image: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     return image[r, c]
 
 
-def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER) -> tuple[jax.Array, jax.Array]:
+def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
+             jitter_order: str = "random") -> tuple[jax.Array, jax.Array]:
     """CutPaste: a rectangle cut at a random source, colour-jittered, pasted at a random destination."""
     height, width, _ = image.shape
     k_size, k_src, k_dst, k_jit = jax.random.split(key, 4)
@@ -154,20 +195,21 @@ def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER) -> tup
     src_top, src_left = _sample_corner(k_src, box_h=box_h, box_w=box_w, height=height, width=width)
     dst_top, dst_left = _sample_corner(k_dst, box_h=box_h, box_w=box_w, height=height, width=width)
     source = _box_mask(top=src_top, left=src_left, box_h=box_h, box_w=box_w, height=height, width=width)
-    jittered = color_jitter(k_jit, image, strength=jitter, region=source)
+    jittered = color_jitter(k_jit, image, strength=jitter, region=source, order=jitter_order)
     rows, cols = _pixel_grid(height, width)
     patch = _gather(jittered, rows - dst_top + src_top, cols - dst_left + src_left)
     mask = _box_mask(top=dst_top, left=dst_left, box_h=box_h, box_w=box_w, height=height, width=width)
     return jnp.where(mask[..., None] > 0, patch, image), mask
 
 
-def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
-                  scale: float | None = None) -> tuple[jax.Array, jax.Array]:
+def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER, scale: float | None = None,
+                  jitter_order: str = "random") -> tuple[jax.Array, jax.Array]:
     """CutPaste-Scar: a thin rectangle cut, jittered, rotated by U[−45°, 45°] and pasted.
 
     Width U[2, 16] and length U[10, 25] pixels are those of a 256 px image and scale with the image
-    side (``scale`` overrides the factor: a 32 px patch of a 256 px image takes ``scale=1``). The mask is
-    the rotated rectangle itself (not its bounding box).
+    side (``scale`` overrides the factor: ``scale=1`` keeps those sizes in pixels at any image size, as
+    the PyTorch ports do; see :func:`scar_scale`). The mask is the rotated rectangle itself (not its
+    bounding box).
     """
     height, width, _ = image.shape
     scale = min(height, width) / SCAR_REFERENCE_SIZE if scale is None else scale
@@ -197,7 +239,7 @@ def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
     mask = ((jnp.abs(along) < scar_l / 2) & (jnp.abs(across) < scar_w / 2)).astype(jnp.float32)
     source = _box_mask(top=src_row - scar_l / 2, left=src_col - scar_w / 2, box_h=scar_l, box_w=scar_w,
                        height=height, width=width)
-    jittered = color_jitter(k_jit, image, strength=jitter, region=source)
+    jittered = color_jitter(k_jit, image, strength=jitter, region=source, order=jitter_order)
     patch = _gather(jittered, src_row + along, src_col + across)
     return jnp.where(mask[..., None] > 0, patch, image), mask
 
@@ -219,29 +261,30 @@ def num_classes(name: str) -> int:
 
 
 def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = "random",
-             scar_scale: float | None = None) -> Edit:
+             scar_scale: float | None = None, jitter_order: str = "random") -> Edit:
     """Apply transform ``name`` (co, cp, cps, cpf) to one image; returns the edit with its class."""
     if name == "co":
         edited, mask = cutout(key, image, fill=cutout_fill)
         return Edit(edited, mask, jnp.int32(1))
     if name == "cp":
-        edited, mask = cutpaste(key, image)
+        edited, mask = cutpaste(key, image, jitter_order=jitter_order)
         return Edit(edited, mask, jnp.int32(1))
     if name == "cps":
-        edited, mask = cutpaste_scar(key, image, scale=scar_scale)
+        edited, mask = cutpaste_scar(key, image, scale=scar_scale, jitter_order=jitter_order)
         return Edit(edited, mask, jnp.int32(1))
     if name == "cpf":
         k_pick, k_edit = jax.random.split(key)
         scar = jax.random.bernoulli(k_pick)
-        cp_img, cp_mask = cutpaste(k_edit, image)
-        sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale)
+        cp_img, cp_mask = cutpaste(k_edit, image, jitter_order=jitter_order)
+        sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale, jitter_order=jitter_order)
         return Edit(jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask),
                     jnp.where(scar, 2, 1).astype(jnp.int32))
     raise ValueError(f"unknown transform {name!r}; expected one of {TRANSFORM_NAMES}")
 
 
 def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str = "bernoulli",
-                   cutout_fill: str = "random", scar_scale: float | None = None) -> Edit:
+                   cutout_fill: str = "random", scar_scale: float | None = None,
+                   jitter_order: str = "random") -> Edit:
     """Build pretext inputs from source images B×H×W×C (paper eq. 2).
 
     ``pairing='bernoulli'``: each sample kept original with probability ½, else transformed (B inputs).
@@ -249,8 +292,8 @@ def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str
     """
     batch = images.shape[0]
     k_edit, k_keep = jax.random.split(key)
-    edits = jax.vmap(lambda k, x: edit_one(k, x, name=name, cutout_fill=cutout_fill, scar_scale=scar_scale))(
-        jax.random.split(k_edit, batch), images)
+    edits = jax.vmap(lambda k, x: edit_one(k, x, name=name, cutout_fill=cutout_fill, scar_scale=scar_scale,
+                                           jitter_order=jitter_order))(jax.random.split(k_edit, batch), images)
     zeros = jnp.zeros(images.shape[:3], jnp.float32)
     if pairing == "paired":
         return Edit(jnp.concatenate([images, edits.images]), jnp.concatenate([zeros, edits.masks]),
@@ -263,12 +306,20 @@ def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str
                 jnp.where(keep, 0, edits.classes).astype(jnp.int32))
 
 
-def scar_size_range(image_size: int) -> tuple[tuple[float, float], tuple[float, float]]:
+def scar_scale(image_size: int, *, rule: str = "relative") -> float:
+    """Scar size factor for images of side ``image_size``: ``'relative'`` scales the 256 px sizes with the
+    image side; ``'pixels'`` keeps them in pixels (the PyTorch ports). Both give 1 at 256 px."""
+    if rule not in SCAR_SIZE_RULES:
+        raise ValueError(f"scar size rule must be one of {SCAR_SIZE_RULES}, got {rule!r}")
+    return image_size / SCAR_REFERENCE_SIZE if rule == "relative" else 1.0
+
+
+def scar_size_range(image_size: int, *, rule: str = "relative") -> tuple[tuple[float, float], tuple[float, float]]:
     """(width range, length range) in pixels of a scar on an image of side ``image_size``."""
-    scale = image_size / SCAR_REFERENCE_SIZE
+    scale = scar_scale(image_size, rule=rule)
     return ((SCAR_WIDTH[0] * scale, SCAR_WIDTH[1] * scale), (SCAR_LENGTH[0] * scale, SCAR_LENGTH[1] * scale))
 
 
-__all__ = ["cutout", "cutpaste", "cutpaste_scar", "color_jitter", "rgb_to_hsv", "hsv_to_rgb", "edit_one",
-           "assemble_batch", "Edit", "num_classes", "sample_box_size", "TRANSFORM_NAMES",
-           "scar_size_range"]
+__all__ = ["cutout", "cutpaste", "cutpaste_scar", "color_jitter", "jitter_images", "rgb_to_hsv", "hsv_to_rgb",
+           "edit_one", "assemble_batch", "Edit", "num_classes", "sample_box_size", "TRANSFORM_NAMES",
+           "SCAR_SIZE_RULES", "JITTER_ORDERS", "scar_scale", "scar_size_range"]

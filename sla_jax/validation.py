@@ -11,7 +11,7 @@ import ml_collections
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
 from sla_jax.pretrained import CONVERTED_SUFFIXES
-from sla_jax.transforms import TRANSFORM_NAMES
+from sla_jax.transforms import JITTER_ORDERS, SCAR_SIZE_RULES, TRANSFORM_NAMES
 
 
 class ConfigError(ValueError):
@@ -65,6 +65,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("transform.name", config.transform.name, TRANSFORM_NAMES)
     _choice("transform.pairing", config.transform.pairing, ("bernoulli", "paired"))
     _choice("transform.cutout_fill", config.transform.cutout_fill, ("random", "zero"))
+    _choice("transform.scar_size", config.transform.scar_size, SCAR_SIZE_RULES)
+    _choice("transform.jitter_order", config.transform.jitter_order, JITTER_ORDERS)
+    if not 0 <= config.transform.global_jitter < 1:
+        raise ConfigError(f"config.transform.global_jitter={config.transform.global_jitter} must lie in [0, 1) "
+                          "(CutPaste: 0.1; 0 turns it off)")
     _choice("labels.mode", config.labels.mode, LABEL_MODES)
     _choice("model.stem", config.model.stem, STEMS)
     _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
