@@ -110,8 +110,8 @@ def effective_hparams(params, hparams: HParams) -> HParams:
 def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, data_key: jax.Array | None = None):
     """Draw sources and edit them: returns (originals in [0,1] aligned with the edits, the ``Edit``).
 
-    The source indices come from ``data_key`` when given (an ensemble's shared data stream), else from
-    ``key``; the crops and edits always come from ``key``.
+    The source indices and the whole-source colour jitter come from ``data_key`` when given (an ensemble's
+    shared data stream), else from ``key``; the crops and edits always come from ``key``.
     """
     k_idx, k_edit = jax.random.split(key)
     if data_key is not None:
@@ -122,9 +122,9 @@ def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, dat
     if spec.patch_size:
         k_crop, k_edit = jax.random.split(k_edit)
         sources = localization.random_patches(k_crop, sources, size=spec.patch_size)
-    if spec.global_jitter:
-        k_jitter, k_edit = jax.random.split(k_edit)
-        sources = transforms_lib.jitter_images(k_jitter, sources, strength=spec.global_jitter, order=spec.jitter_order)
+    if spec.global_jitter:  # part of the data stream: ensemble members sharing the sources share their jitter
+        sources = transforms_lib.jitter_images(jax.random.fold_in(k_idx, 1), sources, strength=spec.global_jitter,
+                                               order=spec.jitter_order)
     edit = transforms_lib.assemble_batch(k_edit, sources, name=spec.transform, pairing=spec.pairing,
                                          cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale,
                                          jitter_order=spec.jitter_order)
