@@ -1,6 +1,6 @@
 """K members in one program (vmapped step) against K separate runs, same settings, same process.
 
-"Separate runs" train the members one after another with ``train.compile_train_step``, clearing JAX's
+"Separate runs" train the members one after another with ``pretext.compile_train_step``, clearing JAX's
 compilation cache before each (as K separate processes would each compile); the ensemble compiles its
 vmapped step once. Both run the same number of steps at the same shapes; wall times include
 compilation, and the steady per-step times (after the first step) are reported too. Prints a table,
@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import ensemble, train
+from sla_jax import ensemble
+from sla_jax import pretext
 from sla_jax.models import PretextNet
 from sla_jax.state import data_mesh, init_state, make_optimizer
 
@@ -66,7 +67,7 @@ def main() -> None:
     members = grid(args.members)
     model = PretextNet(num_classes=2, head=(512, 128), stem="imagenet", conv_impl=args.conv_impl)
     optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=args.steps)
-    spec = train.StepSpec(batch_size=args.batch_size, transform="co")
+    spec = pretext.StepSpec(batch_size=args.batch_size, transform="co")
     mesh = data_mesh()
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (60, args.image_size, args.image_size, 3),
                                                             dtype=np.uint8))
@@ -86,7 +87,7 @@ def main() -> None:
         jax.clear_caches()
         t0 = time.perf_counter()
         state = init_state(init_keys[k], model=model, optimizer=optimizer, image_size=args.image_size)
-        single = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+        single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
         hp = jax.tree_util.tree_map(lambda x: x[k], hparams)
         first, per_step, _ = timed_steps(single, state, (images, step_keys[k], hp, data_key), steps=args.steps)
         separate["seconds"] += time.perf_counter() - t0

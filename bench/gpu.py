@@ -31,18 +31,18 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import train
+    from sla_jax import pretext
     from sla_jax.models import PretextNet
     from sla_jax.state import data_mesh, init_state
 
     model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=common.PAPER_HEAD, dtype=jnp.dtype(dtype))
     optimizer = common.sla_jax_optimizer(total_steps=PAPER_STEPS)
-    spec = train.StepSpec(batch_size=batch, transform=transform)
+    spec = pretext.StepSpec(batch_size=batch, transform=transform)
     mesh = data_mesh()
     state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (256, size, size, 3), dtype=np.uint8))
-    step = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
-    hparams = train.HParams.create()
+    step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    hparams = pretext.HParams.create()
     key = jax.random.key(1)
     compiled = step.lower(state, images, key, hparams).compile()
     return compiled, state, images, key, hparams, common.flops(compiled)

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import density, evaluate, localization
+from sla_jax import density, localization
+from sla_jax import detection
 from sla_jax.models import PretextNet
 from sla_jax.state import data_mesh
 
@@ -30,7 +31,7 @@ def bench_stem(stem: str, *, image_size: int, repeats: int, batch_size: int) -> 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1, image_size, image_size, 3), dtype=np.uint8)
     mesh = data_mesh()
-    features = partial(evaluate.patch_features, variables, model=model, patch_size=32, stride=4,
+    features = partial(detection.patch_features, variables, model=model, patch_size=32, stride=4,
                        batch_size=batch_size, mesh=mesh)
     train_feats = rng.normal(size=(4096, 512)).astype(np.float32)
     gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats))

@@ -48,23 +48,23 @@ def worker_jax(data: str, size: int, sources: int, steps: int) -> dict:
 
     import jax
 
-    from sla_jax import train
+    from sla_jax import pretext
     from sla_jax.models import PretextNet
     from sla_jax.state import data_mesh, init_state
 
     images, load_s = load_images(data, size=size)
     model = PretextNet(num_classes=2, head=common.PAPER_HEAD)
     optimizer = common.sla_jax_optimizer()
-    spec = train.StepSpec(batch_size=2 * sources, transform="cp", pairing="paired")
+    spec = pretext.StepSpec(batch_size=2 * sources, transform="cp", pairing="paired")
     mesh = data_mesh()
     state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
-    step = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     device_images = jax.device_put(images)
     key = jax.random.key(1)
     holder = {"state": state}
 
     def once():
-        holder["state"], metrics = step(holder["state"], device_images, key, train.HParams.create())
+        holder["state"], metrics = step(holder["state"], device_images, key, pretext.HParams.create())
         metrics["loss"].block_until_ready()
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
@@ -138,9 +138,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data
         if not data:
-            from sla_jax import demo
+            from sla_jax.data import synthetic
 
-            data = os.path.join(demo.write_demo_dataset(os.path.join(scratch, "demo"), categories=("weave",)), "weave")
+            data = os.path.join(synthetic.write_demo_dataset(os.path.join(scratch, "demo"), categories=("weave",)), "weave")
         common_args = [data, args.size, args.sources, args.steps]
         measured = {}
         for name, extra in (("sla_jax", ["jax", *common_args]), ("pytorch", ["torch", *common_args, args.workers]),

@@ -49,7 +49,7 @@ def jax_step(*, size: int, batch: int, impl: str, dtype: str):
     import jax
     import jax.numpy as jnp
 
-    from sla_jax import train
+    from sla_jax import pretext
     from sla_jax.models import PretextNet
     from sla_jax.state import init_state
 
@@ -60,8 +60,8 @@ def jax_step(*, size: int, batch: int, impl: str, dtype: str):
     targets = jax.nn.softmax(jax.random.normal(jax.random.key(2), (batch, 2)))
 
     def step(state, inputs, targets):
-        state, loss, _, _ = train.apply_gradients(state, inputs, lambda params: (targets, None), model=model,
-                                                  optimizer=optimizer)
+        state, loss, _, _ = pretext.apply_gradients(state, inputs, lambda params: (targets, None), model=model,
+                                                    optimizer=optimizer)
         return state, loss
 
     compiled = jax.jit(step, donate_argnums=(0,)).lower(state, inputs, targets).compile()

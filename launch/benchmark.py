@@ -29,13 +29,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from launch import sweep as sweep_lib
-from sla_jax import report
-from sla_jax.report import mean_only, mean_std, percent
+from sla_jax.outputs import report
+from sla_jax.outputs.report import mean_only, mean_std, percent
 
 RECORD = "benchmark.json"
 OUTPUT = "benchmark"

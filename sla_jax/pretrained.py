@@ -191,3 +191,15 @@ def with_backbone(state, backbone: Mapping, *, optimizer):
     params = {**state.params, "backbone": backbone["params"]}
     batch_stats = {**state.batch_stats, "backbone": backbone["batch_stats"]}
     return state.replace(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params))
+
+
+def convert(source: str, target: str, *, keep_fc: bool = False) -> dict:
+    """Convert the torchvision state dict ``source`` into ``target``; returns what was checked and written."""
+    if not target.endswith(CONVERTED_SUFFIXES):
+        raise WeightsError(f"{target}: OUT must end in {' or '.join(CONVERTED_SUFFIXES)}")
+    digest = sha256_file(source)
+    prefix = check_hash_prefix(source, digest)
+    flat = from_torch_state_dict(read_state_dict(source), keep_fc=keep_fc, source=source)
+    save_converted(target, flat)
+    return {"sha256": digest, "checked_prefix": prefix, "torchvision_imagenet": digest == TORCHVISION_RESNET18_SHA256,
+            "arrays": len(flat), "scalars": int(sum(v.size for v in flat.values()))}

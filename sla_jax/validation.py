@@ -27,7 +27,7 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
     """Every key of ``config`` must exist in the defaults, with a value of the same kind."""
     for key in config.keys():
         name = f"{prefix}{key}"
-        if not prefix and key == "ensemble":  # checked by sla_jax.ensemble.validate_ensemble
+        if not prefix and key == "ensemble":  # checked by validate_ensemble
             continue
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
@@ -149,3 +149,27 @@ def _validate_init(config: ml_collections.ConfigDict) -> None:
     if config.model.stem != "imagenet":
         raise ConfigError(f"config.model.init needs config.model.stem='imagenet' (torchvision's 7×7/2 stem), got "
                           f"{config.model.stem!r}")
+
+
+def validate_ensemble(config: ml_collections.ConfigDict) -> None:
+    """:func:`sla_jax.validation.validate` plus the ``ensemble`` section's own checks."""
+    validate(config)
+    ens = config.ensemble
+    if config.labels.mode == "hard":
+        raise ConfigError("config.labels.mode='hard' with an ensemble: α members need soft or smooth labels; "
+                          "hard-label members come from config.ensemble.hard=True")
+    if config.model.init:
+        raise ConfigError("config.model.init is not supported with an ensemble yet: members start from random init")
+    if not ens.seeds:
+        raise ConfigError("config.ensemble.seeds is empty: give at least one seed, e.g. (0, 1)")
+    if not ens.alphas and not ens.hard:
+        raise ConfigError("config.ensemble has no members: set ensemble.alphas or ensemble.hard=True")
+    for a in ens.alphas:
+        if not a >= 0:
+            raise ConfigError(f"config.ensemble.alphas contains {a}: every α must be >= 0")
+    for e in ens.epsilons:
+        if not 0 < e < 3:
+            raise ConfigError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
+    if config.localization.patch_size:
+        raise ConfigError("config.localization.patch_size > 0 with an ensemble: patch models are not vmapped; "
+                          "set --config.localization.patch_size=0")

@@ -11,14 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import analyze, demo
+from sla_jax.data import synthetic
+from sla_jax import analysis
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_invalid_counts_are_cumulative():
     y = np.array([0.9, 0.1, 0.2, 0.95, 0.4, 0.99])
-    assert analyze.invalid_counts(y, threshold=0.5, every=2) == [1, 2, 3]
+    assert analysis.invalid_counts(y, threshold=0.5, every=2) == [1, 2, 3]
 
 
 def test_cutpaste_on_flat_grey_matches_the_closed_form():
@@ -29,7 +30,7 @@ def test_cutpaste_on_flat_grey_matches_the_closed_form():
     trials = 2000
     images = jnp.full((1, 32, 32, 3), 128, jnp.uint8)
     keys = jax.random.split(jax.random.key(0), trials)
-    y = np.asarray(analyze.trial_labels(images, keys, name="cp", alpha=10.0, epsilon=0.02))
+    y = np.asarray(analysis.trial_labels(images, keys, name="cp", alpha=10.0, epsilon=0.02))
     grey = 128 / 255
     p = 0.02 / (3 * grey * 0.1)
     assert np.all(np.isclose(y, 0.0) | np.isclose(y, np.tanh(5.0))), "all of the box changes, or none"
@@ -39,7 +40,7 @@ def test_cutpaste_on_flat_grey_matches_the_closed_form():
 
 def test_command_line_writes_table_json_and_plot(tmp_path):
     root = tmp_path / "data"
-    demo.write_demo_dataset(root, seed=0, categories=("weave", "tile"), n_train=6, n_test_good=2, n_test_defect=2,
+    synthetic.write_demo_dataset(root, seed=0, categories=("weave", "tile"), n_train=6, n_test_good=2, n_test_defect=2,
                             size=64)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "sla_jax.analyze", f"--dataset={root / 'weave'}",

@@ -9,7 +9,7 @@ import pytest
 
 from launch import benchmark
 from launch import sweep as sweep_lib
-from sla_jax import demo
+from sla_jax.data import synthetic
 
 from tests.chromium import check_page
 
@@ -61,7 +61,7 @@ def test_summary_and_table3_closed_form():
 
 
 def demo_root(tmp_path: Path) -> Path:
-    return Path(demo.write_demo_dataset(tmp_path / "demo", categories=("weave", "tile"), n_train=12,
+    return Path(synthetic.write_demo_dataset(tmp_path / "demo", categories=("weave", "tile"), n_train=12,
                                         n_test_good=6, n_test_defect=6))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sla_jax import train
+from sla_jax import experiment
 from sla_jax.defaults import base_config
 from sla_jax.validation import ConfigError, validate
 
@@ -70,7 +70,7 @@ def test_invalid_config_fails_before_the_workdir_or_data_is_touched(tmp_path):
     config = demo_config()
     config.labels.epsilon = 5.0
     with pytest.raises(ConfigError, match="labels.epsilon"):
-        train.run(config, str(tmp_path / "run"))
+        experiment.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from sla_jax import data, demo
+from sla_jax.data import synthetic
 
 SMALL = dict(n_train=3, n_test_good=2, n_test_defect=4, size=64)
 
@@ -17,7 +18,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != demo.MARKER
+        if p.is_file() and p.name != synthetic.MARKER
     }
 
 
@@ -30,9 +31,9 @@ def default_root(tmp_path_factory) -> Path:
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    first = _files(Path(demo.write_demo_dataset(tmp_path / "a", seed=3, **SMALL)))
-    again = _files(Path(demo.write_demo_dataset(tmp_path / "b", seed=3, **SMALL)))
-    other = _files(Path(demo.write_demo_dataset(tmp_path / "c", seed=4, **SMALL)))
+    first = _files(Path(synthetic.write_demo_dataset(tmp_path / "a", seed=3, **SMALL)))
+    again = _files(Path(synthetic.write_demo_dataset(tmp_path / "b", seed=3, **SMALL)))
+    other = _files(Path(synthetic.write_demo_dataset(tmp_path / "c", seed=4, **SMALL)))
     assert first == again
     assert first.keys() == other.keys()
     assert all(first[k] != other[k] for k in first if not k.endswith("_mask.png"))
@@ -55,11 +56,11 @@ def test_layout_and_formats(default_root):
 
 
 def test_complete_set_is_reused(tmp_path):
-    root = Path(demo.write_demo_dataset(tmp_path / "d", **SMALL))
+    root = Path(synthetic.write_demo_dataset(tmp_path / "d", **SMALL))
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    demo.write_demo_dataset(tmp_path / "d", **SMALL)
+    synthetic.write_demo_dataset(tmp_path / "d", **SMALL)
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
-    demo.write_demo_dataset(tmp_path / "d", **{**SMALL, "n_train": 2})
+    synthetic.write_demo_dataset(tmp_path / "d", **{**SMALL, "n_train": 2})
     assert len(list((root / "weave" / "train" / "good").iterdir())) == 2
 
 
@@ -91,11 +92,11 @@ def _good_reference(category: str, image: np.ndarray, goods: np.ndarray) -> np.n
 
 @pytest.mark.parametrize(
     "category, defect",
-    [(c, d) for c, spec in demo.CATEGORIES.items() for d in spec.defects],
+    [(c, d) for c, spec in synthetic.CATEGORIES.items() for d in spec.defects],
 )
 def test_mask_covers_exactly_the_drawn_change(category, defect):
     for seed in range(4):
-        good, edited, mask = demo.make_example(category, defect, rng=np.random.default_rng(seed), size=128)
+        good, edited, mask = synthetic.make_example(category, defect, rng=np.random.default_rng(seed), size=128)
         changed = np.abs(good.astype(int) - edited.astype(int)).max(axis=-1)
         assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
         assert not changed[mask == 0].any(), "nothing changes outside the mask"
@@ -104,8 +105,8 @@ def test_mask_covers_exactly_the_drawn_change(category, defect):
 
 
 def test_good_examples_differ(tmp_path):
-    for category in demo.CATEGORIES:
-        a, _, _ = demo.make_example(category, "good", rng=np.random.default_rng(0), size=64)
-        b, _, mask = demo.make_example(category, "good", rng=np.random.default_rng(1), size=64)
+    for category in synthetic.CATEGORIES:
+        a, _, _ = synthetic.make_example(category, "good", rng=np.random.default_rng(0), size=64)
+        b, _, mask = synthetic.make_example(category, "good", rng=np.random.default_rng(1), size=64)
         assert not mask.any()
         assert np.abs(a.astype(int) - b.astype(int)).mean() > 2

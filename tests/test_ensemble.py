@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from sla_jax import ensemble, evaluate, train
+from sla_jax import ensemble
+from sla_jax import pretext
+from sla_jax import experiment
+from sla_jax import detection
+from sla_jax.outputs import files
+from sla_jax import validation
 from sla_jax import state as state_lib
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
@@ -39,7 +44,7 @@ def test_member_batches_are_the_single_runs_batches():
     source indices exactly; pixel values and labels to float32 rounding of differently fused code), the
     source images of all members are the same, and the member whose seed is the data seed draws the
     plain single run's batch."""
-    spec = train.StepSpec(batch_size=8, transform="co")
+    spec = pretext.StepSpec(batch_size=8, transform="co")
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
     hparams = ensemble.stack_hparams(MEMBERS)
     _, step_keys = keys_of(MEMBERS)
@@ -47,8 +52,8 @@ def test_member_batches_are_the_single_runs_batches():
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 4))(step_keys)
 
     def draw(key, hp, data_key):
-        originals, edit = train.pretext_edit(key, images, spec=spec, data_key=data_key)
-        return (originals, edit) + train.label_targets(originals, edit, hp, spec=spec)
+        originals, edit = pretext.pretext_edit(key, images, spec=spec, data_key=data_key)
+        return (originals, edit) + pretext.label_targets(originals, edit, hp, spec=spec)
 
     stacked = jax.jit(jax.vmap(draw, in_axes=(0, 0, None)))(keys, hparams, data_key)
     single = jax.jit(draw)
@@ -73,7 +78,7 @@ def test_member_batches_are_the_single_runs_batches():
 @pytest.mark.slow
 def test_member_k_equals_single_run_with_its_hparams_and_seed():
     """Three steps of a 3-member ensemble (soft α=2, smooth ε=0.05 τ=0.01, hard; seeds 3, 0, 5; 32 px,
-    batch 8, one device) against three single runs of ``train.train_step`` with each member's hparams,
+    batch 8, one device) against three single runs of ``pretext.train_step`` with each member's hparams,
     keys and the shared data key. Tolerance: all parameters (and all BatchNorm statistics), as one
     vector, within 1e-5 of its norm and within 1e-3 of what training changed (a member given another's
     seed or α would be off by O(1) of the change); metrics within 1e-5 relative.
@@ -88,7 +93,7 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed():
     member logic unchanged); the batched matmul sums as the single one does."""
     model = PretextNet(num_classes=2, head=(32,), stem="imagenet", conv_impl="im2col")
     optimizer = state_lib.make_optimizer(learning_rate=1e-3, momentum=0.9, weight_decay=3e-5, total_steps=10)
-    spec = train.StepSpec(batch_size=8, transform="co")
+    spec = pretext.StepSpec(batch_size=8, transform="co")
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
     hparams = ensemble.stack_hparams(MEMBERS)
@@ -102,7 +107,7 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed():
         states, metrics = step(states, images, step_keys, hparams, data_key)
     assert int(states.step) == 3 and metrics["loss"].shape == (3,)
 
-    single = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])  # noqa: E731
     for k, m in enumerate(MEMBERS):
         state = state_lib.init_state(init_keys[k], model=model, optimizer=optimizer, image_size=32)
@@ -126,9 +131,9 @@ def test_vmapped_gde_and_auroc_equal_the_per_member_ones():
     labels = np.array([0] * 6 + [1] * 6)
     _, scores, aurocs = ensemble.ensemble_scores(train_feats, test_feats, labels)
     for k in range(3):
-        _, expected = evaluate.image_scores(train_feats[k], test_feats[k])
+        _, expected = detection.image_scores(train_feats[k], test_feats[k])
         np.testing.assert_allclose(np.asarray(scores[k]), expected, rtol=1e-5)
-        assert float(aurocs[k]) == pytest.approx(evaluate.detection_report(expected, _split(labels))["image_auroc"])
+        assert float(aurocs[k]) == pytest.approx(detection.detection_report(expected, _split(labels))["image_auroc"])
 
 
 def _split(labels):
@@ -150,34 +155,34 @@ def sweep_config():
 
 def test_members_from_config_and_checks():
     config = sweep_config()
-    members = ensemble.members_from_config(config)
+    members = experiment.members_from_config(config)
     assert [m.name for m in members] == ["soft/alpha1/eps0.02/seed0", "soft/alpha1/eps0.02/seed1",
                                          "soft/alpha10/eps0.02/seed0", "soft/alpha10/eps0.02/seed1",
                                          "hard/seed0", "hard/seed1"]
     hp = ensemble.stack_hparams(members)
     np.testing.assert_array_equal(np.asarray(hp.hard), [0, 0, 0, 0, 1, 1])
     config.labels.mode, config.labels.tau = "smooth", 0.01
-    assert {m.tau for m in ensemble.members_from_config(config) if m.mode == "smooth"} == {0.01}
+    assert {m.tau for m in experiment.members_from_config(config) if m.mode == "smooth"} == {0.01}
     for key, value, match in [("seeds", (), "ensemble.seeds"), ("alphas", (-1.0,), "ensemble.alphas"),
                               ("epsilons", (5.0,), "ensemble.epsilons")]:
         bad = sweep_config()
         bad.ensemble[key] = value
         with pytest.raises(ConfigError, match=match):
-            ensemble.validate_ensemble(bad)
+            validation.validate_ensemble(bad)
     bad = sweep_config()
     bad.localization.patch_size = 32
     with pytest.raises(ConfigError, match="patch_size"):
-        ensemble.validate_ensemble(bad)
+        validation.validate_ensemble(bad)
 
 
 def test_sweep_table_statistics_and_files(tmp_path):
-    members = ensemble.members_from_config(sweep_config())
+    members = experiment.members_from_config(sweep_config())
     aurocs = np.array([0.6, 0.7, 0.9, 0.95, 0.8, 0.82])
     rows = ensemble.sweep_table(members, aurocs)
     assert [(r["labels"], r["alpha"]) for r in rows] == [("soft", 1.0), ("soft", 10.0), ("hard", None)]
     assert rows[1]["mean"] == pytest.approx(0.925) and rows[1]["std"] == pytest.approx(np.std([0.9, 0.95], ddof=1))
     assert rows[2]["seeds"] == [0, 1] and rows[2]["min"] == pytest.approx(0.8)
-    ensemble.write_sweep(rows, str(tmp_path), title="t", note="n")
+    files.write_sweep(rows, str(tmp_path), title="t", note="n")
     assert json.loads((tmp_path / "alpha_sweep.json").read_text())["rows"] == rows
     table = (tmp_path / "alpha_sweep.md").read_text().splitlines()
     assert sum(line.startswith("| soft") or line.startswith("| hard") for line in table) == 3
@@ -224,31 +229,31 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
 
 def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
     """log α in params["sla"]: effective_hparams reads it back, and d(loss)/d(log α) = α · d(loss)/dα."""
-    spec = train.StepSpec(batch_size=8, transform="co")
+    spec = pretext.StepSpec(batch_size=8, transform="co")
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8))
-    originals, edit = jax.jit(lambda k: train.pretext_edit(k, images, spec=spec))(jax.random.key(1))
+    originals, edit = jax.jit(lambda k: pretext.pretext_edit(k, images, spec=spec))(jax.random.key(1))
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2)), jnp.float32)
-    hp = train.HParams.create(alpha=3.0, epsilon=0.02, tau=0.005)
+    hp = pretext.HParams.create(alpha=3.0, epsilon=0.02, tau=0.005)
     optimizer = state_lib.make_optimizer(learning_rate=0.1, momentum=0.9, weight_decay=1e-2, total_steps=4)
     state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.ones((2, 2))}, batch_stats={},
                                  opt_state=optimizer.init({"w": jnp.ones((2, 2))}))
-    state = train.with_label_params(state, hp, learn=("alpha", "epsilon"), optimizer=optimizer)
-    assert float(train.effective_hparams(state.params, hp).alpha) == pytest.approx(3.0)
-    assert float(train.effective_hparams(state.params, hp).tau) == pytest.approx(0.005)
+    state = pretext.with_label_params(state, hp, learn=("alpha", "epsilon"), optimizer=optimizer)
+    assert float(pretext.effective_hparams(state.params, hp).alpha) == pytest.approx(3.0)
+    assert float(pretext.effective_hparams(state.params, hp).tau) == pytest.approx(0.005)
 
     def loss_of(hparams):
         from sla_jax import labels
 
-        return labels.soft_cross_entropy(logits, train.label_targets(originals, edit, hparams, spec=spec)[0])
+        return labels.soft_cross_entropy(logits, pretext.label_targets(originals, edit, hparams, spec=spec)[0])
 
-    g_params = jax.jit(jax.grad(lambda p: loss_of(train.effective_hparams(p, hp))))(state.params)
+    g_params = jax.jit(jax.grad(lambda p: loss_of(pretext.effective_hparams(p, hp))))(state.params)
     g_hp = jax.jit(jax.grad(loss_of))(hp)
     assert float(g_params["sla"]["log_alpha"]) == pytest.approx(3.0 * float(g_hp.alpha), rel=1e-5)
     assert float(g_params["sla"]["log_epsilon"]) == pytest.approx(0.02 * float(g_hp.epsilon), rel=1e-5)
     assert float(g_hp.alpha) != 0.0
     updates, _ = optimizer.update(g_params, state.opt_state, state.params)  # no weight decay on the scalars
     assert float(updates["sla"]["log_alpha"]) == pytest.approx(-0.1 * float(g_params["sla"]["log_alpha"]), rel=1e-5)
-    assert train.with_label_params(state, hp, learn=(), optimizer=optimizer) is state
+    assert pretext.with_label_params(state, hp, learn=(), optimizer=optimizer) is state
 
     from sla_jax.validation import validate
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sla_jax import heatmaps
+from sla_jax.outputs import plots
 
 
 def _synthetic(n: int = 6, n_defective: int = 4, size: int = 32):
@@ -28,8 +28,8 @@ def _assert_png(path, *, min_width: int = 300):
 def test_grid_favours_defects_and_is_deterministic(tmp_path):
     images, masks, maps, titles = _synthetic()
     kwargs = dict(titles=titles, max_images=4, columns=2, title="demo crack")
-    first = heatmaps.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "a.png"), **kwargs)
-    second = heatmaps.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "b.png"), **kwargs)
+    first = plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "a.png"), **kwargs)
+    second = plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "b.png"), **kwargs)
     assert first == second
     assert len(first) == 4 and first == sorted(set(first))
     defective = [i for i in first if masks[i].any()]
@@ -39,9 +39,9 @@ def test_grid_favours_defects_and_is_deterministic(tmp_path):
 
 def test_grid_shows_all_when_few_and_handles_all_good(tmp_path):
     images, masks, maps, titles = _synthetic()
-    assert heatmaps.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "few.png")) == list(range(6))
+    assert plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "few.png")) == list(range(6))
     _assert_png(tmp_path / "few.png")
-    good = heatmaps.plot_heatmap_grid(images, np.zeros_like(masks), maps, path=str(tmp_path / "good.png"),
+    good = plots.plot_heatmap_grid(images, np.zeros_like(masks), maps, path=str(tmp_path / "good.png"),
                                       titles=titles, max_images=3)
     assert good == [0, 2, 4]
     _assert_png(tmp_path / "good.png")
@@ -50,18 +50,18 @@ def test_grid_shows_all_when_few_and_handles_all_good(tmp_path):
 def test_select_images_quota_and_edge_cases():
     masks = np.zeros((40, 2, 2), np.uint8)
     masks[10:] = 1
-    chosen = heatmaps.select_images(masks, max_images=16)
+    chosen = plots.select_images(masks, max_images=16)
     assert len(chosen) == 16 and chosen == sorted(chosen)
     assert sum(not masks[i].any() for i in chosen) == 4
-    assert heatmaps.select_images(masks[:3], max_images=16) == [0, 1, 2]
-    assert len(heatmaps.select_images(masks[8:], max_images=16)) == 16
+    assert plots.select_images(masks[:3], max_images=16) == [0, 1, 2]
+    assert len(plots.select_images(masks[8:], max_images=16)) == 16
     with pytest.raises(ValueError):
-        heatmaps.select_images(masks, max_images=0)
+        plots.select_images(masks, max_images=0)
 
 
 def test_shared_scale_ignores_single_outlier():
     maps = np.linspace(0.0, 1.0, 10_000).reshape(4, 50, 50)
     maps[-1, -1, -1] = 1e6
-    vmin, vmax = heatmaps.shared_scale(maps)
+    vmin, vmax = plots.shared_scale(maps)
     assert vmin == 0.0 and 0.98 < vmax < 1.0
-    assert heatmaps.shared_scale(np.ones((2, 3, 3)))[1] > 1.0
+    assert plots.shared_scale(np.ones((2, 3, 3)))[1] > 1.0

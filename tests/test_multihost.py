@@ -15,7 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sla_jax import distributed, evaluate, train
+from sla_jax import distributed
+from sla_jax import pretext
+from sla_jax import experiment
 from sla_jax import state as state_lib
 from sla_jax.models import PretextNet
 
@@ -55,7 +57,7 @@ def test_each_device_builds_only_its_slice_of_the_batch():
     edits and labels: the per-device program holds images of batch/devices, never the global batch."""
     model = PretextNet(num_classes=2, head=(16,), stem="small")
     optimizer = state_lib.make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=4)
-    step = train.compile_train_step(model=model, optimizer=optimizer, spec=train.StepSpec(batch_size=8, transform="co"),
+    step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=pretext.StepSpec(batch_size=8, transform="co"),
                                     mesh=state_lib.data_mesh())
     state = jax.eval_shape(partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=32),
                            jax.random.key(0))
@@ -86,19 +88,19 @@ def start(args: list[str], *, devices: int, log: Path) -> subprocess.Popen:
 
 def restore(workdir: Path):
     """The final train state of a run, restored onto one device of this (4-device) process."""
-    config = evaluate.load_run_config(str(workdir))
-    model = evaluate.model_from_config(config)
+    config = experiment.load_run_config(str(workdir))
+    model = experiment.model_from_config(config)
     optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
                                          weight_decay=config.train.weight_decay, total_steps=config.train.steps)
     init = jax.jit(partial(state_lib.init_state, model=model, optimizer=optimizer,
-                           image_size=evaluate.model_input_size(config)))
+                           image_size=experiment.model_input_size(config)))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                                       jax.eval_shape(init, jax.random.key(0)))
     manager = state_lib.checkpoint_manager(str(workdir), keep=2)
     state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
     manager.close()
-    initial = init(jax.random.fold_in(jax.random.key(config.seed), train.KEY_INIT))
+    initial = init(jax.random.fold_in(jax.random.key(config.seed), pretext.KEY_INIT))
     return state, initial
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sla_jax import train
+from sla_jax import experiment
 from sla_jax.defaults import base_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def tiny_config(tmp: Path, **localization):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("image_run")
-    results = train.run(tiny_config(workdir), str(workdir), progress=False)
+    results = experiment.train_and_evaluate(tiny_config(workdir), str(workdir), progress=False)
     return workdir, results
 
 
@@ -87,7 +87,7 @@ def test_patch_model_prediction_writes_overlays(tmp_path):
     workdir = tmp_path / "patch_run"
     config = tiny_config(tmp_path, patch_size=16, stride=8, train_stride=8, batch_size=256, heatmaps=4)
     config.data.image_size = 48
-    results = train.run(config, str(workdir), progress=False)
+    results = experiment.train_and_evaluate(config, str(workdir), progress=False)
     test_dir = workdir / "demo_data" / "washer" / "test"
     images = sorted((test_dir / "good").iterdir())[:1] + sorted(next(p for p in test_dir.iterdir()
                                                                      if p.name != "good").iterdir())[:1]

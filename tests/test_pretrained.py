@@ -16,9 +16,10 @@ import torch
 from safetensors.numpy import save_file
 
 from sla_jax import pretrained
+from sla_jax import pretext
+from sla_jax import experiment
 from sla_jax import state as state_lib
-from sla_jax import train
-from sla_jax.convert_weights import convert
+from sla_jax.pretrained import convert
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet, ResNet18
 from sla_jax.validation import ConfigError, validate
@@ -175,8 +176,8 @@ def test_train_step_with_loaded_backbone_frozen_then_trained(state_dict):
     head0 = state.params["head"]
     state = pretrained.with_backbone(state, backbone, optimizer=optimizer)
     assert state.params["head"] is head0
-    step = jax.jit(partial(train.train_step, model=model, optimizer=optimizer,
-                           spec=train.StepSpec(batch_size=4, transform="co")))
+    step = jax.jit(partial(pretext.train_step, model=model, optimizer=optimizer,
+                           spec=pretext.StepSpec(batch_size=4, transform="co")))
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
     leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
     moved = lambda a, b: [not np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b))]
@@ -222,7 +223,6 @@ def test_baseline_mode_equals_torch_features_with_sklearn_gaussian(torch_model, 
     eval-mode features of the same images + scikit-learn's Ledoit–Wolf Mahalanobis distance do."""
     from sklearn.covariance import LedoitWolf
 
-    from sla_jax import evaluate
 
     torch.save(torch_model.state_dict(), tmp_path / "resnet18.pth")
     convert(str(tmp_path / "resnet18.pth"), str(tmp_path / "resnet18.npz"))
@@ -234,7 +234,7 @@ def test_baseline_mode_equals_torch_features_with_sklearn_gaussian(torch_model, 
     results = json.loads((workdir / "results.json").read_text())
     assert results["steps"] == 0 and results["init"] == str(tmp_path / "resnet18.npz")
 
-    dataset = evaluate.load_dataset(evaluate.load_run_config(str(workdir)), str(workdir))
+    dataset = experiment.dataset_from_config(experiment.load_run_config(str(workdir)), str(workdir))
 
     def torch_features(images):
         x = (images.astype(np.float32) / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
@@ -254,7 +254,6 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     trained one. Run again with another init file and more steps: it resumes from the checkpoint."""
     from flax import traverse_util
 
-    from sla_jax import evaluate
 
     flat = pretrained.from_torch_state_dict(state_dict)
     np.savez(tmp_path / "a.npz", **flat)
@@ -267,9 +266,9 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "frozen for the first 2 steps" in proc.stdout
 
-    config = evaluate.load_run_config(str(workdir))
-    optimizer = evaluate.optimizer_from_config(config)
-    abstract = state_lib.init_state(jax.random.key(0), model=evaluate.model_from_config(config), optimizer=optimizer,
+    config = experiment.load_run_config(str(workdir))
+    optimizer = experiment.optimizer_from_config(config)
+    abstract = state_lib.init_state(jax.random.key(0), model=experiment.model_from_config(config), optimizer=optimizer,
                                     image_size=32)
     manager = state_lib.checkpoint_manager(str(workdir), keep=5)
     import orbax.checkpoint as ocp

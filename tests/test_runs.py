@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sla_jax import demo
+from sla_jax import loop
+from sla_jax import experiment
+from sla_jax.data import synthetic
 from sla_jax import state as state_lib
-from sla_jax import train
 from sla_jax import workdir as workdir_lib
 from sla_jax.defaults import base_config
 
@@ -41,7 +42,7 @@ def counting_step(state, images, key):
 
 
 def fit(state, step_fn, manager, *, checkpoint_every: int, total_steps: int = 100):
-    return train.fit(state, None, None, step_fn=step_fn, total_steps=total_steps, images_per_step=1,
+    return loop.fit(state, None, None, step_fn=step_fn, total_steps=total_steps, images_per_step=1,
                      manager=manager, checkpoint_every=checkpoint_every, log_every=1000, progress=False)
 
 
@@ -73,7 +74,7 @@ def test_signal_stops_at_a_step_boundary_with_a_checkpoint(signum, tmp_path):
         return counting_step(state, images, key)
 
     manager = state_lib.checkpoint_manager(str(tmp_path), keep=2)
-    with pytest.raises(train.Interrupted, match=rf"stopped by {signum.name} after step 3; a checkpoint") as info:
+    with pytest.raises(loop.Interrupted, match=rf"stopped by {signum.name} after step 3; a checkpoint") as info:
         fit(tiny_state(), step_fn, manager, checkpoint_every=50)
     assert info.value.step == 3 and info.value.signum == signum
     assert manager.latest_step() == 3
@@ -154,12 +155,12 @@ def _demo_config():
 def test_unwritable_workdir_fails_at_start_naming_it(tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(workdir_lib.WorkdirError, match=re.escape(str(tmp_path / "a_file" / "run"))):
-        train.run(_demo_config(), str(tmp_path / "a_file" / "run"))
+        experiment.train_and_evaluate(_demo_config(), str(tmp_path / "a_file" / "run"))
     locked = tmp_path / "read_only"
     locked.mkdir()
     with immutable(locked):
         with pytest.raises(workdir_lib.WorkdirError, match=rf"cannot write to the workdir {re.escape(str(locked))}"):
-            train.run(_demo_config(), str(locked))
+            experiment.train_and_evaluate(_demo_config(), str(locked))
     assert list(locked.iterdir()) == []
 
 
@@ -172,7 +173,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
                 stack.enter_context(immutable(Path(manager.directory)))
             return counting_step(state, images, key)
 
-        with pytest.raises(train.CheckpointWriteError, match=r"checkpoint of step 4 .* failed .* checkpoint of "
+        with pytest.raises(loop.CheckpointWriteError, match=r"checkpoint of step 4 .* failed .* checkpoint of "
                                                              r"step 2 is intact"):
             fit(tiny_state(), step_fn, manager, checkpoint_every=2)
     assert manager.latest_step() == 2
@@ -184,7 +185,7 @@ FULL_DISK = textwrap.dedent("""
     import sys
     import jax
     import jax.numpy as jnp
-    from sla_jax import state as state_lib, train, workdir as workdir_lib
+    from sla_jax import loop, state as state_lib, workdir as workdir_lib
     workdir = sys.argv[1]
     noise = jax.random.normal(jax.random.key(0), (400_000,))  # incompressible, 1.6 MB
     state = state_lib.TrainState(step=jnp.int32(0), params={"w": noise}, batch_stats={}, opt_state={})
@@ -197,9 +198,9 @@ FULL_DISK = textwrap.dedent("""
         return (state.replace(step=state.step + 1, params={"w": state.params["w"] + 1}),
                 {"loss": 1.0, "accuracy": 0.5, "mean_label": 0.9})
     try:
-        train.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
+        loop.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
                   checkpoint_every=1, log_every=100, progress=False)
-    except train.CheckpointWriteError as error:
+    except loop.CheckpointWriteError as error:
         print("WRITE:", error)
     print("LATEST:", manager.latest_step())
     restored = state_lib.restore_latest(manager, state)
@@ -239,7 +240,7 @@ def test_same_command_gives_identical_results_json_without_network(tmp_path):
     in an empty network namespace) give byte-identical results.json; the two bad files of the folder are
     skipped and listed."""
     root = tmp_path / "data"
-    demo.write_demo_dataset(root, seed=0, categories=("weave",), n_train=24, n_test_good=8, n_test_defect=8,
+    synthetic.write_demo_dataset(root, seed=0, categories=("weave",), n_train=24, n_test_good=8, n_test_defect=8,
                             size=64)
     good = root / "weave" / "train" / "good"
     (good / "zz_empty.png").write_bytes(b"")

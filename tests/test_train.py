@@ -13,7 +13,9 @@ import pytest
 from jax.sharding import Mesh
 
 from sla_jax import state as state_lib
-from sla_jax import train
+from sla_jax import pretext
+from sla_jax import loop
+from sla_jax import detection
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError, validate
@@ -26,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_setup(*, devices, transform="cps", pairing="bernoulli", image_size=64):
     model = PretextNet(num_classes=3 if transform == "cpf" else 2, head=(32,), stem="imagenet")
     optimizer = state_lib.make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=10)
-    spec = train.StepSpec(batch_size=8, transform=transform, pairing=pairing)
+    spec = pretext.StepSpec(batch_size=8, transform=transform, pairing=pairing)
     mesh = Mesh(np.array(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    step = train.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer, image_size=image_size)
     return step, state, mesh
 
@@ -178,7 +180,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.zeros(3)}, batch_stats={}, opt_state={})
     with open(tmp_path / "metrics.jsonl", "w") as log:
         with pytest.raises(FloatingPointError, match=r"at step 6.*last good checkpoint \(step 4\)"):
-            train.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
+            loop.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
                       checkpoint_every=2, log_every=100, log=log, progress=False)
     assert manager.latest_step() == 4
     restored = state_lib.restore_latest(manager, state)
@@ -282,16 +284,15 @@ def test_localization_config_checks():
 
 
 def test_patch_features_are_the_embeddings_of_the_patches_whatever_the_chunking():
-    from sla_jax import evaluate
 
     model = PretextNet(num_classes=3, head=(16,))
     variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.key(0))
     images = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
     mesh = state_lib.data_mesh()
     options = dict(model=model, patch_size=32, stride=8, mesh=mesh)
-    chunked = evaluate.patch_features(variables, images, batch_size=3, **options)  # 3 patches per pass
-    whole = evaluate.patch_features(variables, images, batch_size=64, **options)
+    chunked = detection.patch_features(variables, images, batch_size=3, **options)  # 3 patches per pass
+    whole = detection.patch_features(variables, images, batch_size=64, **options)
     assert chunked.shape == (3, 3, 3, 512)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    direct = evaluate.embed(variables, images[1:2, 8:40, 0:32], model=model, batch_size=4, mesh=mesh)
+    direct = detection.embed(variables, images[1:2, 8:40, 0:32], model=model, batch_size=4, mesh=mesh)
     np.testing.assert_allclose(chunked[1, 1, 0], direct[0], atol=1e-5)

@@ -1,0 +1,136 @@
+"""The error contract every command line keeps: a mistake ends in at most three lines on stderr, the first
+starting with ``error:``, no traceback, and nothing created on disk; exit status 2 for usage and config
+mistakes, 1 for data and run failures (and 128 + N after signal N, with a checkpoint to resume from).
+
+A command line is ``flags + one call into the library``: :func:`run` parses its flags (a misspelt flag
+or ``--config.`` override is a usage error naming the nearest valid one) and maps the library's errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from absl import app, flags, logging
+
+from sla_jax import runtime
+from sla_jax.data import DataError
+from sla_jax.loop import CheckpointWriteError, Interrupted
+from sla_jax.pretrained import WeightsError
+from sla_jax.validation import ConfigError
+from sla_jax.workdir import WorkdirError
+
+MAX_LINES = 3
+USAGE = 2  # a flag, a config key or value, a missing argument: the command itself must change
+FAILURE = 1  # the data, the workdir or the run: the command was right, something it met was not
+
+
+class UsageError(Exception):
+    """The command line is wrong (a missing or invalid flag or argument)."""
+
+
+RUN_FAILURES = (DataError, WorkdirError, CheckpointWriteError, FloatingPointError, FileNotFoundError,
+                NotADirectoryError, PermissionError, IsADirectoryError, WeightsError)
+
+
+def fail(message: str, *, code: int) -> NoReturn:
+    """Print ``error: message`` (cut to :data:`MAX_LINES` lines) to stderr and exit with ``code``."""
+    lines = [line for line in str(message).strip().splitlines() if line.strip()] or ["(no message)"]
+    if len(lines) > MAX_LINES:
+        lines = lines[: MAX_LINES - 1] + [lines[-1]]
+    lines[0] = "error: " + lines[0]
+    print("\n".join(lines), file=sys.stderr)
+    sys.exit(code)
+
+
+def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
+    """The message for a ``--config.KEY=VALUE`` that names no key of the config or has the wrong type."""
+    overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    text = str(error)
+    for key in overrides:
+        if key.split(".")[-1] in text or key in text:
+            break
+    else:
+        key = overrides[-1] if overrides else None
+    if key is None:
+        return None
+    config = flags.FLAGS["config"].value if "config" in flags.FLAGS and flags.FLAGS["config"].present else None
+    known = _flat_keys(config) if config is not None else []
+    if known and key not in known:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        return f"--config.{key} is not a key of the config." + (f' Did you mean "--config.{close[0]}"?' if close else "")
+    reason = re.sub(r"\s+", " ", text).strip()[:300]
+    return f"--config.{key}: {reason}"
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for name in config.keys():
+        value = config[name]
+        if hasattr(value, "keys") and callable(value.keys):
+            keys += _flat_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override as one ``error:`` line and exit 2."""
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as error:
+        message = str(error)
+        unknown = re.search(r"Unknown command line flag '([^']+)'", message)
+        if unknown:
+            names = [name for name in flags.FLAGS if not name.startswith(("help", "only_check", "pdb", "run_with",
+                                                                           "use_cprofile", "profile_file"))]
+            close = difflib.get_close_matches(unknown.group(1), names, n=1)
+            message = f"unknown flag --{unknown.group(1)}." + (f" Did you mean --{close[0]}?" if close else "")
+        elif "config" in flags.FLAGS and any(a.startswith("--config.") for a in argv):
+            message = _config_override_error(error, argv) or message
+        fail(message, code=USAGE)
+    except (KeyError, AttributeError, TypeError, ValueError) as error:  # ml_collections' override errors
+        message = _config_override_error(error, argv) if any(a.startswith("--config.") for a in argv) else None
+        fail(message or f"{type(error).__name__}: {error}", code=USAGE)
+
+
+def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True) -> None:
+    """``absl.app.run(main)`` under the contract: usage and library errors become ``error:`` lines."""
+    def wrapped(argv):
+        logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
+        if compilation_cache:
+            runtime.enable_compilation_cache()
+        try:
+            code = main(argv)
+        except Interrupted as stop:
+            print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
+            sys.exit(128 + stop.signum)
+        except (UsageError, ConfigError, app.UsageError) as error:
+            fail(str(error), code=USAGE)
+        except RUN_FAILURES as error:
+            fail(str(error), code=FAILURE)
+        except OSError as error:
+            fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), code=FAILURE)
+        sys.exit(code or 0)
+
+    app.run(wrapped, flags_parser=parse_flags)
+
+
+def require(value, message: str):
+    """``value``, or a :class:`UsageError` with ``message`` when it is missing (None or empty)."""
+    if value is None or value == "" or value == []:
+        raise UsageError(message)
+    return value
+
+
+def existing_dir(path: str, *, what: str) -> str:
+    """``path`` when it is a folder; a run failure naming it otherwise."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"{what} {path} is not a folder")
+    return path

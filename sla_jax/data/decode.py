@@ -1,0 +1,142 @@
+"""Decoding images and masks: any PIL mode to 8-bit RGB, resized; every unreadable file a DataError."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sla_jax.data.errors import SKIP_HINT, DataError
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _open(data: bytes, *, name: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise DataError(
+            f"Image file {name} is too large to decode safely ({error}). "
+            f"Downscale it, or remove it, {SKIP_HINT}.",
+            path=name,
+        ) from error
+    except Exception as error:  # PIL raises many types for corrupt files
+        if not data:
+            reason = "empty file"
+        elif isinstance(error, UnidentifiedImageError):
+            reason = "not in an image format PIL can read"
+        else:
+            reason = f"{type(error).__name__}: {error}"
+        raise DataError(
+            f"Cannot decode image file {name} ({reason}). Replace or remove it, "
+            f"{SKIP_HINT}.",
+            path=name,
+        ) from error
+
+
+def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
+    """8-bit RGB: gray replicated, alpha dropped, 16-bit scaled by its range."""
+    try:
+        if image.mode in _SIXTEEN_BIT_MODES:
+            values = np.asarray(image).astype(np.float64) * (255.0 / 65535.0)
+            gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+            return Image.fromarray(gray, mode="L").convert("RGB")
+        if image.mode == "P":
+            return image.convert("RGBA").convert("RGB")
+        return image.convert("RGB")
+    except Exception as error:
+        raise DataError(
+            f"Cannot convert image file {name} (mode {image.mode}) to RGB "
+            f"({type(error).__name__}: {error}). Re-save it as 8-bit PNG or JPEG, "
+            f"{SKIP_HINT}.",
+            path=name,
+        ) from error
+
+
+def _resized_rgb(image: Image.Image, *, size: int, name: str) -> np.ndarray:
+    rgb = _to_rgb(image, name=name)
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def decode_image(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
+    """Encoded image → ``size×size×3`` uint8, resized with antialiased bilinear.
+
+    Any file PIL cannot read (empty, truncated, corrupt, over PIL's
+    decompression-bomb limit) raises :class:`DataError` naming ``name``.
+    """
+    return _resized_rgb(_open(data, name=name), size=size, name=name)
+
+
+def _binary_mask(image: Image.Image, *, size: int, name: str) -> tuple[np.ndarray, bool]:
+    """(``size×size`` mask in {0, 1}, whether the file had more than two levels)."""
+    values = np.asarray(_to_rgb(image, name=name)).max(axis=-1)
+    if values.any() and values.max() <= 127:
+        raise DataError(
+            f"Mask file {name} has values up to {values.max()} only: a defect pixel "
+            "must be > 127 (MVTec AD masks use 255), so this mask would mark nothing. "
+            f"Re-save it with 255 = defect, {SKIP_HINT}.",
+            path=name,
+        )
+    binary = (values > 127).astype(np.float32)
+    resized = Image.fromarray(binary, mode="F").resize(
+        (size, size), Image.Resampling.BILINEAR
+    )
+    levels = np.unique(values)
+    nonbinary = len(levels) > 2 or (len(levels) == 2 and levels[0] != 0)
+    return (np.asarray(resized) >= 0.5).astype(np.uint8), nonbinary
+
+
+def decode_mask(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
+    """Encoded mask → ``size×size`` uint8 in {0, 1}; empty bytes → zeros.
+
+    A pixel is defective where any colour channel exceeds 127; the resized
+    mask is thresholded at 0.5 so it stays binary.
+    """
+    if not data:
+        return np.zeros((size, size), np.uint8)
+    return _binary_mask(_open(data, name=name), size=size, name=name)[0]
+
+
+def decode_record(record: Mapping, *, folder: Path, size: int):
+    """(image, mask, mask had more than two levels) of one stored record."""
+    path = folder / text(record["path"])
+    image = _open(record["image"], name=os.fspath(path))
+    if not record["mask"]:
+        return _resized_rgb(image, size=size, name=os.fspath(path)), np.zeros((size, size), np.uint8), False
+    mask_name = os.fspath(folder / _mask_path(text(record["path"])))
+    mask = _open(record["mask"], name=mask_name)
+    if mask.size != image.size:
+        raise DataError(
+            f"Mask file {mask_name} is {mask.size[0]}×{mask.size[1]} px but its image "
+            f"{path} is {image.size[0]}×{image.size[1]} px. A mask must match its "
+            f"image pixel for pixel: fix or remove the pair, {SKIP_HINT}.",
+            path=mask_name,
+        )
+    binary, nonbinary = _binary_mask(mask, size=size, name=mask_name)
+    return _resized_rgb(image, size=size, name=os.fspath(path)), binary, nonbinary
+
+
+def _mask_path(image_path: str) -> str:
+    """``test/<type>/<stem>.ext`` → ``ground_truth/<type>/<stem>_mask.png``."""
+    _, defect_type, file_name = image_path.split("/")
+    return f"ground_truth/{defect_type}/{Path(file_name).stem}_mask.png"
+
+
+def text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_image(path: Path, *, size: int) -> np.ndarray | str:
+    """The decoded image file, or the reason it cannot be used (for scoring loose files one by one)."""
+    try:
+        return decode_image(path.read_bytes(), size=size, name=str(path))
+    except DataError as error:
+        return str(error)
+    except OSError as error:
+        return f"cannot read {path} ({error.strerror or error})"

@@ -1,0 +1,302 @@
+"""The main task: embed images with the trained backbone, fit the density on the training images' features,
+score test images (and their patches), set the decision threshold, draw the defect maps.
+
+No config and no files: :class:`EvalSpec` (and :class:`PatchSpec` for patch models) hold the options;
+:func:`evaluate` returns the scores, the fitted Gaussian, the threshold and the maps, and the caller
+writes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sla_jax import data as data_lib
+from sla_jax import density, localization, metrics
+from sla_jax.models import PretextNet, normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSpec:
+    """Patch-level scoring (paper eq. 4): ``size`` px patches, test patches every ``stride`` px, training
+    patches for the Gaussian every ``train_stride`` px, receptive-field upsampling with ``sigma``."""
+
+    size: int
+    stride: int = 4
+    train_stride: int = 4
+    sigma: float = 10.0
+    normalize: bool = False  # RFU: divide by the summed kernel weights
+    gde: str = "shared"  # shared (one Gaussian on all patches) | per_position
+    batch_size: int = 1024  # patches per forward pass (bounds memory)
+    threshold_images: int = 32  # training images scored for the threshold (maps are costly)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    """Options of the main task; ``patches`` is None for an image-level model."""
+
+    batch_size: int = 64
+    l2_normalize: bool = True
+    threshold_quantile: float = 0.99
+    threshold_folds: int = 5
+    patches: PatchSpec | None = None
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` found: ``results`` (the JSON-ready numbers) and the arrays behind them."""
+
+    results: dict
+    scores: np.ndarray  # (M,) anomaly score per test image
+    gaussian: density.Gaussian  # the image Gaussian, or the shared (centre, for per_position) patch Gaussian
+    threshold: float
+    maps: np.ndarray | None = None  # M×H×W defect maps (patch models)
+    scores_low: np.ndarray | None = None  # M×h×w patch scores before upsampling
+    masks: np.ndarray | None = None  # M×H×W ground truth cropped to the maps
+
+
+def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2_normalize: bool) -> jax.Array:
+    """Eval-mode pooled backbone features of uint8 images, optionally L2-normalised (traceable)."""
+    _, feats = model.apply(variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
+    if l2_normalize:
+        feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
+    return feats
+
+
+def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
+          l2_normalize: bool = True, stacked: bool = False) -> np.ndarray:
+    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``.
+
+    ``stacked``: ``variables`` carry a leading member axis (a vmapped ensemble) and the features are
+    (K, N, 512), all members embedded in one pass per batch.
+    """
+    n_dev = mesh.devices.size
+    batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
+    batch_sharding = NamedSharding(mesh, P("data"))
+    features = partial(pooled_features, model=model, l2_normalize=l2_normalize)
+    if stacked:
+        features = jax.vmap(features, in_axes=(0, None))
+    forward = jax.jit(features, out_shardings=NamedSharding(mesh, P()))
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        chunk = np.asarray(images_uint8[start:start + batch_size])
+        pad = batch_size - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        feats = forward(variables, jax.device_put(chunk, batch_sharding))
+        out.append(np.asarray(feats)[..., : batch_size - pad, :])
+    if not out:
+        return np.zeros((0, 512), np.float32)
+    return np.concatenate(out, axis=-2)
+
+
+def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
+                   mesh, l2_normalize: bool = True) -> np.ndarray:
+    """Features (N, Nh, Nw, 512) of every ``patch_size`` patch at ``stride`` of each image.
+
+    Patches are cut inside jit (``localization.extract_patches``) and embedded in chunks of at most
+    ``batch_size`` patches (``lax.map`` inside the same jit), which bounds the memory: a 256 px image has
+    3,249 patches.
+    """
+    n, height, width = images_uint8.shape[:3]
+    n_h = localization.num_patches(height, size=patch_size, stride=stride)
+    n_w = localization.num_patches(width, size=patch_size, stride=stride)
+    group = max(1, batch_size // (n_h * n_w))
+    per_pass = min(batch_size, group * n_h * n_w)
+    n_passes = -(-group * n_h * n_w // per_pass)
+    replicated = NamedSharding(mesh, P())
+
+    def embed_chunk(patches):
+        if per_pass % mesh.devices.size == 0:
+            patches = jax.lax.with_sharding_constraint(patches, NamedSharding(mesh, P("data")))
+        return pooled_features(variables, patches, model=model, l2_normalize=l2_normalize)
+
+    @partial(jax.jit, out_shardings=replicated)
+    def forward(images):
+        patches = localization.extract_patches(images, size=patch_size, stride=stride)
+        flat = patches.reshape((-1, patch_size, patch_size, images.shape[-1]))
+        total = flat.shape[0]
+        flat = jnp.pad(flat, ((0, n_passes * per_pass - total), (0, 0), (0, 0), (0, 0)))
+        feats = jax.lax.map(embed_chunk, flat.reshape((n_passes, per_pass) + flat.shape[1:]))
+        return feats.reshape((n_passes * per_pass, -1))[:total].reshape((images.shape[0], n_h, n_w, -1))
+
+    out = []
+    for start in range(0, n, group):
+        chunk = np.asarray(images_uint8[start:start + group])
+        pad = group - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        out.append(np.asarray(forward(jax.device_put(chunk, replicated)))[: group - pad])
+    return np.concatenate(out)
+
+
+def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray) -> tuple[density.Gaussian, np.ndarray]:
+    """Fit the GDE on training embeddings; squared Mahalanobis scores of the test embeddings."""
+    gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats_NxD))
+    return gaussian, np.asarray(jax.jit(density.mahalanobis)(gaussian, jnp.asarray(test_feats_MxD)))
+
+
+def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
+    """Image AUROC overall and per defect type (that type's images against all good test images)."""
+    labels = split.labels
+    types = np.asarray(split.defect_types)
+    per_type = {}
+    for name in sorted(set(split.defect_types) - {"good"}):
+        keep = (types == name) | (labels == 0)
+        per_type[name] = float(metrics.auroc(scores[keep], labels[keep]))
+    return {"image_auroc": float(metrics.auroc(scores, labels)), "per_defect_type_auroc": per_type,
+            "n_test": int(len(labels)), "n_test_good": int(np.sum(labels == 0)),
+            "n_test_defective": int(np.sum(labels == 1))}
+
+
+def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *,
+                 gde: str) -> tuple[density.Gaussian, np.ndarray]:
+    """Fit the patch GDE (one ``shared`` Gaussian, or one ``per_position``) on training patch features; the
+    squared Mahalanobis scores (M, h', w') of the query patches. For ``per_position`` the returned Gaussian
+    is the centre one (for the record)."""
+    m, n_h, n_w, dim = query_feats_Mxhxw_xD.shape
+    if gde == "per_position":
+        per_position = lambda f: jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
+        gaussians = jax.jit(jax.vmap(density.fit_gaussian))(per_position(train_feats_NxhxwxD))
+        scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(query_feats_Mxhxw_xD))
+        centre = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)
+        return centre, np.asarray(scores).T.reshape(m, n_h, n_w)
+    gaussian, scores = image_scores(train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim))
+    return gaussian, scores.reshape(m, n_h, n_w)
+
+
+def upsample_scores(scores_low_Mxhxw: np.ndarray, *, patches: PatchSpec) -> np.ndarray:
+    """Patch scores at the test stride → pixel maps (RFU with the run's field, stride and sigma)."""
+    upsample = partial(localization.receptive_field_upsample, field=patches.size, stride=patches.stride,
+                       sigma=patches.sigma, normalize=patches.normalize)
+    return np.asarray(jax.jit(upsample)(jnp.asarray(scores_low_Mxhxw)))
+
+
+def fold_of(n: int, *, folds: int) -> np.ndarray:
+    """Fold index of each of ``n`` items, interleaved (item i in fold i mod folds)."""
+    return np.arange(n) % max(2, min(folds, n))
+
+
+def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpec, mesh,
+                       train_feats: np.ndarray) -> tuple[float, np.ndarray]:
+    """The score above which a new image is called defective: the ``spec.threshold_quantile`` quantile of
+    out-of-fold scores of training images (each scored by a GDE fitted without its fold, as a new
+    defect-free image would be). Returns (threshold, the out-of-fold scores).
+
+    Image models score every training image; patch models score up to ``patches.threshold_images`` of them
+    (their patches at the test stride, RFU maps, maximum), the GDE fitted without those images' patches.
+    """
+    folds = int(spec.threshold_folds)
+    if spec.patches is None:
+        fold = fold_of(len(train_feats), folds=folds)
+        oof = np.empty(len(train_feats), np.float64)
+        for k in np.unique(fold):
+            oof[fold == k] = image_scores(train_feats[fold != k], train_feats[fold == k])[1]
+        return float(np.quantile(oof, spec.threshold_quantile)), oof
+    loc = spec.patches
+    n = len(train.images)
+    held = np.unique(np.linspace(0, n - 1, min(n, int(loc.threshold_images))).round().astype(int))
+    held_feats = patch_features(variables, train.images[held], model=model, patch_size=loc.size,
+                                stride=loc.stride, batch_size=loc.batch_size, mesh=mesh,
+                                l2_normalize=spec.l2_normalize)
+    fold = fold_of(len(held), folds=folds)
+    oof = np.empty(len(held), np.float64)
+    for k in np.unique(fold):
+        keep = np.ones(n, bool)
+        keep[held[fold == k]] = False
+        _, low = patch_scores(train_feats[keep], held_feats[fold == k], gde=loc.gde)
+        oof[fold == k] = np.asarray(localization.image_scores_from_maps(
+            jnp.asarray(upsample_scores(low, patches=loc))))
+    return float(np.quantile(oof, spec.threshold_quantile)), oof
+
+
+def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh):
+    """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
+
+    Returns the image scores (map maximum), the (shared) Gaussian, the pixel metrics, the training patch
+    features, the maps, the patch scores before upsampling and the masks cropped to the maps.
+    """
+    loc = spec.patches
+    options = dict(model=model, patch_size=loc.size, batch_size=loc.batch_size, mesh=mesh,
+                   l2_normalize=spec.l2_normalize)
+    train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options)
+    test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options)
+    n, n_h, n_w, dim = test_feats.shape
+    gaussian, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde)
+    maps = upsample_scores(scores_low, patches=loc)
+    masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
+    image_scores_n = np.asarray(localization.image_scores_from_maps(jnp.asarray(maps)))
+    report = {"pixel_auroc": localization.pixel_auroc(maps, masks), "pixel_aupro": localization.aupro(maps, masks),
+              "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
+              "patches_per_test_image": int(n_h * n_w), "train_patches": int(train_feats.shape[0] * train_feats.shape[1]
+                                                                             * train_feats.shape[2])}
+    return image_scores_n, gaussian, report, train_feats, maps, scores_low, masks
+
+
+def evaluate(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh) -> Evaluation:
+    """Embed, fit, score, threshold (and map, for patch models) the dataset's test images."""
+    pixel_report, maps, scores_low, masks = {}, None, None, None
+    if spec.patches is not None:
+        scores, gaussian, pixel_report, train_feats, maps, scores_low, masks = localize(
+            variables, dataset, model=model, spec=spec, mesh=mesh)
+    else:
+        options = dict(model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
+        train_feats = embed(variables, dataset.train.images, **options)
+        test_feats = embed(variables, dataset.test.images, **options)
+        gaussian, scores = image_scores(train_feats, test_feats)
+    threshold, _ = decision_threshold(variables, dataset.train, model=model, spec=spec, mesh=mesh,
+                                      train_feats=train_feats)
+    report = detection_report(scores, dataset.test)
+    flagged = scores > threshold
+    labels = dataset.test.labels
+    results = {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
+               "n_train": int(len(dataset.train.images)), "gde_shrinkage": float(gaussian.shrinkage),
+               "threshold": threshold, "threshold_quantile": float(spec.threshold_quantile),
+               "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,
+               "test_true_positive_rate": float(np.mean(flagged[labels == 1])) if np.any(labels == 1) else None,
+               "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
+               "nonbinary_masks": len(dataset.test.nonbinary_masks), **report, **pixel_report}
+    return Evaluation(results, scores, gaussian, threshold, maps, scores_low, masks)
+
+
+def score_images(images_uint8: np.ndarray, *, variables, model, gaussian: density.Gaussian, spec: EvalSpec,
+                 mesh) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores of images under a fitted Gaussian, by the same path as evaluation (maps for patch models)."""
+    mahalanobis = jax.jit(density.mahalanobis)
+    loc = spec.patches
+    if loc is None:
+        feats = embed(variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh,
+                      l2_normalize=spec.l2_normalize)
+        return np.asarray(mahalanobis(gaussian, jnp.asarray(feats))), None
+    feats = patch_features(variables, images_uint8, model=model, patch_size=loc.size, stride=loc.stride,
+                           batch_size=loc.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
+    n, n_h, n_w, dim = feats.shape
+    low = np.asarray(mahalanobis(gaussian, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
+    maps = upsample_scores(low, patches=loc)
+    return np.asarray(localization.image_scores_from_maps(jnp.asarray(maps))), maps
+
+@dataclasses.dataclass(frozen=True)
+class Detector:
+    """A trained model ready to score images: network, variables, Gaussian, decision threshold."""
+
+    model: PretextNet
+    variables: dict
+    gaussian: density.Gaussian
+    threshold: float
+    spec: EvalSpec
+    image_size: int
+    step: int
+    mesh: jax.sharding.Mesh
+
+    def score(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Anomaly scores (N,) and, for patch models, defect maps (N, H, W)."""
+        return score_images(images_uint8, variables=self.variables, model=self.model, gaussian=self.gaussian,
+                            spec=self.spec, mesh=self.mesh)

@@ -1,0 +1,446 @@
+"""An experiment from its config: the one module (besides ``validation`` and the command lines) that reads a
+``ConfigDict``.
+
+It turns a config into the things the library takes (a dataset, a model, an optimizer, the pretext step's
+:class:`~sla_jax.pretext.StepSpec` and :class:`~sla_jax.pretext.HParams`, the main task's
+:class:`~sla_jax.detection.EvalSpec`, ensemble members, a restored model) and runs what the command
+lines ask for: train then evaluate (:func:`train_and_evaluate`), re-evaluate a workdir
+(:func:`evaluate_workdir`), load a trained detector (:func:`load_detector`) and score files with it
+(:func:`predict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from sla_jax import data as data_lib
+from sla_jax import detection, distributed, ensemble, loop, pretext, pretrained
+from sla_jax import state as state_lib
+from sla_jax import transforms as transforms_lib
+from sla_jax import workdir as workdir_lib
+from sla_jax.data.synthetic import write_demo_dataset
+from sla_jax.models import PretextNet
+from sla_jax.outputs import files, plots, report
+from sla_jax.validation import ConfigError, validate, validate_ensemble
+
+
+# ----------------------------------------------------------------------------- config → objects
+
+def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
+    return PretextNet(num_classes=transforms_lib.num_classes(config.transform.name), head=tuple(config.model.head),
+                      stem=config.model.stem, conv_impl=config.model.conv_impl, dtype=jnp.dtype(config.model.dtype))
+
+
+def optimizer_from_config(config: ml_collections.ConfigDict):
+    """The training optimizer; the backbone freeze applies only to a loaded backbone (``model.init``)."""
+    return state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
+                                    weight_decay=config.train.weight_decay, total_steps=config.train.steps,
+                                    freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0)
+
+
+def model_input_size(config: ml_collections.ConfigDict) -> int:
+    """Side of the network's input: the patch size for patch models, else the image size."""
+    return config.localization.patch_size or config.data.image_size
+
+
+def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data_lib.Dataset:
+    """Train and test splits named by ``config.data`` (the demo set is generated into WORKDIR/demo_data)."""
+    root = config.data.root
+    if config.data.demo:
+        root = root or write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed)
+    return data_lib.load_dataset(root, category=config.data.category, image_size=config.data.image_size,
+                                 cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks,
+                                 skip_bad_files=config.data.skip_bad_files)
+
+
+def spec_from_config(config: ml_collections.ConfigDict) -> pretext.StepSpec:
+    """The step's static options. Scars are sized for the whole image (``transform.scar_size``), also when
+    the network sees patches of it."""
+    return pretext.StepSpec(batch_size=config.train.batch_size, transform=config.transform.name,
+                            pairing=config.transform.pairing, cutout_fill=config.transform.cutout_fill,
+                            patch_size=int(config.localization.patch_size),
+                            scar_scale=transforms_lib.scar_scale(config.data.image_size,
+                                                                 rule=config.transform.scar_size),
+                            global_jitter=float(config.transform.global_jitter),
+                            jitter_order=config.transform.jitter_order)
+
+
+def hparams_from_config(config: ml_collections.ConfigDict) -> pretext.HParams:
+    mode = config.labels.mode
+    return pretext.HParams.create(alpha=config.labels.alpha, epsilon=config.labels.epsilon,
+                                  tau=config.labels.tau if mode == "smooth" else 0.0, hard=float(mode == "hard"))
+
+
+def eval_spec_from_config(config: ml_collections.ConfigDict) -> detection.EvalSpec:
+    loc = config.localization
+    patches = None
+    if loc.patch_size:
+        patches = detection.PatchSpec(size=int(loc.patch_size), stride=int(loc.stride),
+                                      train_stride=int(loc.train_stride), sigma=float(loc.sigma),
+                                      normalize=bool(loc.normalize), gde=loc.gde, batch_size=int(loc.batch_size),
+                                      threshold_images=int(config.eval.threshold_images))
+    return detection.EvalSpec(batch_size=int(config.eval.batch_size), l2_normalize=bool(config.eval.l2_normalize),
+                              threshold_quantile=float(config.eval.threshold_quantile),
+                              threshold_folds=int(config.eval.threshold_folds), patches=patches)
+
+
+def members_from_config(config: ml_collections.ConfigDict) -> list[ensemble.Member]:
+    """The grid ``ensemble.alphas × ensemble.epsilons × ensemble.seeds`` in ``labels.mode``, plus one
+    hard-label member per seed when ``ensemble.hard``."""
+    ens = config.ensemble
+    mode = config.labels.mode
+    tau = float(config.labels.tau) if mode == "smooth" else 0.0
+    epsilons = tuple(ens.epsilons) or (config.labels.epsilon,)
+    members = [ensemble.Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=mode, tau=tau)
+               for a in ens.alphas for e in epsilons for s in ens.seeds]
+    if ens.hard:
+        members += [ensemble.Member(seed=int(s), alpha=float(config.labels.alpha),
+                                    epsilon=float(config.labels.epsilon), mode="hard") for s in ens.seeds]
+    return members
+
+
+def initial_backbone(state: state_lib.TrainState, config: ml_collections.ConfigDict, *,
+                     optimizer) -> state_lib.TrainState:
+    """``state`` with the backbone of ``config.model.init`` loaded, if one is named (head stays fresh)."""
+    freeze = config.train.freeze_steps if config.model.init and config.train.steps else 0
+    print(f"backbone: {config.model.init or 'random initialisation'}"
+          + (f", frozen for the first {freeze} steps" if freeze else "")
+          + ("; train.steps=0: no pretext training, the GDE is fitted on these features" if not config.train.steps
+             else ""))
+    if not config.model.init:
+        return state
+    return pretrained.with_backbone(state, pretrained.load_backbone(config.model.init), optimizer=optimizer)
+
+
+def run_title(config: ml_collections.ConfigDict, category: str) -> str:
+    return f"{category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
+
+
+# ----------------------------------------------------------------------------- train, then evaluate
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+    """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results.
+
+    Holds the workdir's lock throughout; ``results.json`` holds only what the seed determines (the
+    timings go to ``timing.json``). A config with an ``ensemble`` section trains all its members in one
+    program (:func:`train_ensemble`)."""
+    if "ensemble" in config:
+        validate_ensemble(config)
+        with workdir_lib.claimed(workdir):
+            return train_ensemble(config, workdir, progress=progress)
+    validate(config)
+    # In a multi-process run the primary process holds the lock (the workdir is shared by all).
+    lock = workdir_lib.claimed(workdir) if distributed.is_primary() else contextlib.nullcontext()
+    with lock:
+        return _train_and_evaluate(config, workdir, progress=progress)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> dict:
+    primary = distributed.is_primary()
+    os.makedirs(workdir, exist_ok=True)
+    if primary:
+        _write_config(config, workdir)
+    started = time.perf_counter()
+    dataset = distributed.primary_first(lambda: dataset_from_config(config, workdir))
+    mesh = state_lib.data_mesh()
+    spec = spec_from_config(config)
+    model = model_from_config(config)
+    total = int(config.train.steps)
+    optimizer = optimizer_from_config(config)
+    root = jax.random.key(config.seed)
+    replicated = NamedSharding(mesh, P())
+    hparams = hparams_from_config(config)
+    state = jax.jit(partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=model_input_size(config)),
+                    out_shardings=replicated)(jax.random.fold_in(root, pretext.KEY_INIT))
+    started_from = pretext.with_label_params(initial_backbone(state, config, optimizer=optimizer), hparams,
+                                             learn=tuple(config.labels.learn), optimizer=optimizer)
+    if started_from is not state:  # loaded weights or label parameters: place the new leaves like the rest
+        state = jax.tree_util.tree_map(lambda x: distributed.replicated_array(np.asarray(x), replicated),
+                                       started_from)
+    workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * state_lib.tree_bytes(state))
+    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+    state = state_lib.restore_latest(manager, state)  # a checkpoint takes precedence over model.init
+    resumed_from = int(state.step)
+    if resumed_from:
+        print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
+    train_images = distributed.replicated_array(dataset.train.images, replicated)
+    compiled = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
+    n_train = len(dataset.train.images)
+    patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
+    print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
+          f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)"
+          + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
+             if jax.process_count() > 1 else ""))
+    log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
+    try:
+        with open(os.path.join(workdir, log_name), "a", encoding="utf-8") as log:
+            state = loop.fit(state, train_images, jax.random.fold_in(root, pretext.KEY_STEP), step_fn=step_fn,
+                             total_steps=total, images_per_step=spec.batch_size, manager=manager,
+                             checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
+                             log=log, schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
+                                                                     total_steps=total),
+                             progress=progress and primary, started=started)
+    finally:
+        manager.close()
+    train_seconds = time.perf_counter() - started
+    variables = {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}
+    results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=workdir if primary else None)
+    if "sla" in state.params:
+        learned = pretext.effective_hparams(state.params, hparams)
+        results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
+                                     for k in state.params["sla"]}
+    results.update(steps=total, init=config.model.init or "random", processes=jax.process_count())
+    if primary:
+        files.write_results(results, workdir)
+        files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
+                            "seconds": time.perf_counter() - started}, workdir)
+        report.write_run_report(workdir)
+    return results
+
+
+def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config: ml_collections.ConfigDict, mesh,
+              out_dir: str | None) -> dict:
+    """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
+    for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
+    of a multi-process run); returns the results with the config's facts added."""
+    spec = eval_spec_from_config(config)
+    found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh)
+    if out_dir:
+        files.write_gaussian(os.path.join(out_dir, "gde.npz"), found.gaussian, threshold=found.threshold)
+        files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"))
+        plots.plot_roc(found.scores, dataset.test, os.path.join(out_dir, "roc.png"),
+                       title=run_title(config, dataset.category))
+        if found.maps is not None:
+            test = dataset.test
+            files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
+                             masks=found.masks, paths=test.paths)
+            titles = [f"{t} {os.path.basename(p)}" for t, p in zip(test.defect_types, test.paths)]
+            plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
+                                    found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
+                                    max_images=config.localization.heatmaps,
+                                    title=f"{dataset.category}: defect maps (outline: ground truth)",
+                                    score_label="squared Mahalanobis distance, RFU-summed")
+    return {"transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
+            "image_size": int(config.data.image_size), **found.results}
+
+
+# ----------------------------------------------------------------------------- an ensemble in one program
+
+def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+    """Train every member in one program (resuming from ``workdir``), evaluate all, write the sweep table."""
+    validate_ensemble(config)
+    _write_config(config, workdir)
+    started = time.perf_counter()
+    members = members_from_config(config)
+    dataset = dataset_from_config(config, workdir)
+    mesh = state_lib.data_mesh()
+    replicated = NamedSharding(mesh, P())
+    spec = spec_from_config(config)
+    model = model_from_config(config)
+    total = int(config.train.steps)
+    optimizer = optimizer_from_config(config)
+    hparams = jax.device_put(ensemble.stack_hparams(members), replicated)
+    init_keys, step_keys = (jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in members)))
+    data_key = ensemble.member_keys(config.seed)[1]
+    learn = tuple(config.labels.learn)
+    states = jax.device_put(ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer,
+                                                   image_size=model_input_size(config), learn=learn), replicated)
+    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+    states = state_lib.restore_latest(manager, states)
+    resumed_from = int(states.step)
+    if resumed_from:
+        print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
+    train_images = jax.device_put(dataset.train.images, replicated)
+    compiled = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step_fn = lambda s, images, keys: compiled(s, images, keys[0], hparams, keys[1])  # noqa: E731
+    print(f"training {len(members)} members in one program ({config.transform.name.upper()}, "
+          f"{len(dataset.train.images)} images of {config.data.image_size} px, {total} steps of {spec.batch_size} "
+          f"per member, {jax.device_count()} device(s))")
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+            states = loop.fit(states, train_images, (step_keys, data_key), step_fn=step_fn, total_steps=total,
+                              images_per_step=spec.batch_size * len(members), manager=manager,
+                              checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
+                              log=log, schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
+                                                                      total_steps=total), progress=progress,
+                              started=started)
+    finally:
+        manager.close()
+    train_seconds = time.perf_counter() - started
+
+    eval_spec = eval_spec_from_config(config)
+    options = dict(model=model, batch_size=eval_spec.batch_size, mesh=mesh, l2_normalize=eval_spec.l2_normalize,
+                   stacked=True)
+    variables = ensemble.network_variables(states)
+    train_feats = detection.embed(variables, dataset.train.images, **options)
+    test_feats = detection.embed(variables, dataset.test.images, **options)
+    gaussians, scores, aurocs = jax.device_get(ensemble.ensemble_scores(train_feats, test_feats, dataset.test.labels))
+    learned = pretext.effective_hparams(jax.device_get(states.params), ensemble.stack_hparams(members))
+    member_results = []
+    for k, member in enumerate(members):
+        found = detection.detection_report(np.asarray(scores[k]), dataset.test)
+        entry = {"name": member.name, **dataclasses.asdict(member), **found, "image_auroc": float(aurocs[k]),
+                 "gde_shrinkage": float(gaussians.shrinkage[k])}
+        for name in learn:
+            entry[f"learned_{name}"] = float(getattr(learned, name)[k])
+        member_results.append(entry)
+    rows = ensemble.sweep_table(members, aurocs)
+    title = f"{dataset.category}: {config.transform.name.upper()} image AUROC against α"
+    note = (f"{len(members)} members trained in one program: {total} steps of batch {spec.batch_size}, "
+            f"{config.data.image_size} px, head {tuple(config.model.head)}, stem {config.model.stem}; "
+            f"seeds {tuple(config.ensemble.seeds)}; std is the sample standard deviation over seeds.")
+    files.write_sweep(rows, workdir, title=title, note=note)
+    reference = [m["image_auroc"] for m in member_results
+                 if m["mode"] != "hard" and m["alpha"] == float(config.labels.alpha)]
+    results = {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
+               "transform": config.transform.name, "image_size": int(config.data.image_size),
+               "n_train": int(len(dataset.train.images)), "n_test": int(len(dataset.test.labels)),
+               "members": member_results, "table": rows,
+               "image_auroc": float(np.mean(reference or [m["image_auroc"] for m in member_results])),
+               "image_auroc_of": (f"mean over the members with alpha={config.labels.alpha:g}" if reference
+                                  else "mean over all members"),
+               "steps": total}
+    files.write_results(results, workdir)
+    files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
+                        "seconds": time.perf_counter() - started}, workdir)
+    report.write_run_report(workdir)
+    return results
+
+
+# ----------------------------------------------------------------------------- a finished run's workdir
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was started with (``WORKDIR/config.json``), over the current defaults."""
+    from sla_jax.defaults import base_config
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by sla_jax.train")
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    if "ensemble" in saved:
+        raise workdir_lib.WorkdirError(f"{workdir} holds an ensemble (alpha sweep): re-run its sla_jax.train "
+                                       "command, which resumes from the newest checkpoint and evaluates every member")
+    config = base_config()
+    config.update_from_flattened_dict({".".join(k): v for k, v in _flatten(saved)})
+    return config
+
+
+def _flatten(tree, prefix=()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, prefix + (key,))
+        else:
+            yield prefix + (key,), tuple(value) if isinstance(value, list) else value
+
+
+def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[PretextNet, dict, int]:
+    """The run's model, its variables from the newest checkpoint in ``workdir``, and that step."""
+    model = model_from_config(config)
+    optimizer = optimizer_from_config(config)
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
+                                 image_size=model_input_size(config))
+    state = pretext.with_label_params(state, hparams_from_config(config), learn=tuple(config.labels.learn),
+                                      optimizer=optimizer)
+    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+    try:
+        if manager.latest_step() is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
+        state = state_lib.restore_latest(manager, state)
+    finally:
+        manager.close()
+    return model, {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}, int(state.step)
+
+
+def evaluate_workdir(workdir: str) -> dict:
+    """Evaluate the newest checkpoint of a run; rewrites its results.json."""
+    started = time.perf_counter()
+    config = load_run_config(workdir)
+    validate(config)
+    with workdir_lib.claimed(workdir):
+        mesh = state_lib.data_mesh()
+        model, variables, step = restore_model(config, workdir)
+        dataset = dataset_from_config(config, workdir)
+        results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=workdir)
+        results.update(steps=step)
+        files.write_results(results, workdir)
+        files.write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
+        report.write_run_report(workdir)
+    return results
+
+
+# ----------------------------------------------------------------------------- scoring new images
+
+PREDICT_CHUNK = 64  # images decoded and scored at a time (bounds memory for large folders)
+
+
+def load_detector(workdir: str) -> detection.Detector:
+    """A trained run ready to score images: its newest checkpoint and the Gaussian and decision threshold
+    saved at training time in ``WORKDIR/gde.npz`` (nothing is refitted)."""
+    config = load_run_config(workdir)
+    validate(config)
+    if config.localization.patch_size and config.localization.gde == "per_position":
+        raise ConfigError("this run uses localization.gde='per_position', whose Gaussians (one per patch "
+                          "position) are not stored; prediction supports the shared patch GDE")
+    path = os.path.join(workdir, "gde.npz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `python -m sla_jax.evaluate --workdir={workdir}` first")
+    with np.load(path, allow_pickle=False) as saved:
+        if "threshold" not in saved:
+            raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): run "
+                                    f"`python -m sla_jax.evaluate --workdir={workdir}` to refit and store it")
+        gaussian = detection.density.Gaussian(*(jnp.asarray(saved[k]) for k in detection.density.Gaussian._fields))
+        threshold = float(saved["threshold"])
+    model, variables, step = restore_model(config, workdir)
+    return detection.Detector(model=model, variables=variables, gaussian=gaussian, threshold=threshold,
+                              spec=eval_spec_from_config(config), image_size=int(config.data.image_size), step=step,
+                              mesh=state_lib.data_mesh())
+
+
+def predict(detector: detection.Detector, image_files: list[Path], *, out_dir: str, overlays: bool = True) -> list[dict]:
+    """Score ``image_files`` in chunks; returns one record per file (in order) and writes the overlays."""
+    records = []
+    overlay_dir = os.path.join(out_dir, "heatmaps")
+    for start in range(0, len(image_files), PREDICT_CHUNK):
+        chunk = image_files[start:start + PREDICT_CHUNK]
+        decoded = [data_lib.read_image(p, size=detector.image_size) for p in chunk]
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+        scores, maps = (detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None))
+        by_index = dict(zip(good, range(len(good))))
+        for i, path in enumerate(chunk):
+            if i not in by_index:
+                records.append({"path": str(path), "error": decoded[i]})
+                continue
+            score = float(scores[by_index[i]])
+            record = {"path": str(path), "score": score, "threshold": detector.threshold,
+                      "decision": "defective" if score > detector.threshold else "good"}
+            if maps is not None and overlays:
+                os.makedirs(overlay_dir, exist_ok=True)
+                png = os.path.join(overlay_dir, f"{start + i:05d}_{path.stem}.png")
+                image_map = maps[by_index[i]]
+                plots.plot_heatmap_grid(
+                    decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
+                    image_map[None], path=png, titles=[f"{path.name}: {record['decision']} ({score:.4g})"],
+                    max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
+                    score_label="score (red: above the decision threshold)")
+                record["heatmap"] = png
+            records.append(record)
+    return records

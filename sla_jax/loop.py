@@ -1,0 +1,157 @@
+"""The training loop: steps to the end with checkpoints, resume, stop signals, a JSON-lines log and a progress bar.
+
+No config: :func:`fit` takes a compiled step function and plain options, so the single run and the
+ensemble use the same loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from sla_jax.state import TrainState
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint of ``step`` was written (when there is a checkpoint manager)."""
+
+    def __init__(self, signum: int, step: int, directory):
+        self.signum, self.step, self.directory = signum, step, directory
+        where = f"; a checkpoint of step {step} is in {directory}" if directory else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}{where}")
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, permissions); the earlier checkpoints are intact."""
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While inside, SIGINT and SIGTERM are recorded in the yielded list instead of stopping the process, so
+    the training loop can stop at a step boundary; a second signal acts as it did before."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    signums = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signums}
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for s in signums:
+        signal.signal(s, handler)
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
+    """Save ``state`` as checkpoint ``step``; on any write failure (Orbax reports a full disk as a ValueError
+    from TensorStore) remove the partial checkpoint and raise :class:`CheckpointWriteError`."""
+    try:
+        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as error:
+        for unfinished in Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(unfinished, ignore_errors=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        if "No space left on device" in reason:
+            reason = "No space left on device"
+        kept = manager.latest_step()
+        raise CheckpointWriteError(
+            f"writing the checkpoint of step {step} into {manager.directory} failed ({reason[:300]}). "
+            + (f"The checkpoint of step {kept} is intact: " if kept is not None else "")
+            + "free space or fix permissions, then run the same command to resume.") from error
+
+
+MAX_IN_FLIGHT = 2  # dispatched steps not yet finished: enough to keep the device busy, few enough for an honest bar
+
+
+AVERAGED_METRICS = ("loss", "accuracy", "mean_label", "invalid_fraction")  # logged as means over the window
+
+
+def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
+        images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
+        log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None) -> TrainState:
+    """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
+    and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint.
+
+    Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
+    (other metrics, such as learned label parameters, as of the record's step), the images/s of that window and ``seconds`` since ``started`` (a ``time.perf_counter()`` value; default: now). At most
+    :data:`MAX_IN_FLIGHT` steps are dispatched ahead of the last finished one, so the bar counts finished
+    steps and its rate and ETA are the device's."""
+    with stop_requests() as received:
+        return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
+                         images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
+                         log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received,
+                         started=time.perf_counter() if started is None else started)
+
+
+def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
+              log_every, log, schedule, progress, stop, started) -> TrainState:
+    start = int(state.step)
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
+               dynamic_ncols=True, file=sys.stdout)
+    window_start, window_steps, window_sum = time.perf_counter(), 0, None
+    in_flight: collections.deque = collections.deque()
+    for step in range(start, total_steps):
+        state, metrics = step_fn(state, train_images, key)
+        in_flight.append(metrics["loss"])
+        averaged = {k: v for k, v in metrics.items() if k in AVERAGED_METRICS}
+        window_sum = averaged if window_sum is None else jax.tree_util.tree_map(jnp.add, window_sum, averaged)
+        window_steps += 1
+        while len(in_flight) > MAX_IN_FLIGHT:
+            jax.block_until_ready(in_flight.popleft())
+            bar.update(1)
+        done = step + 1
+        stopping = bool(stop)  # read once: a signal arriving later in this step is handled after the next one
+        logging_now = done % log_every == 0 or done == total_steps
+        saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or stopping)
+        if logging_now or saving_now:
+            means = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
+            means.update({k: (np.asarray(v) / window_steps).tolist() for k, v in jax.device_get(window_sum).items()})
+            bar.update(len(in_flight))  # device_get waited for every dispatched step
+            in_flight.clear()
+            if not np.all(np.isfinite(means["loss"])):
+                kept = manager.latest_step() if manager is not None else None
+                raise FloatingPointError(
+                    f"loss is {means['loss']} at step {done}; stopped. "
+                    + (f"The last good checkpoint (step {kept}) is kept in {manager.directory}; lower "
+                       "--config.train.learning_rate and run the same command to resume from it."
+                       if kept is not None else "No checkpoint was written yet."))
+        if logging_now:
+            now = time.perf_counter()
+            rate = window_steps * images_per_step / max(now - window_start, 1e-9)
+            record = {"step": done, **means, "images_per_s": rate,
+                      "learning_rate": float(schedule(step)) if schedule else None, "seconds": now - started}
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
+                            y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
+            window_steps, window_sum = 0, None
+        if saving_now:
+            _save(manager, done, state)
+        if logging_now:
+            window_start = time.perf_counter()  # the rate is the training's: checkpoint writes are left out
+        if stopping:
+            bar.close()
+            raise Interrupted(stop[0], done, manager.directory if manager is not None else None)
+    bar.update(len(in_flight))
+    bar.close()
+    return state

@@ -1,0 +1,1 @@
+"""What sla_jax writes for people and programs: files (``files``), figures (``plots``), report.html (``report``)."""

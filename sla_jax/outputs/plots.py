@@ -1,0 +1,264 @@
+"""Every figure sla_jax writes, as PNG: ROC curves, score histograms, training curves, defect-map grids,
+the α-sweep and benchmark charts, the invalid-edit analysis.
+
+The defect-map grids use one colour scale for every panel, stated on a single colourbar, so that panels
+can be compared: a map that looks hot is hot relative to the whole test set, not just to itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from sla_jax import metrics  # noqa: E402
+
+# The paper's Table 4 (MVTec AD mean image AUROC %, CPS-SLA, 256 px): drawn for reference only.
+PAPER_TABLE4 = {1: 67.9, 2: 79.5, 5: 91.2, 7: 92.7, 10: 94.2, 15: 94.1}
+CMAP = "jet"
+OVERLAY_ALPHA = 0.45
+OUTLINE_COLOR = "lime"
+OUTLINE_WIDTH = 1.2
+DPI = 110
+PANEL_INCHES = 2.4
+
+
+def _spread(indices: Sequence[int], count: int) -> list[int]:
+    """``count`` of ``indices`` evenly spaced from the first, so every stretch (defect type) shows."""
+    n = len(indices)
+    return [int(indices[i * n // count]) for i in range(count)] if count > 0 else []
+
+
+def select_images(masks_NxHxW: np.ndarray, *, max_images: int = 16) -> list[int]:
+    """Indices to show, ascending: all if they fit, else mostly defective and about a quarter good.
+
+    Deterministic (no randomness), so figures from reruns show the same images.
+    """
+    if max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    masks = np.asarray(masks_NxHxW)
+    n = len(masks)
+    if n <= max_images:
+        return list(range(n))
+    has_defect = masks.reshape(n, -1).any(axis=1)
+    defective = np.flatnonzero(has_defect)
+    good = np.flatnonzero(~has_defect)
+    good_quota = max(max_images // 4, 1) if max_images > 1 else 0
+    n_good = min(len(good), good_quota)
+    n_defective = min(len(defective), max_images - n_good)
+    n_good = min(len(good), max_images - n_defective)
+    return sorted(_spread(defective, n_defective) + _spread(good, n_good))
+
+
+def shared_scale(maps_NxHxW: np.ndarray, *, percentile: float = 99.5) -> tuple[float, float]:
+    """(vmin, vmax) for all maps: the minimum and a high percentile, so one outlier cannot wash out the rest."""
+    values = np.asarray(maps_NxHxW, dtype=np.float64)
+    vmin = float(np.nanmin(values))
+    vmax = float(np.nanpercentile(values, percentile))
+    if not vmax > vmin:
+        vmax = vmin + max(abs(vmin) * 1e-6, 1e-6)
+    return vmin, vmax
+
+
+def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_NxHxW: np.ndarray, *,
+                      path: str, titles: Sequence[str] | None = None, max_images: int = 16, columns: int = 4,
+                      title: str = "", score_label: str = "anomaly score",
+                      scale: tuple[float, float] | None = None) -> list[int]:
+    """Save a grid of images overlaid with their anomaly maps and defect outlines; return the indices shown.
+
+    The map is drawn in ``jet`` over the image, the mask's 0.5 contour outlines the true defect
+    (none for good images), and one colourbar states the scale shared by every panel (``scale``, or
+    :func:`shared_scale` of the maps).
+    """
+    images = np.asarray(images_NxHxWx3)
+    masks = np.asarray(masks_NxHxW)
+    maps = np.asarray(maps_NxHxW, dtype=np.float32)
+    if not len(images) == len(masks) == len(maps):
+        raise ValueError(f"need as many masks and maps as images, got {len(images)}, {len(masks)}, {len(maps)}")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"need one title per image, got {len(titles)} for {len(images)}")
+    chosen = select_images(masks, max_images=max_images)
+    norm = Normalize(*(scale or shared_scale(maps)))
+    n_cols = max(1, min(columns, len(chosen)))
+    n_rows = max(1, math.ceil(len(chosen) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, dpi=DPI, layout="constrained",
+                             figsize=(PANEL_INCHES * n_cols + 1.0, PANEL_INCHES * n_rows + 0.5))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, i in zip(axes.ravel(), chosen):
+        _draw_panel(ax, images[i], masks[i], maps[i], norm=norm, label=titles[i] if titles is not None else f"#{i}")
+    extend = "max" if maps.size and float(np.nanmax(maps)) > norm.vmax else "neither"
+    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes.ravel().tolist(), shrink=0.9, extend=extend,
+                 label=f"{score_label} (shared scale)")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path)
+    plt.close(fig)
+    return chosen
+
+
+def _draw_panel(ax, image_HxWx3: np.ndarray, mask_HxW: np.ndarray, map_HxW: np.ndarray, *,
+                norm: Normalize, label: str) -> None:
+    """One panel: the image, its map overlaid and its mask outlined, both stretched over the image's pixels."""
+    height, width = image_HxWx3.shape[:2]
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+    ax.imshow(image_HxWx3, extent=extent)
+    ax.imshow(map_HxW, cmap=CMAP, norm=norm, alpha=OVERLAY_ALPHA, extent=extent)
+    if np.any(mask_HxW):
+        ax.contour(np.asarray(mask_HxW, dtype=np.float32), levels=[0.5], colors=OUTLINE_COLOR,
+                   linewidths=OUTLINE_WIDTH, extent=extent, origin="upper")
+    ax.set_title(label, fontsize=7)
+    ax.set_axis_off()
+
+
+def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
+    """ROC curves (overall and per defect type) as a PNG."""
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    types = np.asarray(split.defect_types)
+    curves = [("all defects", np.ones_like(split.labels, bool))]
+    curves += [(name, (types == name) | (split.labels == 0)) for name in sorted(set(split.defect_types) - {"good"})]
+    for name, keep in curves:
+        if len(set(split.labels[keep])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
+        auc = float(metrics.auroc(scores[keep], split.labels[keep]))
+        ax.plot(fpr, tpr, lw=2.5 if name == "all defects" else 1.2, label=f"{name} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",
+           title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, threshold: float | None,
+                         title: str) -> None:
+    """Histograms of the anomaly scores of good and of defective test images, with the threshold; on a
+    log axis when the positive scores span more than two decades (squared Mahalanobis distances of
+    defects often do, and linear bins then put every good image in the first bin)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    low, high = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 0.0)
+    logarithmic = low > 0 and high > 100 * low
+    bins = np.geomspace(low, high, 31) if logarithmic else np.histogram_bin_edges(scores, bins=30)
+    if logarithmic:
+        ax.set_xscale("log")
+    for value, name, color in ((0, "good", "tab:blue"), (1, "defective", "tab:red")):
+        chosen = scores[labels == value]
+        if len(chosen):
+            ax.hist(chosen, bins=bins, alpha=0.55, color=color, label=f"{name} ({len(chosen)})")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.4g}")
+    ax.set(xlabel="anomaly score (squared Mahalanobis distance)", ylabel="test images", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
+    """Pretext loss and accuracy against the step from ``metrics.jsonl``; False when there is nothing."""
+    records = [r for r in records if "step" in r and "loss" in r]
+    if not records:
+        return False
+    steps = [r["step"] for r in records]
+    mean = lambda v: float(np.mean(v))  # noqa: E731  (ensembles log one value per member)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    ax.plot(steps, [mean(r["loss"]) for r in records], color="tab:blue", label="loss")
+    ax.set(xlabel="step", ylabel="pretext loss", title=title)
+    other = ax.twinx()
+    other.plot(steps, [mean(r["accuracy"]) for r in records], color="tab:orange", label="accuracy")
+    if "mean_label" in records[0]:
+        other.plot(steps, [mean(r["mean_label"]) for r in records], color="tab:green", ls=":", label="mean soft label")
+    other.set(ylabel="accuracy, mean soft label", ylim=(0, 1.02))
+    lines = ax.get_legend_handles_labels(), other.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
+    """Image AUROC per category, one bar per setting (mean, with the seed range as an error bar)."""
+    categories = [*summary["categories"], "mean over categories"]
+    settings = summary["settings"]
+    width = 0.8 / max(1, len(settings))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories) * max(1, len(settings)) ** 0.5), 4), dpi=110)
+    for i, setting in enumerate(settings):
+        cells = [summary["table"].get(c, {}).get(setting) for c in categories]
+        x = np.arange(len(categories)) + (i - (len(settings) - 1) / 2) * width
+        means = [c["mean"] if c else np.nan for c in cells]
+        seeded = [c if c and name != categories[-1] else None for c, name in zip(cells, categories)]  # mean: no bar
+        low = [c["mean"] - min(c["values"]) if c else 0 for c in seeded]
+        high = [max(c["values"]) - c["mean"] if c else 0 for c in seeded]
+        ax.bar(x, means, width, yerr=[low, high], capsize=2, label=setting)
+    ax.set_xticks(np.arange(len(categories)), categories, rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel="image AUROC", ylim=(0.4, 1.0), title=title)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    if len(settings) > 1:
+        ax.legend(fontsize=7, ncol=min(len(settings), 6))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], path: str, *, title: str) -> None:
+    """Image AUROC against α, one curve per label mode and ε (mean ± std over seeds, dots: each seed),
+    hard labels as a band, the paper's Table 4 for reference."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    by_curve: dict[tuple, list] = {}
+    for r in rows:
+        if r["alpha"] is not None:
+            by_curve.setdefault((r["labels"], r["epsilon"]), []).append(r)
+    for (mode, eps), curve in by_curve.items():
+        curve = sorted(curve, key=lambda r: r["alpha"])
+        alphas = [r["alpha"] for r in curve]
+        line = ax.errorbar(alphas, [r["mean"] for r in curve], yerr=[r["std"] for r in curve], marker="o",
+                           capsize=3, label=f"{mode} labels, ε={eps:g} (mean ± std over seeds)")
+        for r in curve:
+            ax.scatter([r["alpha"]] * len(r["image_auroc"]), r["image_auroc"], s=10, alpha=0.5,
+                       color=line[0].get_color())
+    for r in rows:
+        if r["labels"] == "hard":
+            ax.axhline(r["mean"], color="black", ls="--", lw=1, label=f"hard labels (mean {r['mean']:.3f})")
+            if r["std"]:
+                ax.axhspan(r["mean"] - r["std"], r["mean"] + r["std"], color="black", alpha=0.08)
+    ax.plot(list(PAPER_TABLE4), [v / 100 for v in PAPER_TABLE4.values()], color="grey", ls=":", marker="x",
+            label="paper Table 4 (MVTec AD mean, CPS, 256 px)")
+    ax.set(xlabel="α (SLA steepness)", ylabel="image AUROC", title=title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_analysis(results: dict, path: str, *, every: int, threshold: float) -> None:
+    """One row per dataset: cumulative invalid edits against trials, and the soft-label histograms."""
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 3.2 * len(names)), dpi=110, squeeze=False)
+    bins = None
+    for row, dataset in zip(axes, names):
+        per = results["datasets"][dataset]["transforms"]
+        for name, r in per.items():
+            xs = [every * (i + 1) for i in range(len(r["cumulative_invalid"]))]
+            row[0].plot(xs, r["cumulative_invalid"], marker="o", label=f"{name.upper()} ({r['invalid_fraction']:.1%})")
+            bins = np.linspace(0, 1, len(r["histogram"]) + 1)
+            row[1].stairs(r["histogram"], bins, label=name.upper())
+        row[0].set(title=f"{dataset}: invalid edits (soft label < {threshold})", xlabel="trials",
+                   ylabel="cumulative invalid")
+        row[0].legend(fontsize=8)
+        row[1].axvline(threshold, color="grey", ls="--", lw=0.8)
+        row[1].set(title=f"{dataset}: soft labels", xlabel="soft label y", ylabel="edits", yscale="log")
+        row[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
