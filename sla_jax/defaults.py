@@ -15,6 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.category = ""  # sub-folder of root, e.g. "bottle"
     c.data.demo = False  # generate the embedded demo dataset into WORKDIR/demo_data and use it
     c.data.image_size = 256
+    c.data.resize = "bilinear"  # PIL's antialiased filter to data.image_size: bilinear | bicubic (the PyTorch ports)
     c.data.require_masks = True  # False: image-level only, defect types may lack ground_truth/
     c.data.skip_bad_files = False  # True: unreadable/mismatched files are left out (listed in results.json)
     c.data.cache_dir = ""  # prepared TFDS records; "" = ~/.cache/sla_jax/tfds
@@ -46,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.steps = 256 * 256  # 256 epochs of 256 steps (CutPaste's epoch)
     c.train.learning_rate = 0.03
     c.train.momentum = 0.9
-    c.train.weight_decay = 3e-5  # l2, not on BatchNorm scales or biases
+    c.train.weight_decay = 3e-5  # l2
+    c.train.weight_decay_on = "weights"  # weights: kernels only, not BatchNorm or biases | all (torch's SGD, the ports)
     c.train.checkpoint_every = 1024
     c.train.log_every = 64
     c.train.keep_checkpoints = 2
@@ -65,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
     c.eval.l2_normalize = True  # GDE on L2-normalised pooled features
+    c.eval.density = "gde"  # gde (Gaussian, squared Mahalanobis) | kde (Gaussian kernels, DROC's bandwidth)
     c.eval.threshold_quantile = 0.99  # decision threshold: this quantile of out-of-fold training-image scores
     c.eval.threshold_folds = 5  # folds for those out-of-fold scores
     c.eval.threshold_images = 32  # patch models: training images scored for the threshold (maps are costly)

@@ -44,6 +44,7 @@ class EvalSpec:
 
     batch_size: int = 64
     l2_normalize: bool = True
+    density: str = "gde"  # gde | kde (sla_jax.density)
     threshold_quantile: float = 0.99
     threshold_folds: int = 5
     patches: PatchSpec | None = None
@@ -54,7 +55,7 @@ class Evaluation(NamedTuple):
 
     results: dict
     scores: np.ndarray  # (M,) anomaly score per test image
-    gaussian: density.Gaussian  # the image Gaussian, or the shared (centre, for per_position) patch Gaussian
+    fitted: density.Gaussian | density.KDE  # the image density, or the shared (centre, for per_position) patch one
     threshold: float
     maps: np.ndarray | None = None  # M×H×W defect maps (patch models)
     scores_low: np.ndarray | None = None  # M×h×w patch scores before upsampling
@@ -138,10 +139,12 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
     return np.concatenate(out)
 
 
-def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray) -> tuple[density.Gaussian, np.ndarray]:
-    """Fit the GDE on training embeddings; squared Mahalanobis scores of the test embeddings."""
-    gaussian = jax.jit(density.fit_gaussian)(jnp.asarray(train_feats_NxD))
-    return gaussian, np.asarray(jax.jit(density.mahalanobis)(gaussian, jnp.asarray(test_feats_MxD)))
+def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray, *,
+                 kind: str = "gde") -> tuple[density.Gaussian | density.KDE, np.ndarray]:
+    """Fit the density ``kind`` on training embeddings; the anomaly scores of the test embeddings (squared
+    Mahalanobis distances for the GDE)."""
+    fitted = jax.jit(partial(density.fit, kind=kind))(jnp.asarray(train_feats_NxD))
+    return fitted, np.asarray(jax.jit(density.score)(fitted, jnp.asarray(test_feats_MxD)))
 
 
 def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
@@ -157,8 +160,8 @@ def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
             "n_test_defective": int(np.sum(labels == 1))}
 
 
-def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *,
-                 gde: str) -> tuple[density.Gaussian, np.ndarray]:
+def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *, gde: str,
+                 kind: str = "gde") -> tuple[density.Gaussian | density.KDE, np.ndarray]:
     """Fit the patch GDE (one ``shared`` Gaussian, or one ``per_position``) on training patch features; the
     squared Mahalanobis scores (M, h', w') of the query patches. For ``per_position`` the returned Gaussian
     is the centre one (for the record)."""
@@ -169,8 +172,9 @@ def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarr
         scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(query_feats_Mxhxw_xD))
         centre = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)
         return centre, np.asarray(scores).T.reshape(m, n_h, n_w)
-    gaussian, scores = image_scores(train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim))
-    return gaussian, scores.reshape(m, n_h, n_w)
+    fitted, scores = image_scores(train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim),
+                                  kind=kind)
+    return fitted, scores.reshape(m, n_h, n_w)
 
 
 def upsample_scores(scores_low_Mxhxw: np.ndarray, *, patches: PatchSpec) -> np.ndarray:
@@ -199,7 +203,7 @@ def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpe
         fold = fold_of(len(train_feats), folds=folds)
         oof = np.empty(len(train_feats), np.float64)
         for k in np.unique(fold):
-            oof[fold == k] = image_scores(train_feats[fold != k], train_feats[fold == k])[1]
+            oof[fold == k] = image_scores(train_feats[fold != k], train_feats[fold == k], kind=spec.density)[1]
         return float(np.quantile(oof, spec.threshold_quantile)), oof
     loc = spec.patches
     n = len(train.images)
@@ -212,7 +216,7 @@ def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpe
     for k in np.unique(fold):
         keep = np.ones(n, bool)
         keep[held[fold == k]] = False
-        _, low = patch_scores(train_feats[keep], held_feats[fold == k], gde=loc.gde)
+        _, low = patch_scores(train_feats[keep], held_feats[fold == k], gde=loc.gde, kind=spec.density)
         oof[fold == k] = np.asarray(localization.image_scores_from_maps(
             jnp.asarray(upsample_scores(low, patches=loc))))
     return float(np.quantile(oof, spec.threshold_quantile)), oof
@@ -230,7 +234,7 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
     train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options)
     test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options)
     n, n_h, n_w, dim = test_feats.shape
-    gaussian, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde)
+    fitted, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde, kind=spec.density)
     maps = upsample_scores(scores_low, patches=loc)
     masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
     image_scores_n = np.asarray(localization.image_scores_from_maps(jnp.asarray(maps)))
@@ -238,65 +242,68 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
               "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
               "patches_per_test_image": int(n_h * n_w), "train_patches": int(train_feats.shape[0] * train_feats.shape[1]
                                                                              * train_feats.shape[2])}
-    return image_scores_n, gaussian, report, train_feats, maps, scores_low, masks
+    return image_scores_n, fitted, report, train_feats, maps, scores_low, masks
 
 
 def evaluate(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh) -> Evaluation:
     """Embed, fit, score, threshold (and map, for patch models) the dataset's test images."""
     pixel_report, maps, scores_low, masks = {}, None, None, None
     if spec.patches is not None:
-        scores, gaussian, pixel_report, train_feats, maps, scores_low, masks = localize(
+        scores, fitted, pixel_report, train_feats, maps, scores_low, masks = localize(
             variables, dataset, model=model, spec=spec, mesh=mesh)
     else:
         options = dict(model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
         train_feats = embed(variables, dataset.train.images, **options)
         test_feats = embed(variables, dataset.test.images, **options)
-        gaussian, scores = image_scores(train_feats, test_feats)
+        fitted, scores = image_scores(train_feats, test_feats, kind=spec.density)
     threshold, _ = decision_threshold(variables, dataset.train, model=model, spec=spec, mesh=mesh,
                                       train_feats=train_feats)
     report = detection_report(scores, dataset.test)
     flagged = scores > threshold
     labels = dataset.test.labels
     results = {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
-               "n_train": int(len(dataset.train.images)), "gde_shrinkage": float(gaussian.shrinkage),
+               "n_train": int(len(dataset.train.images)), "density": spec.density,
+               **({"gde_shrinkage": float(fitted.shrinkage)} if isinstance(fitted, density.Gaussian)
+                  else {"kde_gamma": float(fitted.gamma)}),
                "threshold": threshold, "threshold_quantile": float(spec.threshold_quantile),
                "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,
                "test_true_positive_rate": float(np.mean(flagged[labels == 1])) if np.any(labels == 1) else None,
                "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
                "nonbinary_masks": len(dataset.test.nonbinary_masks), **report, **pixel_report}
-    return Evaluation(results, scores, gaussian, threshold, maps, scores_low, masks)
+    return Evaluation(results, scores, fitted, threshold, maps, scores_low, masks)
 
 
-def score_images(images_uint8: np.ndarray, *, variables, model, gaussian: density.Gaussian, spec: EvalSpec,
-                 mesh) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores of images under a fitted Gaussian, by the same path as evaluation (maps for patch models)."""
-    mahalanobis = jax.jit(density.mahalanobis)
+def score_images(images_uint8: np.ndarray, *, variables, model, fitted: density.Gaussian | density.KDE,
+                 spec: EvalSpec, mesh) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores of images under a fitted density, by the same path as evaluation (maps for patch models)."""
+    score = jax.jit(density.score)
     loc = spec.patches
     if loc is None:
         feats = embed(variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh,
                       l2_normalize=spec.l2_normalize)
-        return np.asarray(mahalanobis(gaussian, jnp.asarray(feats))), None
+        return np.asarray(score(fitted, jnp.asarray(feats))), None
     feats = patch_features(variables, images_uint8, model=model, patch_size=loc.size, stride=loc.stride,
                            batch_size=loc.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
     n, n_h, n_w, dim = feats.shape
-    low = np.asarray(mahalanobis(gaussian, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
+    low = np.asarray(score(fitted, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
     maps = upsample_scores(low, patches=loc)
     return np.asarray(localization.image_scores_from_maps(jnp.asarray(maps))), maps
 
 @dataclasses.dataclass(frozen=True)
 class Detector:
-    """A trained model ready to score images: network, variables, Gaussian, decision threshold."""
+    """A trained model ready to score images: network, variables, fitted density, decision threshold."""
 
     model: PretextNet
     variables: dict
-    gaussian: density.Gaussian
+    fitted: density.Gaussian | density.KDE
     threshold: float
     spec: EvalSpec
     image_size: int
     step: int
     mesh: jax.sharding.Mesh
+    resample: str = "bilinear"  # the filter that resized the training images (data.resize)
 
     def score(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Anomaly scores (N,) and, for patch models, defect maps (N, H, W)."""
-        return score_images(images_uint8, variables=self.variables, model=self.model, gaussian=self.gaussian,
+        return score_images(images_uint8, variables=self.variables, model=self.model, fitted=self.fitted,
                             spec=self.spec, mesh=self.mesh)

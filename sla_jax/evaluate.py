@@ -1,7 +1,8 @@
-"""Re-evaluate a run from its newest checkpoint: ``python -m sla_jax.evaluate --workdir=DIR``.
+"""Re-evaluate a run from its newest checkpoint: ``python -m sla_jax.evaluate --workdir=DIR [--step=N]``.
 
-Embeds the training and test images with the checkpoint's backbone, fits the Gaussian, scores the test
-set and rewrites ``results.json`` (:func:`sla_jax.experiment.evaluate_workdir`).
+Embeds the training and test images with the checkpoint's backbone, fits the density, scores the test
+set and rewrites ``results.json``; ``--step=N`` evaluates the checkpoint of step N instead and writes into
+``DIR/steps/N/`` (:func:`sla_jax.experiment.evaluate_workdir`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ def main(argv):
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     workdir = cli.existing_dir(cli.require(FLAGS.workdir, "--workdir is required: a run folder written by "
                                                            "sla_jax.train"), what="--workdir")
-    results = experiment.evaluate_workdir(workdir)
-    print(f"image AUROC: {results['image_auroc']:.4f}")
-    print(f"results: {os.path.join(os.path.abspath(workdir), 'results.json')}")
+    results = experiment.evaluate_workdir(workdir, step=FLAGS.step)
+    out_dir = workdir if FLAGS.step is None else os.path.join(workdir, "steps", str(FLAGS.step))
+    print(f"image AUROC: {results['image_auroc']:.4f} (step {results['steps']})")
+    print(f"results: {os.path.join(os.path.abspath(out_dir), 'results.json')}")
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A run directory written by sla_jax.train.")
+    flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step (default: the newest).")
     cli.run(main)

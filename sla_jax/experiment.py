@@ -47,7 +47,8 @@ def optimizer_from_config(config: ml_collections.ConfigDict):
     """The training optimizer; the backbone freeze applies only to a loaded backbone (``model.init``)."""
     return state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
                                     weight_decay=config.train.weight_decay, total_steps=config.train.steps,
-                                    freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0)
+                                    freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0,
+                                    decay_all=config.train.weight_decay_on == "all")
 
 
 def model_input_size(config: ml_collections.ConfigDict) -> int:
@@ -62,7 +63,7 @@ def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data
         root = root or write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed)
     return data_lib.load_dataset(root, category=config.data.category, image_size=config.data.image_size,
                                  cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks,
-                                 skip_bad_files=config.data.skip_bad_files)
+                                 skip_bad_files=config.data.skip_bad_files, resample=config.data.resize)
 
 
 def spec_from_config(config: ml_collections.ConfigDict) -> pretext.StepSpec:
@@ -92,7 +93,7 @@ def eval_spec_from_config(config: ml_collections.ConfigDict) -> detection.EvalSp
                                       normalize=bool(loc.normalize), gde=loc.gde, batch_size=int(loc.batch_size),
                                       threshold_images=int(config.eval.threshold_images))
     return detection.EvalSpec(batch_size=int(config.eval.batch_size), l2_normalize=bool(config.eval.l2_normalize),
-                              threshold_quantile=float(config.eval.threshold_quantile),
+                              density=config.eval.density, threshold_quantile=float(config.eval.threshold_quantile),
                               threshold_folds=int(config.eval.threshold_folds), patches=patches)
 
 
@@ -224,7 +225,7 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
     spec = eval_spec_from_config(config)
     found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh)
     if out_dir:
-        files.write_gaussian(os.path.join(out_dir, "gde.npz"), found.gaussian, threshold=found.threshold)
+        files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold)
         files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"))
         plots.plot_roc(found.scores, dataset.test, os.path.join(out_dir, "roc.png"),
                        title=run_title(config, dataset.category))
@@ -352,8 +353,10 @@ def _flatten(tree, prefix=()):
             yield prefix + (key,), tuple(value) if isinstance(value, list) else value
 
 
-def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[PretextNet, dict, int]:
-    """The run's model, its variables from the newest checkpoint in ``workdir``, and that step."""
+def restore_model(config: ml_collections.ConfigDict, workdir: str, *,
+                  step: int | None = None) -> tuple[PretextNet, dict, int]:
+    """The run's model, its variables from the newest checkpoint in ``workdir`` (or that of ``step``), and
+    that step."""
     model = model_from_config(config)
     optimizer = optimizer_from_config(config)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
@@ -364,26 +367,34 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str) -> tuple[Pret
     try:
         if manager.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
-        state = state_lib.restore_latest(manager, state)
+        if step is not None and step not in manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint of step {step} in {manager.directory}; it holds steps "
+                                    f"{sorted(manager.all_steps())} (train.keep_checkpoints keeps the newest)")
+        state = state_lib.restore_latest(manager, state, step=step)
     finally:
         manager.close()
     return model, {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}, int(state.step)
 
 
-def evaluate_workdir(workdir: str) -> dict:
-    """Evaluate the newest checkpoint of a run; rewrites its results.json."""
+def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
+    """Evaluate the newest checkpoint of a run and rewrite its results.json; with ``step``, evaluate that
+    checkpoint instead and write its results.json, scores.csv, roc.png and density into WORKDIR/steps/STEP
+    (the run's own files stay as they are)."""
     started = time.perf_counter()
     config = load_run_config(workdir)
     validate(config)
     with workdir_lib.claimed(workdir):
         mesh = state_lib.data_mesh()
-        model, variables, step = restore_model(config, workdir)
+        model, variables, restored = restore_model(config, workdir, step=step)
         dataset = dataset_from_config(config, workdir)
-        results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=workdir)
-        results.update(steps=step)
-        files.write_results(results, workdir)
-        files.write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
-        report.write_run_report(workdir)
+        out_dir = workdir if step is None else os.path.join(workdir, "steps", str(step))
+        os.makedirs(out_dir, exist_ok=True)
+        results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=out_dir)
+        results.update(steps=restored)
+        files.write_results(results, out_dir)
+        if step is None:
+            files.write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
+            report.write_run_report(workdir)
     return results
 
 
@@ -393,26 +404,21 @@ PREDICT_CHUNK = 64  # images decoded and scored at a time (bounds memory for lar
 
 
 def load_detector(workdir: str) -> detection.Detector:
-    """A trained run ready to score images: its newest checkpoint and the Gaussian and decision threshold
-    saved at training time in ``WORKDIR/gde.npz`` (nothing is refitted)."""
+    """A trained run ready to score images: its newest checkpoint and the density and decision threshold
+    saved at training time in ``WORKDIR/gde.npz`` (``kde.npz`` for ``eval.density=kde``; nothing is refitted)."""
     config = load_run_config(workdir)
     validate(config)
     if config.localization.patch_size and config.localization.gde == "per_position":
         raise ConfigError("this run uses localization.gde='per_position', whose Gaussians (one per patch "
                           "position) are not stored; prediction supports the shared patch GDE")
-    path = os.path.join(workdir, "gde.npz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `python -m sla_jax.evaluate --workdir={workdir}` first")
-    with np.load(path, allow_pickle=False) as saved:
-        if "threshold" not in saved:
-            raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): run "
-                                    f"`python -m sla_jax.evaluate --workdir={workdir}` to refit and store it")
-        gaussian = detection.density.Gaussian(*(jnp.asarray(saved[k]) for k in detection.density.Gaussian._fields))
-        threshold = float(saved["threshold"])
+    kind = config.eval.density
+    kinds = {"gde": detection.density.Gaussian, "kde": detection.density.KDE}
+    arrays, threshold = files.read_density(workdir, kind=kind, fields=kinds[kind]._fields)
+    fitted = kinds[kind](*(jnp.asarray(arrays[k]) for k in kinds[kind]._fields))
     model, variables, step = restore_model(config, workdir)
-    return detection.Detector(model=model, variables=variables, gaussian=gaussian, threshold=threshold,
+    return detection.Detector(model=model, variables=variables, fitted=fitted, threshold=threshold,
                               spec=eval_spec_from_config(config), image_size=int(config.data.image_size), step=step,
-                              mesh=state_lib.data_mesh())
+                              mesh=state_lib.data_mesh(), resample=config.data.resize)
 
 
 def predict(detector: detection.Detector, image_files: list[Path], *, out_dir: str, overlays: bool = True) -> list[dict]:
@@ -421,7 +427,7 @@ def predict(detector: detection.Detector, image_files: list[Path], *, out_dir: s
     overlay_dir = os.path.join(out_dir, "heatmaps")
     for start in range(0, len(image_files), PREDICT_CHUNK):
         chunk = image_files[start:start + PREDICT_CHUNK]
-        decoded = [data_lib.read_image(p, size=detector.image_size) for p in chunk]
+        decoded = [data_lib.read_image(p, size=detector.image_size, resample=detector.resample) for p in chunk]
         good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
         scores, maps = (detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None))
         by_index = dict(zip(good, range(len(good))))

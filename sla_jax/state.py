@@ -38,8 +38,12 @@ def lr_schedule(*, learning_rate: float, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float,
-                   total_steps: int, freeze_backbone_steps: int = 0) -> optax.GradientTransformation:
+                   total_steps: int, freeze_backbone_steps: int = 0,
+                   decay_all: bool = False) -> optax.GradientTransformation:
     """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle.
+
+    The decay applies to convolution and dense kernels (:func:`weight_decay_mask`), or, with ``decay_all``,
+    to every parameter as torch's ``SGD(weight_decay=...)`` does in the CutPaste ports.
 
     ``freeze_backbone_steps > 0``: the ``backbone`` parameters get no update at all during the first
     that many steps — no gradient, no weight decay, no momentum — as a torch parameter with
@@ -49,7 +53,7 @@ def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float
     schedule = lr_schedule(learning_rate=learning_rate, total_steps=total_steps)
 
     def sgd(schedule):
-        return optax.chain(optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=None if decay_all else weight_decay_mask),
                            optax.sgd(schedule, momentum=momentum))
 
     if freeze_backbone_steps <= 0:
@@ -81,9 +85,10 @@ def tree_bytes(tree) -> int:
     return sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(tree))
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
-    """The newest checkpoint restored onto ``state``'s shapes and shardings, or ``state`` when none."""
-    step = manager.latest_step()
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState, *, step: int | None = None) -> TrainState:
+    """The newest checkpoint (or the one of ``step``) restored onto ``state``'s shapes and shardings, or
+    ``state`` when there is none."""
+    step = manager.latest_step() if step is None else step
     if step is None:
         return state
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)

@@ -8,6 +8,8 @@ import os
 import jax
 import ml_collections
 
+from sla_jax.data.decode import RESAMPLING
+from sla_jax.density import DENSITIES
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
 from sla_jax.pretrained import CONVERTED_SUFFIXES
@@ -65,6 +67,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("transform.name", config.transform.name, TRANSFORM_NAMES)
     _choice("transform.pairing", config.transform.pairing, ("bernoulli", "paired"))
     _choice("transform.cutout_fill", config.transform.cutout_fill, ("random", "zero"))
+    _choice("data.resize", config.data.resize, tuple(RESAMPLING))
+    _choice("train.weight_decay_on", config.train.weight_decay_on, ("weights", "all"))
+    _choice("eval.density", config.eval.density, DENSITIES)
+    if config.eval.density == "kde" and config.localization.patch_size and config.localization.gde != "shared":
+        raise ConfigError("config.eval.density='kde' with patches needs config.localization.gde='shared' (one KDE "
+                          "on all training patches)")
     _choice("transform.scar_size", config.transform.scar_size, SCAR_SIZE_RULES)
     _choice("transform.jitter_order", config.transform.jitter_order, JITTER_ORDERS)
     if not 0 <= config.transform.global_jitter < 1:
@@ -173,3 +181,6 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
     if config.localization.patch_size:
         raise ConfigError("config.localization.patch_size > 0 with an ensemble: patch models are not vmapped; "
                           "set --config.localization.patch_size=0")
+    if config.eval.density != "gde":
+        raise ConfigError("config.eval.density='kde' with an ensemble: the members are scored by vmapped "
+                          "Gaussians; set --config.eval.density=gde")

@@ -13,6 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sla_jax.data.errors import SKIP_HINT, DataError
 
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}  # PIL's, antialiased
 
 
 def _open(data: bytes, *, name: str) -> Image.Image:
@@ -59,18 +60,19 @@ def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
         ) from error
 
 
-def _resized_rgb(image: Image.Image, *, size: int, name: str) -> np.ndarray:
+def _resized_rgb(image: Image.Image, *, size: int, name: str, resample: str = "bilinear") -> np.ndarray:
     rgb = _to_rgb(image, name=name)
-    return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
+    return np.asarray(rgb.resize((size, size), RESAMPLING[resample]))
 
 
-def decode_image(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
-    """Encoded image → ``size×size×3`` uint8, resized with antialiased bilinear.
+def decode_image(data: bytes, *, size: int, name: str = "<bytes>", resample: str = "bilinear") -> np.ndarray:
+    """Encoded image → ``size×size×3`` uint8, resized with PIL's antialiased ``resample`` filter (bilinear, or
+    bicubic: PIL's default, which the PyTorch CutPaste ports use).
 
     Any file PIL cannot read (empty, truncated, corrupt, over PIL's
     decompression-bomb limit) raises :class:`DataError` naming ``name``.
     """
-    return _resized_rgb(_open(data, name=name), size=size, name=name)
+    return _resized_rgb(_open(data, name=name), size=size, name=name, resample=resample)
 
 
 def _binary_mask(image: Image.Image, *, size: int, name: str) -> tuple[np.ndarray, bool]:
@@ -103,12 +105,13 @@ def decode_mask(data: bytes, *, size: int, name: str = "<bytes>") -> np.ndarray:
     return _binary_mask(_open(data, name=name), size=size, name=name)[0]
 
 
-def decode_record(record: Mapping, *, folder: Path, size: int):
+def decode_record(record: Mapping, *, folder: Path, size: int, resample: str = "bilinear"):
     """(image, mask, mask had more than two levels) of one stored record."""
     path = folder / text(record["path"])
     image = _open(record["image"], name=os.fspath(path))
     if not record["mask"]:
-        return _resized_rgb(image, size=size, name=os.fspath(path)), np.zeros((size, size), np.uint8), False
+        return (_resized_rgb(image, size=size, name=os.fspath(path), resample=resample),
+                np.zeros((size, size), np.uint8), False)
     mask_name = os.fspath(folder / _mask_path(text(record["path"])))
     mask = _open(record["mask"], name=mask_name)
     if mask.size != image.size:
@@ -119,7 +122,7 @@ def decode_record(record: Mapping, *, folder: Path, size: int):
             path=mask_name,
         )
     binary, nonbinary = _binary_mask(mask, size=size, name=mask_name)
-    return _resized_rgb(image, size=size, name=os.fspath(path)), binary, nonbinary
+    return _resized_rgb(image, size=size, name=os.fspath(path), resample=resample), binary, nonbinary
 
 
 def _mask_path(image_path: str) -> str:
@@ -132,10 +135,10 @@ def text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def read_image(path: Path, *, size: int) -> np.ndarray | str:
+def read_image(path: Path, *, size: int, resample: str = "bilinear") -> np.ndarray | str:
     """The decoded image file, or the reason it cannot be used (for scoring loose files one by one)."""
     try:
-        return decode_image(path.read_bytes(), size=size, name=str(path))
+        return decode_image(path.read_bytes(), size=size, name=str(path), resample=resample)
     except DataError as error:
         return str(error)
     except OSError as error:

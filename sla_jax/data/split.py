@@ -42,13 +42,15 @@ def load_split(
     cache_dir: str | os.PathLike | None = None,
     require_masks: bool = True,
     skip_bad_files: bool = False,
+    resample: str = "bilinear",
 ) -> Split:
     """Loads one split of one category as arrays, in sorted path order.
 
     Goes through the :class:`MVTecAD` builder (prepared once per folder
     state under ``cache_dir``) and ``as_data_source()``. With
     ``skip_bad_files`` every file that would raise a :class:`DataError` is
-    left out with a warning and listed in ``Split.skipped``.
+    left out with a warning and listed in ``Split.skipped``. Images are resized with ``resample``
+    (``bilinear`` or ``bicubic``); masks always bilinearly, then thresholded.
     """
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}.")
@@ -70,7 +72,7 @@ def load_split(
 
     def decode(record):
         try:
-            return decode_record(record, folder=folder, size=size)
+            return decode_record(record, folder=folder, size=size, resample=resample)
         except DataError as error:
             if not skip_bad_files:
                 raise
@@ -113,9 +115,9 @@ class Dataset(NamedTuple):
 
 
 def load_dataset(root: str | os.PathLike, *, category: str, image_size: int, cache_dir: str | os.PathLike | None = None,
-                 require_masks: bool = True, skip_bad_files: bool = False) -> Dataset:
+                 require_masks: bool = True, skip_bad_files: bool = False, resample: str = "bilinear") -> Dataset:
     """Both splits of ``ROOT/CATEGORY`` (see :func:`load_split`)."""
     options = dict(category=category, image_size=image_size, cache_dir=cache_dir, require_masks=require_masks,
-                   skip_bad_files=skip_bad_files)
+                   skip_bad_files=skip_bad_files, resample=resample)
     return Dataset(load_split(root, split="train", **options), load_split(root, split="test", **options),
                    os.fspath(root), category)

@@ -53,9 +53,27 @@ def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
             [r["defect_type"] for r in rows])
 
 
-def write_gaussian(path: str, gaussian, *, threshold: float) -> None:
-    """The fitted Gaussian (mean, precision, covariance, shrinkage) and the decision threshold (``gde.npz``)."""
-    np.savez(path, threshold=np.float64(threshold), **{k: np.asarray(v) for k, v in gaussian._asdict().items()})
+DENSITY_FILES = {"gde": "gde.npz", "kde": "kde.npz"}
+
+
+def write_density(workdir: str, fitted, *, kind: str, threshold: float) -> str:
+    """The fitted density and the decision threshold: ``gde.npz`` (mean, precision, covariance, shrinkage)
+    or ``kde.npz`` (the training features and γ). Returns the path."""
+    path = os.path.join(workdir, DENSITY_FILES[kind])
+    np.savez(path, threshold=np.float64(threshold), **{k: np.asarray(v) for k, v in fitted._asdict().items()})
+    return path
+
+
+def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float]:
+    """(the arrays named ``fields``, the threshold) of a run's density file; FileNotFoundError says what to run."""
+    path = os.path.join(workdir, DENSITY_FILES[kind])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `python -m sla_jax.evaluate --workdir={workdir}` first")
+    with np.load(path, allow_pickle=False) as saved:
+        if "threshold" not in saved:
+            raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): run "
+                                    f"`python -m sla_jax.evaluate --workdir={workdir}` to refit and store it")
+        return {k: saved[k] for k in fields}, float(saved["threshold"])
 
 
 def write_maps(path: str, *, maps: np.ndarray, scores_low: np.ndarray, masks: np.ndarray, paths) -> None:
