@@ -19,7 +19,6 @@ relative improvement, per category and averaged (``configs/ablation_sweep.py``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from launch import sweep as sweep_lib
+from launch.arguments import Parser, fail
 from sla_jax.outputs import report
 from sla_jax.outputs.report import mean_only, mean_std, percent
 
@@ -61,7 +61,7 @@ def discover(roots: Sequence[str], *, only: Sequence[str] = ()) -> list[Category
     for root in roots:
         base = Path(root).expanduser().resolve()
         if not base.is_dir():
-            raise sweep_lib.SweepError(f"--root={root}: {base} is not a folder")
+            raise sweep_lib.FolderError(f"--root={root}: {base} is not a folder")
         if is_category(base):
             candidates = [base]
         else:
@@ -70,7 +70,7 @@ def discover(roots: Sequence[str], *, only: Sequence[str] = ()) -> list[Category
             candidates += sorted(q for p in level1 if not is_category(p) for q in p.iterdir()
                                  if q.is_dir() and is_category(q))
         if not candidates:
-            raise sweep_lib.SweepError(f"--root={root}: no category under {base} (a category is a folder with "
+            raise sweep_lib.FolderError(f"--root={root}: no category under {base} (a category is a folder with "
                                        "train/good/, at most two levels down)")
         known = {(c.root, c.category) for c in found}
         found += [Category(name=p.name, root=str(p.parent), category=p.name) for p in candidates
@@ -160,7 +160,7 @@ def gather(out: str) -> tuple[dict, list[dict]]:
     """The benchmark's record and one row per run: its varying keys, status, metrics and wall time."""
     path = os.path.join(out, RECORD)
     if not os.path.isfile(path):
-        raise sweep_lib.SweepError(f"{path} not found: --out must be a folder written by python -m launch.benchmark")
+        raise sweep_lib.FolderError(f"{path} not found: --out must be a folder written by python -m launch.benchmark")
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
     rows = []
@@ -328,7 +328,7 @@ def write_tables(out: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.benchmark", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m launch.benchmark", description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--config", help="config file trained on every category, e.g. configs/cps.py")
     what.add_argument("--sweep", help="sweep file whose every point runs on every category, e.g. configs/ablation_sweep.py")
@@ -358,8 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = expand(sweep, categories, args.out)
         record(sweep, points, args.out, command=command)
     except sweep_lib.SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     pending = [p for p in points if not sweep_lib.is_finished(p)]
     print(f"benchmark: {len(categories)} categories ({', '.join(c.name for c in categories)}), {len(points)} runs in "
           f"{os.path.abspath(args.out)}; {len(points) - len(pending)} finished (skipped), {len(pending)} to run",
@@ -372,8 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = sweep_lib.submit(pending, cluster="slurm" if args.backend == "slurm" else "local",
                                     folder=os.path.join(args.out, "submitit"), parameters=sweep.executor)
         except sweep_lib.SweepError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return fail(e)
         results = sweep_lib.wait(jobs, pending)
     written = write_tables(args.out)
     print(open(written["files"][0], encoding="utf-8").read(), end="")

@@ -11,7 +11,6 @@ without a numeric x key it draws one bar per point.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -24,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from launch.sweep import RESULTS, SWEEP_RECORD, SweepError  # noqa: E402
+from launch.arguments import Parser, fail  # noqa: E402
+from launch.sweep import RESULTS, SWEEP_RECORD, FolderError, SweepError  # noqa: E402
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "steps", "train_seconds")
 REPLICATE_KEY = "seed"
@@ -35,7 +35,7 @@ def gather(sweep_dir: str) -> tuple[list[dict], list[str]]:
     """One row per point (name, its varying overrides, status, metrics) and the varying keys."""
     path = os.path.join(sweep_dir, SWEEP_RECORD)
     if not os.path.isfile(path):
-        raise SweepError(f"{path} not found: --sweep_dir must be a folder written by python -m launch.sweep")
+        raise FolderError(f"{path} not found: --sweep_dir must be a folder written by python -m launch.sweep")
     with open(path, encoding="utf-8") as f:
         sweep = json.load(f)
     rows = []
@@ -127,7 +127,7 @@ def collect(sweep_dir: str, *, metric: str = "image_auroc", x: str | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.collect", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m launch.collect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep_dir", required=True, help="a folder written by python -m launch.sweep")
     parser.add_argument("--metric", default="image_auroc", choices=METRICS[:3], help="the plotted metric")
     parser.add_argument("--x", default=None, help="varying key on the x axis (default: labels.alpha if it varies)")
@@ -135,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = collect(args.sweep_dir, metric=args.metric, x=args.x)
     except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     with open(out["files"][2], encoding="utf-8") as f:
         print(f.read(), end="")
     print("wrote " + ", ".join(out["files"]))

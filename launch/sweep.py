@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import difflib
+import importlib.machinery
 import importlib.util
 import itertools
 import json
@@ -41,7 +42,15 @@ DEFAULT_EXECUTOR = {"timeout_min": 24 * 60}  # submitit's own default is 2 minut
 
 
 class SweepError(ValueError):
-    """A sweep file or sweep folder that cannot be run as given; the message says what to change."""
+    """A sweep file, config or flag that cannot work as given (exit status 2); the message says what to change."""
+
+    exit_code = 2
+
+
+class FolderError(SweepError):
+    """A data or output folder that cannot be used as it is (exit status 1)."""
+
+    exit_code = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +78,7 @@ def load_sweep(path: str, *, extra_fixed: Mapping[str, Any] | None = None) -> Sw
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise SweepError(f"sweep file {path} not found (expected e.g. --sweep=configs/demo_sweep.py)")
-    spec = importlib.util.spec_from_file_location(f"sweep_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_module(path, name=f"sweep_{abs(hash(path))}", what="sweep")
     if not hasattr(module, "get_sweep"):
         raise SweepError(f"{path} defines no get_sweep(); it must return a dict with keys {', '.join(SWEEP_KEYS)}")
     declared = dict(module.get_sweep())
@@ -98,10 +105,21 @@ def load_sweep(path: str, *, extra_fixed: Mapping[str, Any] | None = None) -> Sw
 
 def base_config(path: str):
     """The ``get_config()`` of a config file, without overrides."""
-    spec = importlib.util.spec_from_file_location("sweep_base_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_module(path, name="sweep_base_config", what="config")
+    if not hasattr(module, "get_config"):
+        raise SweepError(f"{path} defines no get_config(): it is not a config file (see configs/)")
     return module.get_config()
+
+
+def _load_module(path: str, *, name: str, what: str):
+    """The Python file ``path`` run as a module; any failure to run it is a SweepError naming the file."""
+    try:
+        loader = importlib.machinery.SourceFileLoader(name, path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+        loader.exec_module(module)
+    except Exception as error:  # a sweep or config file may raise anything while it runs
+        raise SweepError(f"{path} is not a {what} file that runs: {type(error).__name__}: {error}") from None
+    return module
 
 
 def check_keys(sweep: Sweep) -> None:
@@ -191,7 +209,7 @@ def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
     changed = [e["name"] for e in entries if e["name"] in before
                and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
     if changed:
-        raise SweepError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
+        raise FolderError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
                          "are skipped by name, so they must mean the same run)")
 
 
@@ -244,7 +262,7 @@ def submit(points: Sequence[Point], *, cluster: str, folder: str, parameters: Ma
     try:
         executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
     except RuntimeError as e:  # no srun/sbatch on this machine
-        raise SweepError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
+        raise FolderError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
                          "run without them)") from None
     try:
         executor.update_parameters(**parameters)
@@ -270,9 +288,9 @@ def wait(jobs: Sequence, points: Sequence[Point]) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+    from launch.arguments import Parser, fail
 
-    parser = argparse.ArgumentParser(prog="python -m launch.sweep", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m launch.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="sweep file defining get_sweep(), e.g. configs/demo_sweep.py")
     parser.add_argument("--sweep_dir", required=True, help="folder of the sweep: one workdir per point")
     parser.add_argument("--backend", choices=BACKENDS, default="local",
@@ -289,8 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         points = expand(sweep, args.sweep_dir)
         record(sweep, points, args.sweep_dir)
     except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     pending = [p for p in points if not is_finished(p)]
     print(f"sweep {sweep.source}: {len(points)} points in {os.path.abspath(args.sweep_dir)}, "
           f"{len(points) - len(pending)} finished (skipped), {len(pending)} to run ({args.backend})", flush=True)
@@ -303,8 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = submit(pending, cluster="slurm" if args.backend == "slurm" else "local",
                           folder=os.path.join(args.sweep_dir, "submitit"), parameters=sweep.executor)
         except SweepError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            return fail(e)
         print("submitted jobs " + ", ".join(j.job_id for j in jobs), flush=True)
         if args.no_wait and args.backend == "slurm":
             return 0

@@ -8,6 +8,7 @@ or ``--config.`` override is a usage error naming the nearest valid one) and map
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -48,34 +49,22 @@ def fail(message: str, *, code: int) -> NoReturn:
 
 
 def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
-    """The message for a ``--config.KEY=VALUE`` that names no key of the config or has the wrong type."""
+    """The message for a ``--config.KEY=VALUE`` that names no key of the config or has the wrong type: the
+    key as typed and, for a misspelt one, the key it was probably meant to be."""
     overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    text = str(error)
-    for key in overrides:
-        if key.split(".")[-1] in text or key in text:
-            break
-    else:
-        key = overrides[-1] if overrides else None
-    if key is None:
+    if not overrides:
         return None
-    config = flags.FLAGS["config"].value if "config" in flags.FLAGS and flags.FLAGS["config"].present else None
-    known = _flat_keys(config) if config is not None else []
-    if known and key not in known:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        return f"--config.{key} is not a key of the config." + (f' Did you mean "--config.{close[0]}"?' if close else "")
-    reason = re.sub(r"\s+", " ", text).strip()[:300]
-    return f"--config.{key}: {reason}"
-
-
-def _flat_keys(config, prefix: str = "") -> list[str]:
-    keys = []
-    for name in config.keys():
-        value = config[name]
-        if hasattr(value, "keys") and callable(value.keys):
-            keys += _flat_keys(value, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    if hint:
+        meant, typed = hint.groups()
+        key = next((k for k in overrides if typed in k.split(".")), overrides[-1])
+        fixed = ".".join(meant if part == typed else part for part in key.split("."))
+        return f'--config.{key} is not a key of the config. Did you mean "--config.{fixed}"?'
+    key = next((k for k in overrides if k in text or k.split(".")[-1] in text), overrides[-1])
+    reason = re.sub(r"\s+", " ", text).strip()
+    reason = reason.split(": ", 1)[1] if reason.startswith("flag --config.") and ": " in reason else reason
+    return f"--config.{key}: {reason[:300]}"
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -98,7 +87,25 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         fail(message or f"{type(error).__name__}: {error}", code=USAGE)
 
 
-def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True) -> None:
+def config_file(flag: str, argv: Sequence[str]) -> None:
+    """A ``--FLAG=FILE`` config file that does not exist, is not Python or defines no ``get_config()`` is a
+    usage error naming it (checked before absl loads the file, whose own message is the loader's traceback)."""
+    for arg in argv:
+        if arg.startswith(f"--{flag}="):
+            path = arg.split("=", 1)[1]
+            if not os.path.isfile(path):
+                fail(f"--{flag}={path}: no such config file (configs/ holds the shipped ones)", code=USAGE)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read(), filename=path)
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as error:
+                fail(f"--{flag}={path} is not a Python config file ({type(error).__name__}: {error})", code=USAGE)
+            if not any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body):
+                fail(f"--{flag}={path} defines no get_config(): it is not a config file (see configs/)", code=USAGE)
+
+
+def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
+        config_flag: str | None = None) -> None:
     """``absl.app.run(main)`` under the contract: usage and library errors become ``error:`` lines."""
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
@@ -117,7 +124,12 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True) 
             fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), code=FAILURE)
         sys.exit(code or 0)
 
-    app.run(wrapped, flags_parser=parse_flags)
+    def parser(argv):
+        if config_flag:
+            config_file(config_flag, argv)
+        return parse_flags(argv)
+
+    app.run(wrapped, flags_parser=parser)
 
 
 def require(value, message: str):

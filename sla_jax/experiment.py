@@ -66,6 +66,14 @@ def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data
                                  skip_bad_files=config.data.skip_bad_files, resample=config.data.resize)
 
 
+def check_data_folder(config: ml_collections.ConfigDict) -> None:
+    """Scan the data folder (not the generated demo data) before anything is written: a missing root or
+    category, an empty training folder or missing masks raise DataError with the workdir not yet made."""
+    if config.data.root:
+        data_lib.scan_category(config.data.root, category=config.data.category,
+                               require_masks=config.data.require_masks, skip_bad_files=config.data.skip_bad_files)
+
+
 def spec_from_config(config: ml_collections.ConfigDict) -> pretext.StepSpec:
     """The step's static options. Scars are sized for the whole image (``transform.scar_size``), also when
     the network sees patches of it."""
@@ -139,9 +147,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     program (:func:`train_ensemble`)."""
     if "ensemble" in config:
         validate_ensemble(config)
+        check_data_folder(config)
         with workdir_lib.claimed(workdir):
             return train_ensemble(config, workdir, progress=progress)
     validate(config)
+    check_data_folder(config)
     # In a multi-process run the primary process holds the lock (the workdir is shared by all).
     lock = workdir_lib.claimed(workdir) if distributed.is_primary() else contextlib.nullcontext()
     with lock:

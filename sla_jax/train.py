@@ -40,4 +40,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("coordinator_address", None, "Multi-process run: host:port of process 0 (docs/multihost.md).")
     flags.DEFINE_integer("num_processes", None, "Multi-process run: number of processes.")
     flags.DEFINE_integer("process_id", None, "Multi-process run: this process's index in [0, num_processes).")
-    cli.run(main)
+    cli.run(main, config_flag="config")

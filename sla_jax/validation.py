@@ -49,6 +49,12 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ConfigError(f"config.{name}={value!r} has type {type(value).__name__}; it must be "
                               f"{type(default).__name__} (default {default!r})")
+        if isinstance(default, tuple) and default:
+            kind = type(default[0])
+            if any(not isinstance(v, kinds.get(kind, (kind,))) or isinstance(v, bool) is not (kind is bool)
+                   for v in value):
+                raise ConfigError(f"config.{name}={tuple(value)!r} must hold {kind.__name__} values "
+                                  f"(default {default!r})")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -97,6 +103,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                           "1{Δ > ε} has no gradient in ε; set --config.labels.mode=smooth")
     if config.labels.learn and config.labels.mode == "hard":
         raise ConfigError("config.labels.learn is set but labels.mode='hard': hard labels do not depend on α or ε")
+    if not config.model.head or min(config.model.head) < 1:
+        raise ConfigError(f"config.model.head={tuple(config.model.head)!r} must be one or more positive widths, "
+                          "e.g. (512, 128)")
     if config.data.image_size < 32:
         raise ConfigError(f"config.data.image_size={config.data.image_size} must be >= 32")
     if config.train.steps < 0:
