@@ -87,23 +87,25 @@ AVERAGED_METRICS = ("loss", "accuracy", "mean_label", "invalid_fraction")  # log
 
 def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
-        log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None) -> TrainState:
+        log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
     and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint.
 
     Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
-    (other metrics, such as learned label parameters, as of the record's step), the images/s of that window and ``seconds`` since ``started`` (a ``time.perf_counter()`` value; default: now). At most
-    :data:`MAX_IN_FLIGHT` steps are dispatched ahead of the last finished one, so the bar counts finished
-    steps and its rate and ETA are the device's."""
+    (other metrics, such as learned label parameters, as of the record's step), the images/s of that
+    window and ``seconds`` since ``started`` (a ``time.perf_counter()`` value; default: now). At most
+    ``max_in_flight`` steps are dispatched ahead of the last finished one, so the bar counts finished
+    steps and its rate and ETA are the device's (``bench/progress.py`` measures it)."""
     with stop_requests() as received:
         return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
                          images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
                          log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received,
-                         started=time.perf_counter() if started is None else started)
+                         started=time.perf_counter() if started is None else started, max_in_flight=max_in_flight)
 
 
 def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
-              log_every, log, schedule, progress, stop, started) -> TrainState:
+              log_every, log, schedule, progress, stop, started, max_in_flight) -> TrainState:
     start = int(state.step)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True, file=sys.stdout)
@@ -115,7 +117,7 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         averaged = {k: v for k, v in metrics.items() if k in AVERAGED_METRICS}
         window_sum = averaged if window_sum is None else jax.tree_util.tree_map(jnp.add, window_sum, averaged)
         window_steps += 1
-        while len(in_flight) > MAX_IN_FLIGHT:
+        while len(in_flight) > max_in_flight:
             jax.block_until_ready(in_flight.popleft())
             bar.update(1)
         done = step + 1

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sla_jax.runtime import IM2COL_MAX_PIXELS, platform_defaults
+
 STAGE_SIZES = (2, 2, 2, 2)
 STAGE_WIDTHS = (64, 128, 256, 512)
 CONV_IMPLS = ("auto", "xla", "im2col")
@@ -59,7 +61,8 @@ class Conv(nn.Module):
     ``impl='im2col'`` computes it as patch extraction + one matmul, which XLA:CPU runs far faster than
     its direct convolution on tiny feature maps; ``'auto'`` picks im2col on CPU for a k > 1 convolution
     whose output map has at most ``im2col_max_pixels`` pixels (layer 4 at 64 px, layers 3-4 at 32-64 px),
-    XLA's convolution otherwise (im2col's 9× copy of the input costs more than it saves on larger maps).
+    XLA's convolution otherwise (im2col's 9× copy of the input costs more than it saves on larger maps)
+    and on every other platform (``sla_jax.runtime.platform_defaults``).
     Measured on a 2-core CPU (fwd+bwd, batch 32, ``bench/conv_layers.py``): the 3×3 512-channel
     convolution on a 2×2 map takes 621 ms in XLA and 10 ms as im2col; on a 32×32 map with 64 channels
     39 ms in XLA and 120 ms as im2col. Both give the same numbers (tests).
@@ -70,7 +73,7 @@ class Conv(nn.Module):
     strides: int = 1
     padding: int = 0
     impl: str = "auto"
-    im2col_max_pixels: int = 16
+    im2col_max_pixels: int = IM2COL_MAX_PIXELS
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -85,7 +88,7 @@ class Conv(nn.Module):
         impl = self.impl
         if impl == "auto":
             small = out_h * out_w <= self.im2col_max_pixels
-            impl = "im2col" if (jax.default_backend() == "cpu" and small and k > 1) else "xla"
+            impl = platform_defaults(jax.default_backend()).small_map_conv if (small and k > 1) else "xla"
         if impl == "im2col":
             return im2col_conv(x, kernel, strides=self.strides, padding=self.padding)
         if impl != "xla":

@@ -12,11 +12,15 @@ any JAX computation runs; a flag the user set already is left as given.
   is left out on purpose: with it, jaxlib 0.10.2 fails to run the GDE's Mahalanobis distance
   ("Instruction with unsupported layout in YNN fusion"); ``tests/test_runtime.py`` runs that program.
 
-``SLA_JAX_XLA_CPU_DEFAULTS=0`` in the environment turns this off.
+``SLA_JAX_XLA_CPU_DEFAULTS=0`` in the environment turns this off. Every choice that only pays on a CPU
+(these flags, im2col for convolutions on tiny maps) comes from :func:`platform_defaults`; on a GPU or TPU
+the flags are not set and ``model.conv_impl=auto`` is XLA's convolution (cuDNN on NVIDIA GPUs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 
 CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type":
@@ -30,9 +34,43 @@ def with_cpu_defaults(xla_flags: str) -> str:
     return " ".join([xla_flags.strip(), *extra]).strip()
 
 
+@dataclasses.dataclass(frozen=True)
+class PlatformDefaults:
+    """What sla_jax chooses for a backend platform: XLA flags, and the convolution of ``conv_impl=auto``
+    for a k > 1 kernel whose output has at most ``IM2COL_MAX_PIXELS`` pixels (larger maps: XLA's)."""
+
+    xla_flags: dict
+    small_map_conv: str  # "im2col" | "xla"
+
+
+IM2COL_MAX_PIXELS = 16
+
+
+def platform_defaults(platform: str) -> PlatformDefaults:
+    """The defaults for ``platform`` (``jax.default_backend()``: cpu, gpu/cuda/rocm, tpu): the XLA CPU flags
+    and im2col on tiny maps only pay on a CPU (XLA:CPU's direct convolution is slow there, cuDNN is not)."""
+    if platform == "cpu":
+        return PlatformDefaults(xla_flags=dict(CPU_FLAGS), small_map_conv="im2col")
+    return PlatformDefaults(xla_flags={}, small_map_conv="xla")
+
+
+def expected_platform(environ=os.environ) -> str:
+    """The platform JAX will pick, told before it starts (XLA reads ``XLA_FLAGS`` once, at that start): the
+    first of ``JAX_PLATFORMS`` when set, else gpu when a CUDA or ROCm plugin is installed, tpu when libtpu
+    is, cpu otherwise."""
+    chosen = environ.get("JAX_PLATFORMS", "").split(",")[0].strip().lower()
+    if chosen:
+        return "gpu" if chosen in ("cuda", "rocm", "gpu") else chosen
+    plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
+    if any(importlib.util.find_spec(name) is not None for name in plugins):
+        return "gpu"
+    return "tpu" if importlib.util.find_spec("libtpu") is not None else "cpu"
+
+
 def apply_cpu_defaults(environ=os.environ) -> None:
-    """Add :data:`CPU_FLAGS` to ``XLA_FLAGS`` (unless ``SLA_JAX_XLA_CPU_DEFAULTS=0``)."""
-    if environ.get("SLA_JAX_XLA_CPU_DEFAULTS", "1") != "0":
+    """Add the CPU's XLA flags (:func:`platform_defaults`) to ``XLA_FLAGS`` when JAX will run on the CPU
+    (unless ``SLA_JAX_XLA_CPU_DEFAULTS=0``)."""
+    if environ.get("SLA_JAX_XLA_CPU_DEFAULTS", "1") != "0" and expected_platform(environ) == "cpu":
         environ["XLA_FLAGS"] = with_cpu_defaults(environ.get("XLA_FLAGS", ""))
 
 

@@ -7,7 +7,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sla_jax"
-LEAVES = {"sla_jax.transforms", "sla_jax.labels", "sla_jax.density", "sla_jax.localization", "sla_jax.metrics"}
+LEAVES = {"sla_jax.transforms", "sla_jax.labels", "sla_jax.density", "sla_jax.localization", "sla_jax.metrics",
+          "sla_jax.runtime"}  # runtime: the platform's defaults, standard library only
 # Besides the command lines, only these may touch a ConfigDict: the defaults build one, validation checks
 # one, the experiment reads one.
 CONFIG_READERS = {"sla_jax.defaults", "sla_jax.validation", "sla_jax.experiment"}

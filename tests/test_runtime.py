@@ -54,3 +54,48 @@ def test_compilation_cache_is_written_once_and_reused(tmp_path):
     off = subprocess.run([sys.executable, "-c", snippet], env={**env, "SLA_JAX_COMPILATION_CACHE": "0"},
                          capture_output=True, text=True, check=True)
     assert off.stdout.splitlines()[0] == "None"
+
+
+def test_platform_defaults_keep_cpu_choices_on_the_cpu():
+    """The XLA CPU flags and im2col on tiny maps are the CPU's; a GPU or TPU gets neither (cuDNN convolutions)."""
+    cpu = runtime.platform_defaults("cpu")
+    assert cpu.xla_flags == runtime.CPU_FLAGS and cpu.small_map_conv == "im2col"
+    for platform in ("gpu", "cuda", "rocm", "tpu"):
+        other = runtime.platform_defaults(platform)
+        assert other.xla_flags == {} and other.small_map_conv == "xla"
+
+
+def test_flags_are_set_only_when_jax_will_run_on_the_cpu():
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    for platforms, expected in (("cpu", True), ("cuda", False), ("tpu", False), ("gpu,cpu", False)):
+        environ = {**env, "JAX_PLATFORMS": platforms}
+        assert runtime.expected_platform(environ) == ("cpu" if expected else ("tpu" if platforms == "tpu" else "gpu"))
+        runtime.apply_cpu_defaults(environ)
+        assert ("--xla_cpu_experimental_ynn_fusion_type" in environ["XLA_FLAGS"]) is expected
+
+
+def test_conv_auto_follows_the_platform(monkeypatch):
+    """conv_impl=auto on a 2×2 map: im2col on the CPU, XLA's convolution (a conv in the program) elsewhere."""
+    import jax
+    import jax.numpy as jnp
+
+    from sla_jax.models import Conv
+
+    x = jnp.ones((1, 2, 2, 8))
+    conv = Conv(4, 3, 1, 1, impl="auto")
+    params = conv.init(jax.random.key(0), x)
+    hlo_cpu = jax.jit(conv.apply).lower(params, x).as_text()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    hlo_gpu = jax.jit(conv.apply).lower(params, x).as_text()
+    assert "convolution" not in hlo_cpu and "convolution" in hlo_gpu
+
+
+def test_cuda_extra_pins_the_project_jax():
+    """pyproject's cuda extra asks for jax's CUDA 12 wheels at exactly the jax version the project pins."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    pinned = next(re.search(r"==([\d.]+)", d).group(1) for d in project["dependencies"] if d.startswith("jax["))
+    assert project["optional-dependencies"]["cuda"] == [f"jax[cuda12]=={pinned}"]
