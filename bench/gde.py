@@ -27,7 +27,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from sklearn.covariance import LedoitWolf
 

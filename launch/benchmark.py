@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 from launch import sweep as sweep_lib
 from launch.arguments import Parser, fail
 from sla_jax.outputs import report
+from sla_jax.runtime import source_commit as commit
 from sla_jax.outputs.report import mean_only, mean_std, percent
 
 RECORD = "benchmark.json"
@@ -110,17 +110,6 @@ def expand(sweep: sweep_lib.Sweep, categories: Sequence[Category], out: str) -> 
                 workdir=os.path.join(os.path.abspath(out), cat.name) if single else base.workdir,
                 overrides={**base.overrides, **data}, varying={"category": cat.name, **base.varying}))
     return points
-
-
-def commit() -> str:
-    """The checkout's commit, with ``+changes`` when files differ from it; ``unknown`` outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, *, command: str) -> dict:

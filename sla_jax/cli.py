@@ -3,7 +3,8 @@ starting with ``error:``, no traceback, and nothing created on disk; exit status
 mistakes, 1 for data and run failures (and 128 + N after signal N, with a checkpoint to resume from).
 
 A command line is ``flags + one call into the library``: :func:`run` parses its flags (a misspelt flag
-or ``--config.`` override is a usage error naming the nearest valid one) and maps the library's errors.
+or ``--config.`` override is a usage error naming the nearest valid one) and maps the library's errors
+(``sla_jax.errors``). This module does not import JAX.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 
 from sla_jax import runtime
-from sla_jax.data import DataError
-from sla_jax.loop import CheckpointWriteError, Interrupted
-from sla_jax.pretrained import WeightsError
-from sla_jax.validation import ConfigError
-from sla_jax.workdir import WorkdirError
+from sla_jax.errors import CheckpointWriteError, ConfigError, DataError, Interrupted, WeightsError, WorkdirError
 
 MAX_LINES = 3
 USAGE = 2  # a flag, a config key or value, a missing argument: the command itself must change
@@ -110,7 +107,7 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
         if compilation_cache:
-            runtime.enable_compilation_cache()
+            runtime.enable_compilation_cache()  # imports JAX
         try:
             code = main(argv)
         except Interrupted as stop:

@@ -75,24 +75,27 @@ def fit_kde(train_features_NxD: jax.Array, *, gamma=None) -> KDE:
     return KDE(x, kde_gamma(x) if gamma is None else jnp.asarray(gamma, jnp.float32))
 
 
-def kde_score(kde: KDE, features_MxD: jax.Array, *, chunk: int = 4096) -> jax.Array:
+def kde_score(kde: KDE, features_MxD: jax.Array, *, chunk: int | None = 4096) -> jax.Array:
     """Anomaly scores (M,) under ``kde``: −(1/γ)·log Σₙ exp(−γ‖x − xₙ‖²), higher = more anomalous.
 
     Squared distances by ‖x‖² + ‖xₙ‖² − 2x·xₙ (one matmul), ``chunk`` query rows at a time (``lax.map``)
-    so that M×N never has to fit in memory at once.
+    so that M×N never has to fit in memory at once; ``chunk=None`` scores all rows in one product (the
+    form an exported graph with a batch size chosen at run time takes).
     """
     train = kde.features
     train_sq = jnp.sum(train**2, axis=1)
     x = features_MxD.astype(jnp.float32)
-    m = x.shape[0]
-    rows = max(1, min(chunk, m))
-    n_chunks = -(-m // rows)
-    padded = jnp.pad(x, ((0, n_chunks * rows - m), (0, 0)))
 
     def score_chunk(q):
         d2 = jnp.maximum(jnp.sum(q**2, axis=1)[:, None] + train_sq[None, :] - 2.0 * q @ train.T, 0.0)
         return -jax.nn.logsumexp(-kde.gamma * d2, axis=1) / kde.gamma
 
+    if chunk is None:
+        return score_chunk(x)
+    m = x.shape[0]
+    rows = max(1, min(chunk, m))
+    n_chunks = -(-m // rows)
+    padded = jnp.pad(x, ((0, n_chunks * rows - m), (0, 0)))
     return jax.lax.map(score_chunk, padded.reshape(n_chunks, rows, -1)).reshape(-1)[:m]
 
 
@@ -114,8 +117,9 @@ def fit(features_NxD: jax.Array, *, kind: str = "gde") -> Gaussian | KDE:
     raise ValueError(f"density must be one of {DENSITIES}, got {kind!r}")
 
 
-def score(fitted: Gaussian | KDE, features_MxD: jax.Array) -> jax.Array:
-    """Anomaly scores (M,) under a fitted density: squared Mahalanobis distance (GDE) or the KDE score."""
+def score(fitted: Gaussian | KDE, features_MxD: jax.Array, *, chunk: int | None = 4096) -> jax.Array:
+    """Anomaly scores (M,) under a fitted density: squared Mahalanobis distance (GDE) or the KDE score
+    (``chunk``: see :func:`kde_score`)."""
     if isinstance(fitted, KDE):
-        return kde_score(fitted, features_MxD)
+        return kde_score(fitted, features_MxD, chunk=chunk)
     return mahalanobis(fitted, features_MxD)

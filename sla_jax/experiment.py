@@ -5,8 +5,8 @@ It turns a config into the things the library takes (a dataset, a model, an opti
 :class:`~sla_jax.pretext.StepSpec` and :class:`~sla_jax.pretext.HParams`, the main task's
 :class:`~sla_jax.detection.EvalSpec`, ensemble members, a restored model) and runs what the command
 lines ask for: train then evaluate (:func:`train_and_evaluate`), re-evaluate a workdir
-(:func:`evaluate_workdir`), load a trained detector (:func:`load_detector`) and score files with it
-(:func:`predict`).
+(:func:`evaluate_workdir`), load a trained detector (:func:`load_detector`) and export it to ONNX
+(:func:`export_workdir`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import os
 import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -410,9 +409,6 @@ def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- scoring new images
 
-PREDICT_CHUNK = 64  # images decoded and scored at a time (bounds memory for large folders)
-
-
 def load_detector(workdir: str) -> detection.Detector:
     """A trained run ready to score images: its newest checkpoint and the density and decision threshold
     saved at training time in ``WORKDIR/gde.npz`` (``kde.npz`` for ``eval.density=kde``; nothing is refitted)."""
@@ -431,32 +427,11 @@ def load_detector(workdir: str) -> detection.Detector:
                               mesh=state_lib.data_mesh(), resample=config.data.resize)
 
 
-def predict(detector: detection.Detector, image_files: list[Path], *, out_dir: str, overlays: bool = True) -> list[dict]:
-    """Score ``image_files`` in chunks; returns one record per file (in order) and writes the overlays."""
-    records = []
-    overlay_dir = os.path.join(out_dir, "heatmaps")
-    for start in range(0, len(image_files), PREDICT_CHUNK):
-        chunk = image_files[start:start + PREDICT_CHUNK]
-        decoded = [data_lib.read_image(p, size=detector.image_size, resample=detector.resample) for p in chunk]
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-        scores, maps = (detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None))
-        by_index = dict(zip(good, range(len(good))))
-        for i, path in enumerate(chunk):
-            if i not in by_index:
-                records.append({"path": str(path), "error": decoded[i]})
-                continue
-            score = float(scores[by_index[i]])
-            record = {"path": str(path), "score": score, "threshold": detector.threshold,
-                      "decision": "defective" if score > detector.threshold else "good"}
-            if maps is not None and overlays:
-                os.makedirs(overlay_dir, exist_ok=True)
-                png = os.path.join(overlay_dir, f"{start + i:05d}_{path.stem}.png")
-                image_map = maps[by_index[i]]
-                plots.plot_heatmap_grid(
-                    decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
-                    image_map[None], path=png, titles=[f"{path.name}: {record['decision']} ({score:.4g})"],
-                    max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
-                    score_label="score (red: above the decision threshold)")
-                record["heatmap"] = png
-            records.append(record)
-    return records
+def export_workdir(workdir: str, out: str) -> dict:
+    """The run's detector as one ONNX file at ``out`` (:mod:`sla_jax.deploy`); returns what was written."""
+    from sla_jax import deploy
+
+    config = load_run_config(workdir)
+    detector = load_detector(workdir)
+    return deploy.export_detector(detector, out, category=config.data.category, transform=config.transform.name,
+                                  labels=config.labels.mode)

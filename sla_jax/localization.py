@@ -15,19 +15,31 @@ from scipy import ndimage, stats
 EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 
 
-def gaussian_kernel(field: int = 32, sigma: float = 10.0) -> jax.Array:
-    """FCDD's ``gkern(field, sigma)``: outer product of a 1-D Gaussian window, not normalised.
-
-    For even ``field`` the window is the odd ``field − 1`` point window with its centre value (1)
-    duplicated, then halved, so that the two middle taps are equal instead of both falling off.
-    """
+def gaussian_window(field: int = 32, sigma: float = 10.0) -> jax.Array:
+    """The 1-D window of FCDD's ``gkern(field, sigma)``. For even ``field`` it is the odd ``field − 1`` point
+    window with its centre value (1) duplicated, then halved, so that the two middle taps are equal instead
+    of both falling off."""
     odd = field - 1 if field % 2 == 0 else field
     n = jnp.arange(odd, dtype=jnp.float32) - (odd - 1) / 2.0
     window = jnp.exp(-0.5 * (n / sigma) ** 2)
     if field % 2 == 0:
         centre = odd // 2
         window = jnp.concatenate([window[: centre + 1], window[centre:]]) / 2.0
+    return window
+
+
+def gaussian_kernel(field: int = 32, sigma: float = 10.0) -> jax.Array:
+    """FCDD's ``gkern(field, sigma)``: outer product of :func:`gaussian_window`, not normalised."""
+    window = gaussian_window(field, sigma)
     return jnp.outer(window, window)
+
+
+def stamp_matrix(length: int, window_k: jax.Array, *, stride: int = 4) -> jax.Array:
+    """The ((length − 1)·stride + k) × length matrix whose column j holds ``window_k`` from row j·stride:
+    a separable kernel's stamps summed along one axis, as a matrix product."""
+    k = window_k.shape[0]
+    rows = jnp.arange((length - 1) * stride + k)[:, None] - stride * jnp.arange(length)[None, :]
+    return jnp.where((rows >= 0) & (rows < k), window_k[jnp.clip(rows, 0, k - 1)], 0.0)
 
 
 def upsampled_size(length: int, *, field: int = 32, stride: int = 4) -> int:
@@ -58,19 +70,31 @@ def stamp_sum(scores_Bxhxw: jax.Array, kernel_kxk: jax.Array, *, stride: int = 4
 
 
 def receptive_field_upsample(scores_Bxhxw: jax.Array, *, field: int = 32, stride: int = 4, sigma: float = 10.0,
-                             normalize: bool = False) -> jax.Array:
+                             normalize: bool = False, method: str = "conv") -> jax.Array:
     """RFU (FCDD): patch scores h×w → pixel maps H×W, H = (h − 1)·stride + field, Gaussian stamps summed.
 
     Summed stamps are smaller near the border, where fewer patches overlap (the corner pixel sees
     one patch through the kernel's corner). ``normalize=True`` divides by the summed kernel weight
     at each pixel instead, a weighted average of the overlapping patch scores; pixels no patch
-    covers (only when ``stride > field``) are 0 either way.
+    covers (only when ``stride > field``) are 0 either way. ``method='conv'`` is FCDD's transposed
+    convolution; ``'matmul'`` the same sum as ``A · S · Bᵀ`` (the kernel is separable: :func:`stamp_matrix`),
+    equal to float rounding, for graphs without transposed convolutions (the ONNX export).
     """
-    kernel = gaussian_kernel(field, sigma)
-    maps = stamp_sum(scores_Bxhxw, kernel, stride=stride)
+    if method == "matmul":
+        window = gaussian_window(field, sigma)
+        rows = stamp_matrix(scores_Bxhxw.shape[-2], window, stride=stride)
+        cols = stamp_matrix(scores_Bxhxw.shape[-1], window, stride=stride)
+        upsample = lambda s: jnp.einsum("Hh,...hw,Ww->...HW", rows, s.astype(jnp.float32), cols,  # noqa: E731
+                                        precision=jax.lax.Precision.HIGHEST)
+    elif method == "conv":
+        kernel = gaussian_kernel(field, sigma)
+        upsample = lambda s: stamp_sum(s, kernel, stride=stride)  # noqa: E731
+    else:
+        raise ValueError(f"RFU method must be 'conv' or 'matmul', got {method!r}")
+    maps = upsample(scores_Bxhxw)
     if not normalize:
         return maps
-    weights = stamp_sum(jnp.ones(scores_Bxhxw.shape[-2:], jnp.float32), kernel, stride=stride)
+    weights = upsample(jnp.ones(scores_Bxhxw.shape[-2:], jnp.float32))
     return jnp.where(weights > 0, maps / jnp.where(weights > 0, weights, 1.0), 0.0)
 
 

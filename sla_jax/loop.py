@@ -22,20 +22,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from sla_jax.errors import CheckpointWriteError, Interrupted
 from sla_jax.state import TrainState
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint of ``step`` was written (when there is a checkpoint manager)."""
-
-    def __init__(self, signum: int, step: int, directory):
-        self.signum, self.step, self.directory = signum, step, directory
-        where = f"; a checkpoint of step {step} is in {directory}" if directory else ""
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}{where}")
-
-
-class CheckpointWriteError(OSError):
-    """Writing a checkpoint failed (disk full, permissions); the earlier checkpoints are intact."""
-
 
 @contextlib.contextmanager
 def stop_requests():

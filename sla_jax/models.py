@@ -142,6 +142,16 @@ def max_pool_3x3_s2(x_NHWC: jax.Array) -> jax.Array:
     return _max_pool_for(int(x_NHWC.shape[1]), int(x_NHWC.shape[2]))(x_NHWC)
 
 
+POOL_IMPLS = ("custom_vjp", "reduce_window")
+
+
+def max_pool_reduce_window(x_NHWC: jax.Array) -> jax.Array:
+    """The stem's 3×3/2 max-pool as a −inf pad and XLA's ``reduce_window``: the values of
+    :func:`max_pool_3x3_s2`, in the plain form that converters (ONNX ``MaxPool``) understand."""
+    padded = jnp.pad(x_NHWC, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return nn.max_pool(padded, window_shape=(3, 3), strides=(2, 2), padding="VALID")
+
+
 def batch_norm(train: bool, name: str, dtype=jnp.float32) -> nn.BatchNorm:
     """BatchNorm with torchvision's defaults (momentum 0.1 ⇔ Flax 0.9, eps 1e-5)."""
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
@@ -176,6 +186,7 @@ class ResNet18(nn.Module):
     stem: str = "imagenet"
     conv_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
+    pool_impl: str = "custom_vjp"  # the stem's max-pool: custom_vjp (fast CPU gradient) | reduce_window (export)
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -187,7 +198,9 @@ class ResNet18(nn.Module):
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         x = nn.relu(batch_norm(train, "bn1", self.dtype)(x))
         if self.stem == "imagenet":
-            x = max_pool_3x3_s2(x)
+            if self.pool_impl not in POOL_IMPLS:
+                raise ValueError(f"pool impl must be one of {POOL_IMPLS}, got {self.pool_impl!r}")
+            x = max_pool_3x3_s2(x) if self.pool_impl == "custom_vjp" else max_pool_reduce_window(x)
         for stage, (blocks, width) in enumerate(zip(STAGE_SIZES, STAGE_WIDTHS)):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
@@ -220,11 +233,12 @@ class PretextNet(nn.Module):
     stem: str = "imagenet"
     conv_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
+    pool_impl: str = "custom_vjp"
 
     @nn.compact
     def __call__(self, images_BxHxWxC, *, train: bool):
-        features = ResNet18(stem=self.stem, conv_impl=self.conv_impl, dtype=self.dtype, name="backbone")(
-            images_BxHxWxC, train=train)
+        features = ResNet18(stem=self.stem, conv_impl=self.conv_impl, dtype=self.dtype, pool_impl=self.pool_impl,
+                            name="backbone")(images_BxHxWxC, train=train)
         logits = ProjectionHead(tuple(self.head), self.num_classes, name="head")(features, train=train)
         return logits, features
 

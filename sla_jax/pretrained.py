@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from sla_jax.errors import WeightsError
 from sla_jax.models import ResNet18
 
 # sha256 of torchvision's ResNet18_Weights.IMAGENET1K_V1 file, resnet18-f37072fd.pth (46,830,571 bytes).
@@ -34,10 +35,6 @@ _IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
 _FLAX_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
                   ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 _FC_SHAPES = {"fc/kernel": (512, 1000), "fc/bias": (1000,)}
-
-
-class WeightsError(ValueError):
-    """A weights file that does not fit the ResNet-18 backbone; the message lists the offending keys."""
 
 
 def backbone_layout() -> dict[str, tuple[int, ...]]:

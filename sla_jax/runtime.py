@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import subprocess
 
 CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type":
              "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
@@ -95,3 +96,16 @@ def enable_compilation_cache(environ=os.environ) -> str | None:
         return None  # an unwritable cache only costs compile time
     jax.config.update("jax_compilation_cache_dir", path)
     return path
+
+
+def source_commit() -> str:
+    """The commit of the sla_jax checkout this runs from, with ``+changes`` when tracked files differ from
+    it; ``unknown`` outside a git checkout (an installed wheel)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")

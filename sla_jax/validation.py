@@ -10,14 +10,11 @@ import ml_collections
 
 from sla_jax.data.decode import RESAMPLING
 from sla_jax.density import DENSITIES
+from sla_jax.errors import ConfigError
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
 from sla_jax.pretrained import CONVERTED_SUFFIXES
 from sla_jax.transforms import JITTER_ORDERS, SCAR_SIZE_RULES, TRANSFORM_NAMES
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what is allowed."""
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -11,11 +11,9 @@ import socket
 import time
 from pathlib import Path
 
+from sla_jax.errors import WorkdirError
+
 LOCK_NAME = ".lock"
-
-
-class WorkdirError(RuntimeError):
-    """The workdir cannot be used: not writable, too full, or held by another run. Says what to do."""
 
 
 def _check_writable(path: Path) -> None:

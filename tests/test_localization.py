@@ -277,3 +277,16 @@ def test_aupro_is_nan_without_defects():
     maps = np.random.default_rng(9).random((2, 8, 8))
     assert np.isnan(L.aupro(maps, np.zeros((2, 8, 8))))
     assert np.isnan(L.aupro(maps, np.ones((2, 8, 8))))
+
+
+def test_rfu_as_matrix_products_equals_the_transposed_convolution():
+    """The separable form A·S·Bᵀ (for graphs without transposed convolutions) equals FCDD's transposed
+    convolution, summed and normalised, on rectangular maps and with a leading batch axis."""
+    scores = jax.random.uniform(jax.random.key(0), (3, 9, 7)) * 100
+    for normalize in (False, True):
+        for stride, field in ((4, 32), (8, 16)):
+            conv = L.receptive_field_upsample(scores, field=field, stride=stride, normalize=normalize)
+            matmul = L.receptive_field_upsample(scores, field=field, stride=stride, normalize=normalize,
+                                                method="matmul")
+            assert matmul.shape == conv.shape == (3, 8 * stride + field, 6 * stride + field)
+            np.testing.assert_allclose(np.asarray(matmul), np.asarray(conv), rtol=1e-5, atol=1e-3)

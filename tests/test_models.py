@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st
 
 import flax.linen as nn
 
-from sla_jax.models import Conv, PretextNet, ResNet18, count_params, im2col_conv, max_pool_3x3_s2
+from sla_jax.models import (Conv, PretextNet, ResNet18, count_params, im2col_conv, max_pool_3x3_s2,
+                            max_pool_reduce_window)
 
 
 def test_backbone_parameter_count_matches_torchvision_minus_fc():
@@ -72,6 +73,7 @@ def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ti
         x = jnp.round(jax.nn.relu(x))
     ref = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     np.testing.assert_array_equal(np.asarray(max_pool_3x3_s2(x)), np.asarray(ref(x)))
+    np.testing.assert_array_equal(np.asarray(max_pool_reduce_window(x)), np.asarray(ref(x)))
     g = jax.random.normal(jax.random.key(7), ref(x).shape)
     ours = jax.jit(lambda v: jax.vjp(max_pool_3x3_s2, v)[1](g)[0])(x)
     theirs = jax.vjp(ref, x)[1](g)[0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from sla_jax.data.builder import prepare_with_scan
 from sla_jax.data.decode import decode_record, text
-from sla_jax.data.errors import DataError
+from sla_jax.errors import DataError
 
 SPLITS = ("train", "test")
 

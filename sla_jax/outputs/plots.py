@@ -17,9 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
-
-from sla_jax import metrics  # noqa: E402
+from sklearn.metrics import auc as sk_auc, roc_curve  # noqa: E402
 
 # The paper's Table 4 (MVTec AD mean image AUROC %, CPS-SLA, 256 px): drawn for reference only.
 PAPER_TABLE4 = {1: 67.9, 2: 79.5, 5: 91.2, 7: 92.7, 10: 94.2, 15: 94.1}
@@ -129,7 +127,7 @@ def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
         if len(set(split.labels[keep])) < 2:
             continue
         fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
-        auc = float(metrics.auroc(scores[keep], split.labels[keep]))
+        auc = float(sk_auc(fpr, tpr))
         ax.plot(fpr, tpr, lw=2.5 if name == "all defects" else 1.2, label=f"{name} (AUROC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",

@@ -1,0 +1,41 @@
+"""Export a trained run as one ONNX file: ``python -m sla_jax.export --workdir=DIR --out=FILE.onnx``.
+
+The graph maps a batch of uint8 RGB images (N×S×S×3, S = the run's image size) to anomaly scores (and, for
+patch models, defect maps), with normalisation, backbone, pooling, L2 normalisation and the fitted density
+inside; the decision threshold, image size, resize filter, category, commit and sla_jax version are in its
+metadata (:mod:`sla_jax.deploy`). Score with it anywhere onnxruntime runs: ``python -m sla_jax.run_onnx``.
+Needs ``pip install -e '.[onnx]'``.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from sla_jax import cli, experiment
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdir = cli.existing_dir(cli.require(FLAGS.workdir, "--workdir is required: a run folder written by "
+                                                           "sla_jax.train"), what="--workdir")
+    out = cli.require(FLAGS.out, "--out is required: the .onnx file to write")
+    if not out.endswith(".onnx"):
+        raise cli.UsageError(f"--out={out} must end in .onnx")
+    try:
+        import jax2onnx  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError as error:
+        raise cli.UsageError(f"exporting needs the onnx extra ({error}): pip install -e '.[onnx]'") from None
+    written = experiment.export_workdir(workdir, out)
+    meta = written["metadata"]
+    print(f"wrote {written['path']}: {written['megabytes']} MB, {written['nodes']} nodes; input "
+          f"{meta['input']}, output(s) {meta['outputs']}, threshold {float(meta['threshold']):.4g}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "A run folder written by sla_jax.train.")
+    flags.DEFINE_string("out", None, "The .onnx file to write.")
+    cli.run(main)

@@ -1,0 +1,109 @@
+"""Inspecting parts: score image files with a detector, call each good or defective, draw the defect maps.
+
+A detector is the trained run in JAX (:class:`sla_jax.detection.Detector`, from
+``sla_jax.experiment.load_detector``) or an exported ONNX model (:class:`OnnxDetector`): both resize
+images as the run did and score a batch of uint8 images. This module imports neither JAX nor flax, so
+``python -m sla_jax.run_onnx`` runs with onnxruntime, numpy and PIL alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sla_jax.data.decode import read_image
+from sla_jax.errors import WorkdirError
+from sla_jax.data.scan import collect_files
+from sla_jax.outputs import files, plots
+
+CHUNK = 64  # images decoded and scored at a time (bounds memory for large folders)
+
+
+def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlays: bool = True) -> list[dict]:
+    """Score ``image_files`` in chunks with ``detector`` (``image_size``, ``resample``, ``threshold`` and
+    ``score(images_uint8) -> (scores, maps or None)``); returns one record per file, in order: path, score,
+    threshold, decision, or the error that kept the file from being scored. Patch models' defect-map
+    overlays are written into ``OUT_DIR/heatmaps``."""
+    records = []
+    overlay_dir = os.path.join(out_dir, "heatmaps")
+    for start in range(0, len(image_files), CHUNK):
+        chunk = image_files[start:start + CHUNK]
+        decoded = [read_image(p, size=detector.image_size, resample=detector.resample) for p in chunk]
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+        scores, maps = (detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None))
+        by_index = dict(zip(good, range(len(good))))
+        for i, path in enumerate(chunk):
+            if i not in by_index:
+                records.append({"path": str(path), "error": decoded[i]})
+                continue
+            score = float(scores[by_index[i]])
+            record = {"path": str(path), "score": score, "threshold": detector.threshold,
+                      "decision": "defective" if score > detector.threshold else "good"}
+            if maps is not None and overlays:
+                os.makedirs(overlay_dir, exist_ok=True)
+                png = os.path.join(overlay_dir, f"{start + i:05d}_{path.stem}.png")
+                image_map = maps[by_index[i]]
+                plots.plot_heatmap_grid(
+                    decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
+                    image_map[None], path=png, titles=[f"{path.name}: {record['decision']} ({score:.4g})"],
+                    max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
+                    score_label="score (red: above the decision threshold)")
+                record["heatmap"] = png
+            records.append(record)
+    return records
+
+
+def inspect(detector, paths: Sequence[str], *, out_dir: str, overlays: bool = True, log=print,
+            warn=lambda message: print(message, file=sys.stderr)) -> int:
+    """Score every image named or found in ``paths`` (folders recursively), write ``predictions.jsonl`` and
+    ``.csv`` into ``out_dir``, report each skipped file (``warn``) and a summary (``log``); returns the exit
+    status (1 when no file could be scored)."""
+    image_files, missing = collect_files(paths)
+    records = score_files(detector, image_files, out_dir=out_dir, overlays=overlays) + missing
+    files.write_predictions(records, out_dir)
+    errors = [r for r in records if "error" in r]
+    for r in errors:
+        warn(f"skipped {r['path']}: {r['error']}")
+    flagged = sum(r.get("decision") == "defective" for r in records)
+    log(f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {detector.threshold:.4g}), "
+        f"{len(errors)} skipped")
+    log(f"predictions: {os.path.join(os.path.abspath(out_dir), 'predictions.jsonl')} (and .csv)")
+    return 1 if len(errors) == len(records) else 0
+
+
+class OnnxDetector:
+    """An ONNX model written by ``python -m sla_jax.export``, run by onnxruntime on the CPU."""
+
+    def __init__(self, path: str, *, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise WorkdirError(f"onnxruntime is not installed ({error}): pip install -e '.[onnx]'") from None
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such ONNX file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # spinning threads cost here
+        options.log_severity_level = 3  # its shape inference cannot follow a patch model's Loop and warns
+        try:
+            self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for a file that is no model
+            raise WorkdirError(f"{path} is not an ONNX model onnxruntime can load ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:200]})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "threshold" not in self.metadata or "image_size" not in self.metadata:
+            raise WorkdirError(f"{path} has no sla_jax metadata (threshold, image_size): export it with "
+                               "python -m sla_jax.export")
+        self.threshold = float(self.metadata["threshold"])
+        self.image_size = int(self.metadata["image_size"])
+        self.resample = self.metadata.get("resize", "bilinear")
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def score(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Anomaly scores (N,) and, for patch models, defect maps (N, H, W)."""
+        results = self.session.run(None, {self.session.get_inputs()[0].name: np.ascontiguousarray(images_uint8)})
+        return results[0], (results[1] if len(results) > 1 else None)
