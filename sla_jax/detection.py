@@ -9,6 +9,7 @@ writes them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from functools import partial
 from typing import NamedTuple
@@ -80,10 +81,7 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     n_dev = mesh.devices.size
     batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
     batch_sharding = NamedSharding(mesh, P("data"))
-    features = partial(pooled_features, model=model, l2_normalize=l2_normalize)
-    if stacked:
-        features = jax.vmap(features, in_axes=(0, None))
-    forward = jax.jit(features, out_shardings=NamedSharding(mesh, P()))
+    forward = _embedding_program(model, l2_normalize=l2_normalize, stacked=stacked, mesh=mesh)
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
     out = []
@@ -111,17 +109,43 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
     n_h = localization.num_patches(height, size=patch_size, stride=stride)
     n_w = localization.num_patches(width, size=patch_size, stride=stride)
     group = max(1, batch_size // (n_h * n_w))
+    replicated = NamedSharding(mesh, P())
+    forward = _patch_program(model, patch_size=patch_size, stride=stride, n_h=n_h, n_w=n_w, group=group,
+                             batch_size=batch_size, l2_normalize=l2_normalize, mesh=mesh)
+    variables = jax.device_put(variables, replicated)
+    out = []
+    for start in range(0, n, group):
+        chunk = np.asarray(images_uint8[start:start + group])
+        pad = group - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+        out.append(np.asarray(forward(variables, jax.device_put(chunk, replicated)))[: group - pad])
+    return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=32)
+def _embedding_program(model: PretextNet, *, l2_normalize: bool, stacked: bool, mesh):
+    """The jitted embedding of :func:`embed`, made once per model and options (a new jit per call would
+    trace again at every call, as for each chunk of ``sla_jax.predict``)."""
+    features = partial(pooled_features, model=model, l2_normalize=l2_normalize)
+    if stacked:
+        features = jax.vmap(features, in_axes=(0, None))
+    return jax.jit(features, out_shardings=NamedSharding(mesh, P()))
+
+
+@functools.lru_cache(maxsize=32)
+def _patch_program(model: PretextNet, *, patch_size: int, stride: int, n_h: int, n_w: int, group: int,
+                   batch_size: int, l2_normalize: bool, mesh):
+    """The jitted patch embedding of :func:`patch_features` for ``group`` images at a time."""
     per_pass = min(batch_size, group * n_h * n_w)
     n_passes = -(-group * n_h * n_w // per_pass)
-    replicated = NamedSharding(mesh, P())
 
-    def embed_chunk(patches):
-        if per_pass % mesh.devices.size == 0:
-            patches = jax.lax.with_sharding_constraint(patches, NamedSharding(mesh, P("data")))
-        return pooled_features(variables, patches, model=model, l2_normalize=l2_normalize)
+    def forward(variables, images):
+        def embed_chunk(patches):
+            if per_pass % mesh.devices.size == 0:
+                patches = jax.lax.with_sharding_constraint(patches, NamedSharding(mesh, P("data")))
+            return pooled_features(variables, patches, model=model, l2_normalize=l2_normalize)
 
-    @partial(jax.jit, out_shardings=replicated)
-    def forward(images):
         patches = localization.extract_patches(images, size=patch_size, stride=stride)
         flat = patches.reshape((-1, patch_size, patch_size, images.shape[-1]))
         total = flat.shape[0]
@@ -129,14 +153,7 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
         feats = jax.lax.map(embed_chunk, flat.reshape((n_passes, per_pass) + flat.shape[1:]))
         return feats.reshape((n_passes * per_pass, -1))[:total].reshape((images.shape[0], n_h, n_w, -1))
 
-    out = []
-    for start in range(0, n, group):
-        chunk = np.asarray(images_uint8[start:start + group])
-        pad = group - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(forward(jax.device_put(chunk, replicated)))[: group - pad])
-    return np.concatenate(out)
+    return jax.jit(forward, out_shardings=NamedSharding(mesh, P()))
 
 
 def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray, *,

@@ -164,10 +164,24 @@ def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, 
         for i, op in enumerate(ops):
             out = op(out, factors[i], weights)
         return out
-    branches = [lambda x, i=i, op=op: op(x, factors[i], weights) for i, op in enumerate(ops)]
-    out = image
-    for which in jax.random.permutation(k_order, len(ops)):
-        out = jax.lax.switch(which, branches, out)
+    order_ = jax.random.permutation(k_order, len(ops))
+    if len(ops) < 4:  # one channel: brightness and contrast in either order
+        branches = [lambda x, i=i, op=op: op(x, factors[i], weights) for i, op in enumerate(ops)]
+        out = image
+        for which in order_:
+            out = jax.lax.switch(which, branches, out)
+        return out
+    # Hue, the costly operation, runs once: at its position k in the drawn order, between the linear
+    # operations drawn before it and those drawn after (the same result as applying all four in order).
+    k = jnp.argmax(order_ == 3)
+    linear = jnp.where(jnp.arange(3) < k, order_[:3], order_[1:])  # the order without hue
+    cheap = [lambda x, i=i, op=op: op(x, factors[i], weights) for i, op in enumerate(ops[:3])]
+    states = [image]
+    for slot in range(3):
+        states.append(jax.lax.switch(linear[slot], cheap, states[-1]))
+    out = ops[3](jax.lax.switch(k, [lambda _, s=s_: s for s_ in states], None), factors[3], weights)
+    for slot in range(3):
+        out = jnp.where(slot >= k, jax.lax.switch(linear[slot], cheap, out), out)
     return out
 
 

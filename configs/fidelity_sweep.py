@@ -1,0 +1,18 @@
+"""What each fidelity option does: configs/cps_cpu.py, and each option turned back to sla_jax's earlier choice
+(or to the ports' where the recipe keeps sla_jax's), one at a time, 3 seeds, at 300 steps (a CPU budget).
+
+``python -m launch.benchmark --sweep=configs/fidelity_sweep.py --root=../shared/data/magnetic_tile
+--out=runs/fidelity`` trains the 18 runs and writes the table; docs/results.md has the measured one.
+"""
+
+
+def get_sweep():
+    return dict(
+        config="cps_cpu.py",  # relative to this file's folder
+        fixed={"train.steps": 300, "train.checkpoint_every": 100, "train.keep_checkpoints": 3},
+        points=[{}, {"transform.scar_size": "relative"}, {"transform.global_jitter": 0.0},
+                {"transform.jitter_order": "fixed"}, {"data.resize": "bicubic"},
+                {"train.weight_decay_on": "all"}],
+        grid={"seed": [0, 1, 2]},
+        executor=dict(timeout_min=60, cpus_per_task=2, mem_gb=8),
+    )
