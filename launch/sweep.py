@@ -209,7 +209,7 @@ def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
     changed = [e["name"] for e in entries if e["name"] in before
                and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
     if changed:
-        raise FolderError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
+        raise SweepError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
                          "are skipped by name, so they must mean the same run)")
 
 
@@ -262,7 +262,7 @@ def submit(points: Sequence[Point], *, cluster: str, folder: str, parameters: Ma
     try:
         executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
     except RuntimeError as e:  # no srun/sbatch on this machine
-        raise FolderError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
+        raise SweepError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
                          "run without them)") from None
     try:
         executor.update_parameters(**parameters)

@@ -49,8 +49,10 @@ def test_train_step_benchmark_runs_both_frameworks(tmp_path):
 @pytest.mark.slow
 def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
     out = run("gpu.py", "--size", "64", "--batches", "8", "--dtypes", "float32,bfloat16", "--steps", "2",
-              "--long_steps", "3", "--out", str(tmp_path / "gpu.json"))
+              "--long_steps", "3", "--members", "2", "--loc_repeats", "1", "--out", str(tmp_path / "gpu.json"))
     record = json.loads((tmp_path / "gpu.json").read_text())
     assert {(r["batch"], r["dtype"]) for r in record["rows"]} == {(8, "float32"), (8, "bfloat16")}
     assert record["long_run"]["steps"] == 3 and record["long_run"]["paper_category_hours"] > 0
-    assert "paper-length category" in out
+    assert record["ensemble"]["members"] == 2 and record["ensemble"]["images_per_s"] > 0
+    assert record["localization"]["patches"] == 81 and record["localization"]["images_per_s"] > 0
+    assert "paper-length category" in out and "Vmapped ensemble" in (tmp_path / "gpu.md").read_text()

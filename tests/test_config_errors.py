@@ -75,7 +75,7 @@ def test_invalid_config_fails_before_the_workdir_or_data_is_touched(tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("--config.train.steps=abc", "--config.train.steps=abc: invalid literal for int()"),
+    ("--config.train.steps=abc", "error: --config.train.steps: invalid literal for int() with base 10: 'abc'"),
     ("--config.labels.epsilon=7.0", "error: config.labels.epsilon=7.0 must lie in (0, 3)"),
 ])
 def test_command_line_errors_are_one_clear_line(override, message, tmp_path):

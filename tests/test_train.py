@@ -124,7 +124,7 @@ def run_cli(*args, timeout=600):
 def test_cli_rejects_misspelt_key_with_suggestion(tmp_path):
     proc = run_cli("--config=configs/cps.py", f"--workdir={tmp_path}", "--config.labels.alpah=5")
     assert proc.returncode != 0
-    assert "alpah" in proc.stderr and 'Did you mean "alpha"' in proc.stderr
+    assert "--config.labels.alpah" in proc.stderr and 'Did you mean "--config.labels.alpha"' in proc.stderr
 
 
 def test_cli_without_dataset_explains(tmp_path):
