@@ -7,7 +7,7 @@ and in alternating rounds, the scoring of a batch of images: ``jax`` is the Dete
 ``onnxruntime`` the OnnxDetector of ``python -m sla_jax.run_onnx``. Images/s (median of the rounds), peak
 RSS. Prints a markdown table, writes JSON.
 
-    python bench/onnx.py [--size 256] [--batch 8] [--patch_batch 2] [--rounds 3] [--threads 0]
+    python bench/onnx.py [--size 256] [--batch 8] [--patch_batch 2] [--rounds 3] [--threads 0] [--models image,patch]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed batches per measurement (after 1 warm-up)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: one per core)")
+    parser.add_argument("--models", default="image,patch", help="which of the two models to train and time")
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "onnx.json"))
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -74,9 +75,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        models = {"image": train_and_export(scratch, "image", args.size, ["--config.model.head=(512,128)"]),
-                  "patch": train_and_export(scratch, "patch", args.size, ["--config.localization.train_stride=32"])}
-        print(f"trained and exported both models in {time.perf_counter() - started:.0f} s", flush=True)
+        extra = {"image": ["--config.model.head=(512,128)"], "patch": ["--config.localization.train_stride=32"]}
+        models = {kind: train_and_export(scratch, kind, args.size, extra[kind]) for kind in args.models.split(",")}
+        print(f"trained and exported {', '.join(models)} in {time.perf_counter() - started:.0f} s", flush=True)
         for kind, (workdir, model) in models.items():
             batch = args.batch if kind == "image" else args.patch_batch
             runs = {"jax": [], "onnxruntime": []}

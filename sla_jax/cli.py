@@ -136,6 +136,12 @@ def require(value, message: str):
     return value
 
 
+def run_workdir(value) -> str:
+    """The ``--workdir`` of a command that reads a finished run: given, and a folder."""
+    return existing_dir(require(value, "--workdir is required: a run folder written by sla_jax.train"),
+                        what="--workdir")
+
+
 def existing_dir(path: str, *, what: str) -> str:
     """``path`` when it is a folder; a run failure naming it otherwise."""
     if not os.path.exists(path):

@@ -71,6 +71,16 @@ def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2
     return feats
 
 
+def padded_batch(n: int, *, batch_size: int, n_dev: int) -> int:
+    """The batch a chunk of ``n`` images is padded to: the device count times the smallest power of two
+    that holds them, at most ``batch_size``. Few compiled shapes, and scoring one image does not pay for a
+    whole evaluation batch (``sla_jax.predict`` was 8× slower than needed on 8 images with batch 64)."""
+    padded = n_dev
+    while padded < n:
+        padded *= 2
+    return min(padded, batch_size)
+
+
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
           l2_normalize: bool = True, stacked: bool = False) -> np.ndarray:
     """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``.
@@ -87,11 +97,12 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     out = []
     for start in range(0, len(images_uint8), batch_size):
         chunk = np.asarray(images_uint8[start:start + batch_size])
-        pad = batch_size - len(chunk)
+        padded = padded_batch(len(chunk), batch_size=batch_size, n_dev=n_dev)
+        pad = padded - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
         feats = forward(variables, jax.device_put(chunk, batch_sharding))
-        out.append(np.asarray(feats)[..., : batch_size - pad, :])
+        out.append(np.asarray(feats)[..., : padded - pad, :])
     if not out:
         return np.zeros((0, 512), np.float32)
     return np.concatenate(out, axis=-2)

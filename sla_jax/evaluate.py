@@ -12,6 +12,7 @@ import os
 from absl import flags
 
 from sla_jax import cli, experiment
+from sla_jax.outputs import files
 
 FLAGS = flags.FLAGS
 
@@ -19,11 +20,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
-    workdir = cli.existing_dir(cli.require(FLAGS.workdir, "--workdir is required: a run folder written by "
-                                                           "sla_jax.train"), what="--workdir")
+    workdir = cli.run_workdir(FLAGS.workdir)
     results = experiment.evaluate_workdir(workdir, step=FLAGS.step)
     out_dir = workdir if FLAGS.step is None else os.path.join(workdir, "steps", str(FLAGS.step))
-    print(f"image AUROC: {results['image_auroc']:.4f} (step {results['steps']})")
+    first, *rest = files.summary_lines(results)
+    print("\n".join([f"{first} (step {results['steps']})", *rest]))
     print(f"results: {os.path.join(os.path.abspath(out_dir), 'results.json')}")
 
 

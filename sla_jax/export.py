@@ -19,8 +19,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
-    workdir = cli.existing_dir(cli.require(FLAGS.workdir, "--workdir is required: a run folder written by "
-                                                           "sla_jax.train"), what="--workdir")
+    workdir = cli.run_workdir(FLAGS.workdir)
     out = cli.require(FLAGS.out, "--out is required: the .onnx file to write")
     if not out.endswith(".onnx"):
         raise cli.UsageError(f"--out={out} must end in .onnx")

@@ -19,8 +19,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    workdir = cli.existing_dir(cli.require(FLAGS.workdir, "--workdir is required: a run folder written by "
-                                                           "sla_jax.train"), what="--workdir")
+    workdir = cli.run_workdir(FLAGS.workdir)
     if len(argv) < 2:
         raise cli.UsageError("name at least one image file or folder to score")
     return inspection.inspect(experiment.load_detector(workdir), argv[1:],

@@ -12,7 +12,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from sla_jax import cli, distributed, experiment
-from sla_jax.outputs import report
+from sla_jax.outputs import files, report
 
 FLAGS = flags.FLAGS
 
@@ -29,7 +29,7 @@ def main(argv):
         raise cli.UsageError(str(e)) from None
     results = experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if distributed.is_primary():
-        print(f"image AUROC: {results['image_auroc']:.4f}")
+        print("\n".join(files.summary_lines(results)))
         print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
         print(f"report: {os.path.join(os.path.abspath(FLAGS.workdir), report.REPORT)}")
 

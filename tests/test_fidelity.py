@@ -222,20 +222,3 @@ def test_bicubic_resize_is_pils(tmp_path):
     bilinear = data.decode_image(buffer.getvalue(), size=32)
     np.testing.assert_array_equal(bilinear, np.asarray(picture.resize((32, 32), Image.Resampling.BILINEAR)))
     assert np.any(bicubic != bilinear)
-
-
-@pytest.mark.parametrize("key,value,match", [("data.resize", "lanczos", "data.resize"),
-                                             ("train.weight_decay_on", "bn", "train.weight_decay_on"),
-                                             ("eval.density", "knn", "eval.density"),
-                                             ("transform.scar_size", "absolute", "transform.scar_size"),
-                                             ("transform.jitter_order", "sorted", "transform.jitter_order"),
-                                             ("transform.global_jitter", 1.5, "transform.global_jitter")])
-def test_fidelity_options_are_validated(key, value, match):
-    from sla_jax.validation import ConfigError, validate
-
-    config = base_config()
-    config.data.root, config.data.category = "/data", "bottle"
-    section, name = key.split(".")
-    config[section][name] = value
-    with pytest.raises(ConfigError, match=match):
-        validate(config)

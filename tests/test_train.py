@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jax.sharding import Mesh
 
 from sla_jax import state as state_lib
@@ -100,6 +102,12 @@ def test_optimizer_matches_torch_sgd_semantics():
     ("transform.name", "mixup", "transform.name"),
     ("labels.mode", "fuzzy", "labels.mode"),
     ("data.image_size", 16, "data.image_size"),
+    ("data.resize", "lanczos", "data.resize"),
+    ("train.weight_decay_on", "bn", "train.weight_decay_on"),
+    ("eval.density", "knn", "eval.density"),
+    ("transform.scar_size", "absolute", "transform.scar_size"),
+    ("transform.jitter_order", "sorted", "transform.jitter_order"),
+    ("transform.global_jitter", 1.5, "transform.global_jitter"),
 ])
 def test_config_validation_names_the_key(key, value, match):
     config = base_config()
@@ -246,6 +254,7 @@ def test_patch_localization_end_to_end(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert 0 <= results["pixel_auroc"] <= 1 and 0 <= results["pixel_aupro"] <= 1
     assert 0 <= results["image_auroc"] <= 1 and results["image_score"] == "maximum of the defect map"
+    assert f"pixel AUROC: {results['pixel_auroc']:.4f}, AUPRO (FPR <= 0.3): {results['pixel_aupro']:.4f}" in proc.stdout
     assert results["patches_per_test_image"] == 5 * 5 and results["map_shape"] == [64, 64]
     with np.load(workdir / "maps.npz") as saved:
         assert saved["maps"].shape == (results["n_test"], 64, 64) == saved["masks"].shape
@@ -296,3 +305,25 @@ def test_patch_features_are_the_embeddings_of_the_patches_whatever_the_chunking(
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     direct = detection.embed(variables, images[1:2, 8:40, 0:32], model=model, batch_size=4, mesh=mesh)
     np.testing.assert_allclose(chunked[1, 1, 0], direct[0], atol=1e-5)
+
+
+@given(n=st.integers(1, 300), n_dev=st.sampled_from([1, 2, 4, 8]), batches=st.integers(1, 64))
+def test_padded_batch_holds_the_chunk_in_few_shapes(n, n_dev, batches):
+    batch_size = n_dev * batches
+    chunk = min(n, batch_size)
+    padded = detection.padded_batch(chunk, batch_size=batch_size, n_dev=n_dev)
+    assert chunk <= padded <= batch_size and padded % n_dev == 0
+    assert padded == batch_size or (padded // n_dev) & (padded // n_dev - 1) == 0  # a power of two times n_dev
+    assert padded < 2 * max(chunk, n_dev)  # never more than twice the work
+
+
+def test_embedding_does_not_depend_on_the_padding():
+    model = PretextNet(num_classes=2, head=(16,))
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False))(jax.random.key(0))
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    mesh = state_lib.data_mesh()
+    whole = detection.embed(variables, images, model=model, batch_size=64, mesh=mesh)  # padded to 8
+    singles = np.concatenate([detection.embed(variables, images[i:i + 1], model=model, batch_size=64, mesh=mesh)
+                              for i in range(5)])  # padded to the device count
+    assert whole.shape == singles.shape == (5, 512)
+    np.testing.assert_allclose(whole, singles, atol=1e-5)

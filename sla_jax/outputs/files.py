@@ -18,6 +18,14 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
+def summary_lines(results: dict) -> list[str]:
+    """What a command prints of a run's results: the image AUROC, and for patch models the pixel metrics."""
+    lines = [f"image AUROC: {results['image_auroc']:.4f}"]
+    if "pixel_auroc" in results:
+        lines.append(f"pixel AUROC: {results['pixel_auroc']:.4f}, AUPRO (FPR <= 0.3): {results['pixel_aupro']:.4f}")
+    return lines
+
+
 def write_results(results: dict, workdir: str) -> str:
     path = os.path.join(workdir, "results.json")
     with open(path, "w", encoding="utf-8") as f:
