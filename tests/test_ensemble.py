@@ -1,5 +1,6 @@
 """Vmapped ensembles: member k equals the single run with its hyper-parameters and seed; the sweep CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -75,6 +76,28 @@ def test_member_batches_are_the_single_runs_batches():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_members_sharing_the_data_key_share_the_global_jitter():
+    """The whole-source jitter of ``pretext_edit`` depends on the data key alone: every member of a vmapped
+    ensemble gets the single run's jittered sources (to float32 rounding: under vmap the contrast's mean and
+    the hue's channel maximum are batched reductions) and the single run's edits for its own key."""
+    spec = pretext.StepSpec(batch_size=8, transform="co", global_jitter=0.1)
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
+    keys = jnp.stack([jax.random.key(s) for s in (3, 0, 5)])
+    data_key = jax.random.key(11)
+    edit = jax.jit(lambda k, dk: pretext.pretext_edit(k, images, spec=spec, data_key=dk))
+    stacked_originals, stacked_edit = jax.jit(jax.vmap(lambda k: pretext.pretext_edit(k, images, spec=spec,
+                                                                                       data_key=data_key)))(keys)
+    no_jitter = pretext.pretext_edit(keys[0], images, spec=dataclasses.replace(spec, global_jitter=0.0),
+                                     data_key=data_key)[0]
+    for k in range(3):
+        originals, single_edit = edit(keys[k], data_key)
+        np.testing.assert_allclose(stacked_originals[k], originals, atol=1e-6)
+        np.testing.assert_allclose(stacked_edit.images[k], single_edit.images, atol=1e-6)
+        np.testing.assert_array_equal(stacked_edit.masks[k], single_edit.masks)
+        assert np.abs(np.asarray(originals) - np.asarray(no_jitter)).max() > 0.01  # the jitter is there
+    assert np.array_equal(stacked_originals[0], stacked_originals[1])  # shared sources, shared jitter
+
+
 @pytest.mark.slow
 def test_member_k_equals_single_run_with_its_hparams_and_seed():
     """Three steps of a 3-member ensemble (soft α=2, smooth ε=0.05 τ=0.01, hard; seeds 3, 0, 5; 32 px,
@@ -90,10 +113,12 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed():
     (measured), each sharded path reducing in its own order (the 1-vs-4-device test is in test_train).
     Every convolution as im2col + matmul: vmapped, XLA's direct convolution becomes a grouped convolution
     that sums in another order than the single run's (measured: 1.2e-4 of the norm after 3 steps, the
-    member logic unchanged); the batched matmul sums as the single one does."""
+    member logic unchanged); the batched matmul sums as the single one does. No whole-source jitter: under
+    vmap its reductions round differently (1.3e-4 of the norm after 3 steps, measured), and
+    ``test_members_sharing_the_data_key_share_the_global_jitter`` checks that members share it."""
     model = PretextNet(num_classes=2, head=(32,), stem="imagenet", conv_impl="im2col")
     optimizer = state_lib.make_optimizer(learning_rate=1e-3, momentum=0.9, weight_decay=3e-5, total_steps=10)
-    spec = pretext.StepSpec(batch_size=8, transform="co")
+    spec = pretext.StepSpec(batch_size=8, transform="co", global_jitter=0.0)
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
     hparams = ensemble.stack_hparams(MEMBERS)
