@@ -1,5 +1,5 @@
 """CPS-SLA for a 2-core CPU: the paper's CutPaste-Scar with soft labels at 128 px, 750 steps of 32 originals
-+ 32 scars, from scratch, about 20 minutes a category. Needs --config.data.root and --config.data.category.
++ 32 scars, from scratch, about 30 minutes a category on 2 cores. Needs --config.data.root and --config.data.category.
 
 The choices, and what stands behind each (side by side with the port on ../shared/data: docs/results.md,
 "sla_jax against the PyTorch port"):
