@@ -65,6 +65,7 @@ def demo_root(tmp_path: Path) -> Path:
                                         n_test_good=6, n_test_defect=6))
 
 
+@pytest.mark.slow
 def test_benchmark_over_two_categories_tables_rerun_and_report(tmp_path, capsys):
     root, out = demo_root(tmp_path), tmp_path / "bench"
     argv = ["--config=configs/cps.py", f"--root={root}", f"--out={out}", f"--set=data.cache_dir={tmp_path / 'tfds'}",

@@ -145,6 +145,7 @@ def tiny_config(tmp, **changes):
     return config
 
 
+@pytest.mark.slow
 def test_kde_run_names_its_density_scores_by_it_and_predict_uses_it(tmp_path):
     """eval.density=kde: results.json names the density and γ, kde.npz holds the training features, the
     scores are the KDE's (recomputed here from the stored features), and predict scores with it."""
@@ -174,6 +175,7 @@ def test_kde_run_names_its_density_scores_by_it_and_predict_uses_it(tmp_path):
     assert "1 image(s)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_evaluating_an_earlier_checkpoint_keeps_the_run_results(tmp_path):
     """evaluate_workdir(step=2) restores checkpoint 2 and writes WORKDIR/steps/2/; the run's files stay;
     a step without a checkpoint is named with the steps there are."""

@@ -95,6 +95,7 @@ def test_image_model_scores_equal_the_run_without_jax(tmp_path):
         assert got[path]["score"] == pytest.approx(score, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_patch_model_scores_and_maps_equal_the_run_without_jax(tmp_path):
     workdir, model = exported(tmp_path, "patch", patch_size=32, stride=8, train_stride=16, batch_size=64)
     maps = np.load(workdir / "maps.npz", allow_pickle=False)
