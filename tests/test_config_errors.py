@@ -11,14 +11,9 @@ import pytest
 from sla_jax import experiment
 from sla_jax.defaults import base_config
 from sla_jax.validation import ConfigError, validate
+from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def demo_config():
-    config = base_config()
-    config.data.demo, config.data.category = True, "weave"
-    return config
 
 
 def test_unknown_key_in_a_config_file_is_named_with_a_suggestion():

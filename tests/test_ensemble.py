@@ -20,7 +20,7 @@ from sla_jax import detection
 from sla_jax.outputs import files
 from sla_jax import validation
 from sla_jax import state as state_lib
-from sla_jax.defaults import base_config
+from tests.tiny import demo_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError
 
@@ -170,9 +170,9 @@ def _split(labels):
 
 
 def sweep_config():
-    config = base_config()
-    config.data.demo, config.data.category = True, "weave"
     import ml_collections
+
+    config = demo_config()
 
     config.ensemble = ml_collections.ConfigDict(dict(alphas=(1.0, 10.0), epsilons=(), seeds=(0, 1), hard=True))
     return config
@@ -282,8 +282,7 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
 
     from sla_jax.validation import validate
 
-    config = base_config()
-    config.data.demo, config.data.category = True, "weave"
+    config = demo_config()
     config.labels.learn = ("epsilon",)
     with pytest.raises(ConfigError, match="labels.mode=smooth"):
         validate(config)

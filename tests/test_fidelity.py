@@ -13,6 +13,7 @@ from scipy.special import logsumexp
 from sla_jax import density, experiment, pretext
 from sla_jax import transforms as T
 from sla_jax.defaults import base_config
+from tests.tiny import tiny_config
 
 
 def scar_areas(size: int, *, rule: str, n: int = 400) -> np.ndarray:
@@ -131,18 +132,10 @@ def test_kde_scores_the_outlier_highest():
     assert int(np.argmax(scores)) == 5
 
 
-def tiny_config(tmp, **changes):
-    config = base_config()
-    config.data.demo, config.data.category = True, "washer"
-    config.data.image_size, config.data.cache_dir = 32, str(tmp / "tfds")
-    config.transform.name = "co"
-    config.model.head = (32,)
-    config.train.batch_size, config.train.steps, config.train.checkpoint_every = 8, 4, 2
-    config.train.keep_checkpoints = 3
-    for key, value in changes.items():
-        section, name = key.split(".")
-        config[section][name] = value
-    return config
+def checkpointed_config(tmp, changes: dict | None = None):
+    """4 steps with a checkpoint every 2, all kept."""
+    return tiny_config(tmp, {"train.steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3,
+                             **(changes or {})})
 
 
 @pytest.mark.slow
@@ -155,7 +148,7 @@ def test_kde_run_names_its_density_scores_by_it_and_predict_uses_it(tmp_path):
     from pathlib import Path
 
     workdir = tmp_path / "kde"
-    results = experiment.train_and_evaluate(tiny_config(tmp_path, **{"eval.density": "kde"}), str(workdir),
+    results = experiment.train_and_evaluate(checkpointed_config(tmp_path, {"eval.density": "kde"}), str(workdir),
                                             progress=False)
     assert results["density"] == "kde" and results["kde_gamma"] > 0 and "gde_shrinkage" not in results
     saved = np.load(workdir / "kde.npz", allow_pickle=False)
@@ -180,7 +173,7 @@ def test_evaluating_an_earlier_checkpoint_keeps_the_run_results(tmp_path):
     """evaluate_workdir(step=2) restores checkpoint 2 and writes WORKDIR/steps/2/; the run's files stay;
     a step without a checkpoint is named with the steps there are."""
     workdir = tmp_path / "run"
-    final = experiment.train_and_evaluate(tiny_config(tmp_path), str(workdir), progress=False)
+    final = experiment.train_and_evaluate(checkpointed_config(tmp_path), str(workdir), progress=False)
     before = (workdir / "results.json").read_bytes()
     early = experiment.evaluate_workdir(str(workdir), step=2)
     assert early["steps"] == 2 and final["steps"] == 4

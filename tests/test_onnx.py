@@ -15,24 +15,12 @@ import numpy as np
 import pytest
 
 from sla_jax import experiment
-from sla_jax.defaults import base_config
+from tests.tiny import tiny_config
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 pytest.importorskip("jax2onnx", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp: Path, **localization):
-    config = base_config()
-    config.data.demo, config.data.category = True, "washer"
-    config.data.image_size, config.data.cache_dir = 32 if not localization else 64, str(tmp / "tfds")
-    config.transform.name = "co"
-    config.model.head = (32,)
-    config.train.batch_size, config.train.steps = 8, 3
-    config.eval.threshold_images = 4
-    config.localization.update(localization)
-    return config
 
 
 def run(module: str, *args, env=None):
@@ -51,7 +39,10 @@ def without_jax(tmp: Path) -> dict:
 
 def exported(tmp: Path, name: str, **localization):
     workdir = tmp / name
-    experiment.train_and_evaluate(tiny_config(tmp, **localization), str(workdir), progress=False)
+    changes = {"eval.threshold_images": 4, **{f"localization.{k}": v for k, v in localization.items()}}
+    if localization:
+        changes["data.image_size"] = 64
+    experiment.train_and_evaluate(tiny_config(tmp, changes), str(workdir), progress=False)
     model = tmp / f"{name}.onnx"
     proc = run("sla_jax.export", f"--workdir={workdir}", f"--out={model}")
     assert proc.returncode == 0, proc.stderr[-3000:]

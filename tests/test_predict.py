@@ -12,27 +12,16 @@ import numpy as np
 import pytest
 
 from sla_jax import experiment
-from sla_jax.defaults import base_config
+from tests.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(tmp: Path, **localization):
-    config = base_config()
-    config.data.demo, config.data.category = True, "washer"
-    config.data.image_size, config.data.cache_dir = 32, str(tmp / "tfds")
-    config.transform.name = "co"
-    config.model.head = (32,)
-    config.train.batch_size, config.train.steps = 8, 3
-    config.eval.threshold_images = 8
-    config.localization.update(localization)
-    return config
 
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("image_run")
-    results = experiment.train_and_evaluate(tiny_config(workdir), str(workdir), progress=False)
+    config = tiny_config(workdir, {"eval.threshold_images": 8})
+    results = experiment.train_and_evaluate(config, str(workdir), progress=False)
     return workdir, results
 
 
@@ -85,8 +74,9 @@ def test_predict_without_a_run_says_what_to_do(tmp_path):
 @pytest.mark.slow
 def test_patch_model_prediction_writes_overlays(tmp_path):
     workdir = tmp_path / "patch_run"
-    config = tiny_config(tmp_path, patch_size=16, stride=8, train_stride=8, batch_size=256, heatmaps=4)
-    config.data.image_size = 48
+    config = tiny_config(tmp_path, {"data.image_size": 48, "eval.threshold_images": 8, "localization.patch_size": 16,
+                                    "localization.stride": 8, "localization.train_stride": 8,
+                                    "localization.batch_size": 256, "localization.heatmaps": 4})
     results = experiment.train_and_evaluate(config, str(workdir), progress=False)
     test_dir = workdir / "demo_data" / "washer" / "test"
     images = sorted((test_dir / "good").iterdir())[:1] + sorted(next(p for p in test_dir.iterdir()

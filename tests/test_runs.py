@@ -24,7 +24,7 @@ from sla_jax import experiment
 from sla_jax.data import synthetic
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
-from sla_jax.defaults import base_config
+from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--config=configs/demo.py", "--config.data.image_size=32", "--config.train.batch_size=8",
@@ -146,21 +146,15 @@ def test_second_run_in_a_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_p
     assert len(notices) == 1, "a cleanly released lock is not stale"
 
 
-def _demo_config():
-    config = base_config()
-    config.data.demo, config.data.category = True, "weave"
-    return config
-
-
 def test_unwritable_workdir_fails_at_start_naming_it(tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(workdir_lib.WorkdirError, match=re.escape(str(tmp_path / "a_file" / "run"))):
-        experiment.train_and_evaluate(_demo_config(), str(tmp_path / "a_file" / "run"))
+        experiment.train_and_evaluate(demo_config(), str(tmp_path / "a_file" / "run"))
     locked = tmp_path / "read_only"
     locked.mkdir()
     with immutable(locked):
         with pytest.raises(workdir_lib.WorkdirError, match=rf"cannot write to the workdir {re.escape(str(locked))}"):
-            experiment.train_and_evaluate(_demo_config(), str(locked))
+            experiment.train_and_evaluate(demo_config(), str(locked))
     assert list(locked.iterdir()) == []
 
 
