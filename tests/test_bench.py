@@ -47,6 +47,18 @@ def test_train_step_benchmark_runs_both_frameworks(tmp_path):
 
 
 @pytest.mark.slow
+def test_step_parts_times_the_step_and_its_parts(tmp_path):
+    run("step_parts.py", "--config", "configs/cps_cpu.py", "--set", "data.image_size=32", "--set", "train.batch_size=8",
+        "--set", "model.head=(32,)", "--steps", "1", "--rounds", "1", "--out", str(tmp_path / "p.json"))
+    record = json.loads((tmp_path / "p.json").read_text())
+    rows = {r["part"]: r for r in record["rows"]}
+    assert record["meta"]["size"] == 32 and record["meta"]["batch"] == 8
+    assert {"whole step", "data part: sources, jitter, edit, labels", "network update alone"} <= set(rows)
+    assert rows["whole step"]["of_whole_step"] == 1.0 and all(r["ms"] > 0 for r in rows.values())
+    assert rows["data part: sources, jitter, edit, labels"]["ms"] < rows["network update alone"]["ms"]
+
+
+@pytest.mark.slow
 def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
     out = run("gpu.py", "--size", "64", "--batches", "8", "--dtypes", "float32,bfloat16", "--steps", "2",
               "--long_steps", "3", "--members", "2", "--loc_repeats", "1", "--out", str(tmp_path / "gpu.json"))
