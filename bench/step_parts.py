@@ -15,9 +15,7 @@ every variant alike.
 from __future__ import annotations
 
 import argparse
-import ast
 import os
-import runpy
 import sys
 from functools import partial
 
@@ -79,9 +77,10 @@ def main():
     import numpy as np
 
     from launch.benchmark import commit
+    from launch.sweep import _parse_set, base_config
 
-    config = runpy.run_path(args.config)["get_config"]()
-    config.update_from_flattened_dict({k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in args.set)})
+    config = base_config(args.config)
+    config.update_from_flattened_dict(dict(_parse_set(s) for s in args.set))
     calls = build(config)
     times = {name: [] for name in calls}
     for _ in range(args.rounds):

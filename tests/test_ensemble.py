@@ -20,11 +20,11 @@ from sla_jax import detection
 from sla_jax.outputs import files
 from sla_jax import validation
 from sla_jax import state as state_lib
-from tests.tiny import demo_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError
 
 from tests.chromium import check_page
+from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBERS = [ensemble.Member(seed=3, alpha=2.0, epsilon=0.02, mode="soft"),
@@ -173,7 +173,6 @@ def sweep_config():
     import ml_collections
 
     config = demo_config()
-
     config.ensemble = ml_collections.ConfigDict(dict(alphas=(1.0, 10.0), epsilons=(), seeds=(0, 1), hard=True))
     return config
 

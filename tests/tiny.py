@@ -16,7 +16,7 @@ def demo_config(*, category: str = "weave"):
 
 def tiny_config(tmp: Path, changes: dict | None = None, *, category: str = "washer"):
     """Cutout at 32 px, head (32,), 3 steps of 8, the TFDS cache under ``tmp``; ``changes`` maps dotted keys
-    (``"train.steps"``, ``"localization.enabled"``) to values."""
+    (``"train.steps"``, ``"localization.patch_size"``) to values."""
     config = demo_config(category=category)
     config.data.image_size, config.data.cache_dir = 32, str(tmp / "tfds")
     config.transform.name = "co"
