@@ -243,7 +243,7 @@ def plot(records: list[dict], summary: dict, path: str) -> None:
             ax.axhline(summary[name]["port_auroc"], color="tab:red", ls="--", lw=1, label="pytorch-cutpaste, mean")
             ax.axvline(summary[name]["port_train_seconds"], color="tab:red", ls=":", lw=1)
         ax.set(title=name, xlabel="training wall time (s)", ylabel="image AUROC")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
