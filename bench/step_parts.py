@@ -77,10 +77,10 @@ def main():
     import numpy as np
 
     from launch.benchmark import commit
-    from launch.sweep import _parse_set, base_config
+    from launch.sweep import base_config, parse_set
 
     config = base_config(args.config)
-    config.update_from_flattened_dict(dict(_parse_set(s) for s in args.set))
+    config.update_from_flattened_dict(dict(parse_set(s) for s in args.set))
     calls = build(config)
     times = {name: [] for name in calls}
     for _ in range(args.rounds):

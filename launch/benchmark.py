@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = write_tables(args.out)
             print(open(written["files"][0], encoding="utf-8").read(), end="")
             return 0
-        extra = dict(sweep_lib._parse_set(s) for s in args.set)
+        extra = dict(sweep_lib.parse_set(s) for s in args.set)
         sweep = (sweep_lib.load_sweep(args.sweep, extra_fixed=extra) if args.sweep
                  else config_sweep(args.config, extra_fixed=extra))
         categories = discover(args.root, only=args.category)

@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no_wait", action="store_true", help="slurm: submit and return without waiting")
     args = parser.parse_args(argv)
     try:
-        extra = dict(_parse_set(s) for s in args.set)
+        extra = dict(parse_set(s) for s in args.set)
         sweep = load_sweep(args.sweep, extra_fixed=extra)
         points = expand(sweep, args.sweep_dir)
         record(sweep, points, args.sweep_dir)
@@ -332,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _parse_set(text: str) -> tuple[str, Any]:
+def parse_set(text: str) -> tuple[str, Any]:
+    """One ``--set=KEY=VALUE`` as ``(dotted key, value)``: the value as a Python literal where it is one
+    (``3``, ``0.1``, ``(512, 128)``, ``True``), else the string. Shared by the launchers and ``bench/``."""
     import ast
 
     key, sep, value = text.partition("=")

@@ -51,6 +51,23 @@ def test_clashing_short_names_use_full_keys():
     assert sweep_lib.point_name({"model.head": (512, 128)}) == "head=512x128"
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("train.steps=3", ("train.steps", 3)),
+    ("labels.alpha=0.5", ("labels.alpha", 0.5)),
+    ("model.head=(512, 128)", ("model.head", (512, 128))),
+    ("transform.kind=cutpaste_scar", ("transform.kind", "cutpaste_scar")),
+    ("data.root=a=b", ("data.root", "a=b")),
+])
+def test_parse_set_reads_literals_and_keeps_other_text(text, expected):
+    assert sweep_lib.parse_set(text) == expected
+
+
+@pytest.mark.parametrize("text", ["train.steps", "=3"])
+def test_parse_set_without_key_and_value_says_the_form(text):
+    with pytest.raises(sweep_lib.SweepError, match="expected KEY=VALUE"):
+        sweep_lib.parse_set(text)
+
+
 @pytest.mark.parametrize("body,match", [
     ("dict(config=CONFIG, grid={'labels.alpah': [1.0]})", "'labels.alpah' is not a key.*did you mean 'labels.alpha'"),
     ("dict(config='nowhere.py')", "nowhere.py.*not found.*relative to the sweep file"),
