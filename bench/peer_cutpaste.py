@@ -164,7 +164,8 @@ def summarize(records: list[dict]) -> dict:
                  "port_train_seconds": mean([r["train_seconds"] for r in port]),
                  "sla_jax_auroc": mean([r["image_auroc"] for r in sla]),
                  "sla_jax_train_seconds": mean([r["train_seconds"] for r in sla]), "seeds": len(sla)}
-        steps = sorted({int(s) for r in sla for s in r.get("checkpoint_auroc", {})})
+        # a mean over seeds only at steps every seed evaluated, so that no point averages fewer seeds
+        steps = sorted(set.intersection(*({int(s) for s in r.get("checkpoint_auroc", {})} for r in sla))) if sla else []
         curve = [{"step": s, "auroc": mean([r["checkpoint_auroc"].get(str(s)) for r in sla]),
                   "seconds": mean([r["checkpoint_seconds"].get(str(s)) for r in sla])} for s in steps]
         entry["sla_jax_curve"] = curve

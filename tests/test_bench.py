@@ -68,3 +68,26 @@ def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
     assert record["ensemble"]["members"] == 2 and record["ensemble"]["images_per_s"] > 0
     assert record["localization"]["patches"] == 81 and record["localization"]["images_per_s"] > 0
     assert "paper-length category" in out and "Vmapped ensemble" in (tmp_path / "gpu.md").read_text()
+
+
+def test_peer_summary_averages_checkpoints_every_seed_has():
+    """The side-by-side summary's sla_jax curve is a mean over seeds only at the steps all seeds evaluated
+    (seed 0 of the cookies had 250/500/750, later seeds 250/375/.../750), and the criteria read that curve."""
+    from bench.peer_cutpaste import summarize
+
+    def sla(seed, curve):
+        return {"category": "c", "impl": "sla_jax", "seed": seed, "image_auroc": curve["750"][0],
+                "train_seconds": curve["750"][1], "checkpoint_auroc": {k: a for k, (a, _) in curve.items()},
+                "checkpoint_seconds": {k: t for k, (_, t) in curve.items()}}
+
+    records = [{"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": t}
+               for s, a, t in [(0, 0.80, 1000.0), (1, 0.70, 1200.0)]]
+    records += [sla(0, {"250": (0.60, 300.0), "500": (0.76, 600.0), "750": (0.80, 900.0)}),
+                sla(1, {"250": (0.70, 320.0), "375": (0.99, 450.0), "500": (0.74, 640.0), "750": (0.78, 960.0)})]
+    entry = summarize(records)["c"]
+    assert [c["step"] for c in entry["sla_jax_curve"]] == [250, 500, 750]
+    assert entry["sla_jax_curve"][1] == pytest.approx({"step": 500, "auroc": 0.75, "seconds": 620.0})
+    assert entry["port_auroc"] == pytest.approx(0.75) and entry["port_train_seconds"] == pytest.approx(1100.0)
+    assert entry["sla_jax_auroc"] == pytest.approx(0.79) and entry["at_no_more_wall_time"]
+    assert entry["sla_jax_auroc_within_port_time"] == pytest.approx(0.79)
+    assert entry["reaches_port_auroc_at_fraction"] == pytest.approx(620.0 / 1100.0)
