@@ -76,8 +76,8 @@ def main():
     args = parser.parse_args()
     import numpy as np
 
-    from launch.benchmark import commit
     from launch.sweep import base_config, parse_set
+    from sla_jax.runtime import source_commit
 
     config = base_config(args.config)
     config.update_from_flattened_dict(dict(parse_set(s) for s in args.set))
@@ -90,7 +90,7 @@ def main():
     rows = [{"part": name, "ms": 1e3 * float(np.median(t)), "of_whole_step": float(np.median(t)) / whole,
              "times": t} for name, t in times.items()]
     meta = {"config": args.config, "set": args.set, "size": config.data.image_size, "batch": config.train.batch_size,
-            "steps": args.steps, "rounds": args.rounds, "machine": common.machine(), "commit": commit(),
+            "steps": args.steps, "rounds": args.rounds, "machine": common.machine(), "commit": source_commit(),
             "command": " ".join(["python bench/step_parts.py", *sys.argv[1:]])}
     common.write_json(args.out, {"meta": meta, "rows": rows})
     print(f"{args.config}: {config.data.image_size} px, batch {config.train.batch_size}, median ms per call")

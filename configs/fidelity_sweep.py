@@ -6,8 +6,8 @@
 each, the step time of the side-by-side runs, plus evaluation). Stopped and rerun, it skips the finished
 runs, so it can be done a sitting at a time.
 
-Measured 2026-12-03 (the command above, the recipe's point only): seeds 0 and 1 reached image AUROC 0.612 and
-0.534, pretext accuracy 0.63 and 0.55 at step 300. At this budget Magnetic-tile barely learns, so the
+Measured 2026-12-03 (the command above, the recipe's point only): seeds 0, 1 and 2 reached image AUROC 0.612,
+0.534 and 0.615, pretext accuracy 0.63, 0.55 and 0.65 at step 300. At this budget Magnetic-tile barely learns, so the
 options' differences would be within seed noise; at 750 steps (docs/results.md) seed 0 reaches 0.77.
 """
 

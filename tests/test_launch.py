@@ -55,7 +55,7 @@ def test_clashing_short_names_use_full_keys():
     ("train.steps=3", ("train.steps", 3)),
     ("labels.alpha=0.5", ("labels.alpha", 0.5)),
     ("model.head=(512, 128)", ("model.head", (512, 128))),
-    ("transform.kind=cutpaste_scar", ("transform.kind", "cutpaste_scar")),
+    ("transform.name=cps", ("transform.name", "cps")),
     ("data.root=a=b", ("data.root", "a=b")),
 ])
 def test_parse_set_reads_literals_and_keeps_other_text(text, expected):
