@@ -26,15 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from scipy import stats
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
-from launch.benchmark import commit, discover  # noqa: E402
+from launch.benchmark import discover  # noqa: E402
+from sla_jax.runtime import source_commit  # noqa: E402
 
 PORT_WORKER = os.path.join(common.REPO, "bench", "peer_cutpaste_port.py")
 AUROC_TOLERANCE = 1e-6  # float32 rounding of an AUROC, far below one pair in a test set's count
@@ -154,16 +158,31 @@ def mean(values):
     return sum(values) / len(values) if values else None
 
 
+def sample_sd(values):
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def welch_p(a, b):
+    """Two-sided p of Welch's t-test between two sides' per-seed AUROCs (None below two seeds a side, or when
+    neither side varies)."""
+    if len(a) < 2 or len(b) < 2 or (len(set(a)) == 1 and len(set(b)) == 1):
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def summarize(records: list[dict]) -> dict:
-    """Per category: each side's mean AUROC and wall time, and the two criteria of the comparison."""
+    """Per category: each side's mean AUROC (and its spread over seeds, and Welch's p of the difference) and
+    wall time, and the two criteria of the comparison."""
     out = {}
     for name in sorted({r["category"] for r in records}):
         port = [r for r in records if r["category"] == name and r["impl"] == "pytorch-cutpaste"]
         sla = [r for r in records if r["category"] == name and r["impl"] == "sla_jax"]
-        entry = {"port_auroc": mean([r["image_auroc"] for r in port]),
+        port_aurocs, sla_aurocs = [r["image_auroc"] for r in port], [r["image_auroc"] for r in sla]
+        entry = {"port_auroc": mean(port_aurocs), "port_auroc_sd": sample_sd(port_aurocs),
                  "port_train_seconds": mean([r["train_seconds"] for r in port]),
-                 "sla_jax_auroc": mean([r["image_auroc"] for r in sla]),
-                 "sla_jax_train_seconds": mean([r["train_seconds"] for r in sla]), "seeds": len(sla)}
+                 "sla_jax_auroc": mean(sla_aurocs), "sla_jax_auroc_sd": sample_sd(sla_aurocs),
+                 "sla_jax_train_seconds": mean([r["train_seconds"] for r in sla]), "seeds": len(sla),
+                 "port_seeds": len(port), "welch_p": welch_p(sla_aurocs, port_aurocs)}
         # a mean over seeds only at steps every seed evaluated, so that no point averages fewer seeds
         steps = sorted(set.intersection(*({int(s) for s in r.get("checkpoint_auroc", {})} for r in sla))) if sla else []
         curve = [{"step": s, "auroc": mean([r["checkpoint_auroc"].get(str(s)) for r in sla]),
@@ -203,8 +222,11 @@ def markdown(records: list[dict], summary: dict, meta: dict) -> str:
                          + " | ".join(fmt(r["accuracy"].get(s), ".2f") for s in at)
                          + f" | {fmt(r['train_seconds'], '.0f')} | {fmt(r['process_seconds'], '.0f')} | "
                          f"{fmt(r['peak_rss_gb'], '.2f')} | {fmt(r['peak_tree_pss_gb'], '.2f')} |")
-        lines += ["", f"Mean image AUROC: port {fmt(entry['port_auroc'])} in {fmt(entry['port_train_seconds'], '.0f')} s "
-                  f"of training; sla_jax {fmt(entry['sla_jax_auroc'])} in {fmt(entry['sla_jax_train_seconds'], '.0f')} s."]
+        lines += ["", f"Mean image AUROC (sample sd over seeds): port {fmt(entry['port_auroc'])} "
+                  f"({fmt(entry['port_auroc_sd'], '.4f')}) in {fmt(entry['port_train_seconds'], '.0f')} s of training; "
+                  f"sla_jax {fmt(entry['sla_jax_auroc'])} ({fmt(entry['sla_jax_auroc_sd'], '.4f')}) in "
+                  f"{fmt(entry['sla_jax_train_seconds'], '.0f')} s. Welch's t-test of the difference: "
+                  f"p = {fmt(entry['welch_p'], '.2f')}."]
         if entry["sla_jax_curve"]:
             lines.append("sla_jax's checkpoints (mean over seeds): " + ", ".join(
                 f"step {c['step']}: {fmt(c['auroc'])} at {fmt(c['seconds'], '.0f')} s" for c in entry["sla_jax_curve"]) + ".")
@@ -279,7 +301,7 @@ def main() -> None:
                                  text=True).stdout.strip() or "unknown"
     meta = {"size": args.size, "steps": args.steps, "batch": args.batch, "config": os.path.relpath(args.config, common.REPO),
             "set": args.set, "peer_src": args.peer_src, "peer_commit": peer_commit, "port_workers": args.port_workers,
-            "commit": commit(), "machine": common.machine(), "at_steps": args.at_steps,
+            "commit": source_commit(), "machine": common.machine(), "at_steps": args.at_steps,
             "command": " ".join(["python bench/peer_cutpaste.py", *sys.argv[1:]])}
     for category in categories:
         for seed in seeds:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,3 +92,27 @@ def test_peer_summary_averages_checkpoints_every_seed_has():
     assert entry["sla_jax_auroc"] == pytest.approx(0.79) and entry["at_no_more_wall_time"]
     assert entry["sla_jax_auroc_within_port_time"] == pytest.approx(0.79)
     assert entry["reaches_port_auroc_at_fraction"] == pytest.approx(620.0 / 1100.0)
+
+
+def test_peer_summary_spread_and_welch_p_against_closed_form():
+    """The summary's sample sd per side and Welch's p of the difference, against the closed form (t over the
+    pooled standard error, Welch–Satterthwaite degrees of freedom); None where a side has one seed."""
+    from scipy import stats
+
+    from bench.peer_cutpaste import summarize
+
+    port, sla = [0.9888, 1.0000, 0.9933], [0.9866, 0.9688, 0.9955, 0.9700]
+    records = [{"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": 1.0}
+               for s, a in enumerate(port)]
+    records += [{"category": "c", "impl": "sla_jax", "seed": s, "image_auroc": a, "train_seconds": 1.0,
+                 "checkpoint_auroc": {"750": a}, "checkpoint_seconds": {"750": 1.0}} for s, a in enumerate(sla)]
+    entry = summarize(records)["c"]
+    va, vb = np.var(sla, ddof=1) / len(sla), np.var(port, ddof=1) / len(port)
+    t = (np.mean(sla) - np.mean(port)) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(sla) - 1) + vb**2 / (len(port) - 1))
+    assert entry["welch_p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
+    assert entry["sla_jax_auroc_sd"] == pytest.approx(np.std(sla, ddof=1))
+    assert entry["port_auroc_sd"] == pytest.approx(np.std(port, ddof=1))
+    assert (entry["seeds"], entry["port_seeds"]) == (4, 3)
+    one = summarize([r for r in records if r["impl"] == "sla_jax" or r["seed"] == 0])["c"]
+    assert one["welch_p"] is None and one["port_auroc_sd"] is None
