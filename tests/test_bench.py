@@ -116,3 +116,37 @@ def test_peer_summary_spread_and_welch_p_against_closed_form():
     assert (entry["seeds"], entry["port_seeds"]) == (4, 3)
     one = summarize([r for r in records if r["impl"] == "sla_jax" or r["seed"] == 0])["c"]
     assert one["welch_p"] is None and one["port_auroc_sd"] is None
+
+
+def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
+    """bench/auroc_spread.py: the AUROC equals scikit-learn's (ties included), the stratified bootstrap's sd
+    is near Hanley and McNeil's closed-form standard error, and the command line writes its table."""
+    from sklearn.metrics import roc_auc_score
+
+    from bench.auroc_spread import auroc_spread
+
+    rng = np.random.default_rng(0)
+    n1, n0 = 120, 80
+    scores = np.round(np.r_[rng.normal(1.0, 1.0, n1), rng.normal(0.0, 1.0, n0)], 1)  # rounding makes ties
+    labels = np.r_[np.ones(n1, int), np.zeros(n0, int)]
+    got = auroc_spread(scores, labels, seed=0, resamples=4000)
+    a = roc_auc_score(labels, scores)
+    assert got["image_auroc"] == pytest.approx(a, abs=1e-12)
+    q1, q2 = a / (2 - a), 2 * a**2 / (1 + a)
+    hanley = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a**2) + (n0 - 1) * (q2 - a**2)) / (n1 * n0))
+    assert got["bootstrap_sd"] == pytest.approx(hanley, rel=0.05)
+    assert got["ci95"][0] < a < got["ci95"][1] and (got["defective"], got["good"]) == (n1, n0)
+    with pytest.raises(ValueError, match="at least 2 defective"):
+        auroc_spread([0.1, 0.2, 0.3], [1, 0, 0], seed=0)
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    rows = ["path,defect_type,label,score"] + [f"x{i}.png,{'crack' if y else 'good'},{y},{s}"
+                                                for i, (y, s) in enumerate(zip(labels, scores))]
+    (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
+    out = run("auroc_spread.py", "--workdir", str(workdir), "--resamples", "200", "--out", str(tmp_path / "o"))
+    record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
+    assert record["runs"][0]["image_auroc"] == pytest.approx(a, abs=1e-12) and "bootstrap sd" in out
+    missing = subprocess.run([sys.executable, str(REPO / "bench" / "auroc_spread.py"), "--workdir", str(tmp_path)],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode != 0 and "scores.csv not found" in missing.stderr
