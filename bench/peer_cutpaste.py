@@ -11,8 +11,9 @@ workers included). sla_jax's checkpoints at ``--eval_steps`` are evaluated too (
 sla_jax.evaluate --step=N``), which gives its AUROC against wall time.
 
 Resumable: a run whose record exists is skipped. Writes ``OUT/records/*.json``, ``OUT/peer.md`` (a table
-per category and the two criteria: mean AUROC at no more wall time, and the wall-time fraction at which
-sla_jax reaches the port's mean AUROC) and ``OUT/peer.png`` (AUROC against training wall time).
+per category, each side's mean AUROC with its sample sd over seeds and Welch's p of the difference, and the
+two criteria: mean AUROC at no more wall time, and the wall-time fraction at which sla_jax reaches the
+port's mean AUROC) and ``OUT/peer.png`` (AUROC against training wall time).
 
     python bench/peer_cutpaste.py --peer_src=SCRATCH/pytorch-cutpaste --peer_python=SCRATCH/venv/bin/python \\
         --root=../shared/data --seeds=0,1,2 --out=runs/peer
