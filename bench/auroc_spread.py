@@ -4,14 +4,14 @@
 ``scores.csv`` and resamples its defective and its good test images separately (scipy's ``bootstrap``,
 AUROC as the Mann–Whitney U over the pair count, ties counted half), so every resample keeps the test set's
 sizes. Writes ``DIR/auroc_spread.{json,md}``: per run the AUROC, the bootstrap standard deviation and a
-95 % percentile interval. Two runs whose AUROCs differ by less than this spread cannot be told apart on this
-test set, whatever the number of training seeds.
+95 % percentile interval: how precisely this test set measures the run's AUROC as a property of the
+category. Two runs scored on the same images share part of this luck, so comparing them needs a paired test
+on those images besides this spread.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -57,16 +57,14 @@ def main() -> None:
                      f"--workdir={workdir} writes it)")
         scores, labels, _ = read_scores(path)
         rows.append({"workdir": workdir, **auroc_spread(scores, labels, seed=args.seed, resamples=args.resamples)})
-    os.makedirs(args.out, exist_ok=True)
     command = " ".join(["python bench/auroc_spread.py", *sys.argv[1:]])
-    with open(os.path.join(args.out, "auroc_spread.json"), "w", encoding="utf-8") as f:
-        json.dump({"command": command, "machine": common.machine(), "runs": rows}, f, indent=1)
-    lines = [f"Stratified bootstrap of the test images ({args.resamples} resamples). Command: `{command}`", "",
-             "| run | defective | good | image AUROC | bootstrap sd | 95 % interval |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
-    lines += [f"| {r['workdir']} | {r['defective']} | {r['good']} | {r['image_auroc']:.4f} | {r['bootstrap_sd']:.4f} | "
-              f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f} |" for r in rows]
-    text = "\n".join(lines) + "\n"
+    common.write_json(os.path.join(args.out, "auroc_spread.json"),
+                      {"command": command, "machine": common.machine(), "runs": rows})
+    shown = [{**r, "interval": f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f}"} for r in rows]
+    text = (f"Stratified bootstrap of the test images ({args.resamples} resamples). Command: `{command}`\n\n"
+            + common.table(shown, [("workdir", "run", ""), ("defective", "defective", "d"), ("good", "good", "d"),
+                                   ("image_auroc", "image AUROC", ".4f"), ("bootstrap_sd", "bootstrap sd", ".4f"),
+                                   ("interval", "95 % interval", "")]) + "\n")
     with open(os.path.join(args.out, "auroc_spread.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
