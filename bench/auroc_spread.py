@@ -3,10 +3,14 @@
 ``python bench/auroc_spread.py --workdir=RUN [--workdir=...] --out=DIR`` reads each training run's
 ``scores.csv`` and resamples its defective and its good test images separately (scipy's ``bootstrap``,
 AUROC as the Mann–Whitney U over the pair count, ties counted half), so every resample keeps the test set's
-sizes. Writes ``DIR/auroc_spread.{json,md}``: per run the AUROC, the bootstrap standard deviation and a
-95 % percentile interval: how precisely this test set measures the run's AUROC as a property of the
-category. Two runs scored on the same images share part of this luck, so comparing them needs a paired test
-on those images besides this spread.
+sizes: per run the AUROC, the bootstrap standard deviation and a 95 % percentile interval, how precisely
+this test set measures the run's AUROC as a property of the category.
+
+Two runs scored on the same images share part of that luck. ``--pair=A,B`` (repeatable, all pairs on one
+test set) compares them on it: AUROC(A) − AUROC(B) with both runs scored on the same resampled images each
+time, per pair and as the mean over the pairs (seeds), with a 95 % interval and a two-sided bootstrap p.
+It answers whether the difference is more than this test set's luck for these trained models; the spread
+between seeds is a separate question. Writes ``DIR/auroc_spread.{json,md}``.
 """
 
 from __future__ import annotations
@@ -42,29 +46,107 @@ def auroc_spread(scores, labels, *, seed: int, resamples: int = 2000) -> dict:
             "defective": int(len(defective)), "good": int(len(good)), "resamples": resamples}
 
 
+def aligned_scores(workdirs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(scores_RxN, labels_N) of runs scored on the same test images, matched by the image's real path;
+    ValueError when the runs' image sets or labels differ."""
+    tables = []
+    for workdir in workdirs:
+        scores, labels, _, paths = read_scores(os.path.join(workdir, "scores.csv"), with_paths=True)
+        tables.append({os.path.realpath(p): (int(y), float(v)) for p, y, v in zip(paths, labels, scores)})
+    keys = sorted(tables[0])
+    for workdir, table in zip(workdirs[1:], tables[1:]):
+        if sorted(table) != keys:
+            raise ValueError(f"{workdir} scored other test images than {workdirs[0]}")
+        if any(table[k][0] != tables[0][k][0] for k in keys):
+            raise ValueError(f"{workdir} labels some test images differently from {workdirs[0]}")
+    return (np.asarray([[t[k][1] for k in keys] for t in tables]), np.asarray([tables[0][k][0] for k in keys]))
+
+
+def paired_difference(scores_a_SxN, scores_b_SxN, labels_N, *, seed: int, resamples: int = 2000) -> dict:
+    """The mean over S pairs of runs of AUROC(a) − AUROC(b), all scored on the same N test images, and its
+    stratified bootstrap: each resample draws defective and good images once for every run, so the luck of the
+    test set that the two sides share cancels out of the difference, and is not counted as a difference."""
+    a, b = np.atleast_2d(np.asarray(scores_a_SxN, float)), np.atleast_2d(np.asarray(scores_b_SxN, float))
+    labels_N = np.asarray(labels_N)
+    defective, good = np.flatnonzero(labels_N == 1), np.flatnonzero(labels_N == 0)
+    if len(defective) < 2 or len(good) < 2:
+        raise ValueError(f"need at least 2 defective and 2 good test images, got {len(defective)} and {len(good)}")
+
+    def mean_difference(defective_idx, good_idx, axis=-1):
+        d, g = np.asarray(defective_idx, int), np.asarray(good_idx, int)
+        per_pair = auroc(a[:, d], a[:, g]) - auroc(b[:, d], b[:, g])
+        return per_pair.mean(axis=0)
+
+    boot = stats.bootstrap((defective, good), mean_difference, n_resamples=resamples, vectorized=True,
+                           paired=False, confidence_level=0.95, method="percentile",
+                           rng=np.random.default_rng(seed))
+    observed = auroc(a[:, defective], a[:, good]) - auroc(b[:, defective], b[:, good])
+    resampled = boot.bootstrap_distribution
+    p_two_sided = min(1.0, 2 * min(np.mean(resampled <= 0), np.mean(resampled >= 0)))
+    return {"pairs": int(a.shape[0]), "difference": float(observed.mean()), "per_pair": observed.tolist(),
+            "bootstrap_sd": float(boot.standard_error),
+            "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+            "p_two_sided": float(p_two_sided), "defective": int(len(defective)), "good": int(len(good)),
+            "resamples": resamples}
+
+
+def missing_scores(workdir: str) -> str | None:
+    path = os.path.join(workdir, "scores.csv")
+    if os.path.isfile(path):
+        return None
+    return (f"{path} not found: each folder must be a finished run's (python -m sla_jax.evaluate "
+            f"--workdir={workdir} writes it; bench/peer_cutpaste_port.py writes the port's)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", action="append", required=True, help="a training run's folder (has scores.csv)")
+    parser.add_argument("--workdir", action="append", default=[], help="a training run's folder (has scores.csv)")
+    parser.add_argument("--pair", action="append", default=[],
+                        help="A,B: two runs' folders scored on the same test images (repeatable, one test set)")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/auroc_spread")
     args = parser.parse_args()
+    pairs = [p.split(",") for p in args.pair]
+    if not args.workdir and not pairs:
+        parser.error("give --workdir or --pair")
+    if any(len(p) != 2 for p in pairs):
+        parser.error("--pair takes two folders: --pair=A,B")
+    problem = next(filter(None, map(missing_scores, [*args.workdir, *(w for p in pairs for w in p)])), None)
+    if problem:
+        sys.exit(problem)
     rows = []
     for workdir in args.workdir:
-        path = os.path.join(workdir, "scores.csv")
-        if not os.path.isfile(path):
-            sys.exit(f"{path} not found: --workdir must be a finished run's folder (python -m sla_jax.evaluate "
-                     f"--workdir={workdir} writes it)")
-        scores, labels, _ = read_scores(path)
+        scores, labels, _ = read_scores(os.path.join(workdir, "scores.csv"))
         rows.append({"workdir": workdir, **auroc_spread(scores, labels, seed=args.seed, resamples=args.resamples)})
+    paired = []
+    if pairs:
+        try:
+            scores_RxN, labels_N = aligned_scores([w for p in pairs for w in p])
+        except ValueError as e:
+            sys.exit(f"--pair: {e}")
+        a, b = scores_RxN[0::2], scores_RxN[1::2]
+        for k, (wa, wb) in enumerate(pairs):
+            paired.append({"pair": f"{wa} − {wb}", **paired_difference(a[k], b[k], labels_N, seed=args.seed,
+                                                                      resamples=args.resamples)})
+        if len(pairs) > 1:
+            paired.append({"pair": f"mean of the {len(pairs)} pairs",
+                           **paired_difference(a, b, labels_N, seed=args.seed, resamples=args.resamples)})
     command = " ".join(["python bench/auroc_spread.py", *sys.argv[1:]])
     common.write_json(os.path.join(args.out, "auroc_spread.json"),
-                      {"command": command, "machine": common.machine(), "runs": rows})
-    shown = [{**r, "interval": f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f}"} for r in rows]
-    text = (f"Stratified bootstrap of the test images ({args.resamples} resamples). Command: `{command}`\n\n"
-            + common.table(shown, [("workdir", "run", ""), ("defective", "defective", "d"), ("good", "good", "d"),
-                                   ("image_auroc", "image AUROC", ".4f"), ("bootstrap_sd", "bootstrap sd", ".4f"),
-                                   ("interval", "95 % interval", "")]) + "\n")
+                      {"command": command, "machine": common.machine(), "runs": rows, "pairs": paired})
+    text = f"Stratified bootstrap of the test images ({args.resamples} resamples). Command: `{command}`\n\n"
+    if rows:
+        shown = [{**r, "interval": f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f}"} for r in rows]
+        text += common.table(shown, [("workdir", "run", ""), ("defective", "defective", "d"), ("good", "good", "d"),
+                                     ("image_auroc", "image AUROC", ".4f"), ("bootstrap_sd", "bootstrap sd", ".4f"),
+                                     ("interval", "95 % interval", "")]) + "\n\n"
+    if paired:
+        shown = [{**r, "interval": f"{r['ci95'][0]:+.4f} to {r['ci95'][1]:+.4f}"} for r in paired]
+        text += ("Paired: AUROC(A) − AUROC(B) on the same resampled images.\n\n"
+                 + common.table(shown, [("pair", "A − B", ""), ("difference", "difference", "+.4f"),
+                                        ("bootstrap_sd", "bootstrap sd", ".4f"), ("interval", "95 % interval", ""),
+                                        ("p_two_sided", "p (two-sided)", ".3f")]) + "\n")
     with open(os.path.join(args.out, "auroc_spread.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text)

@@ -13,7 +13,8 @@ sla_jax.evaluate --step=N``), which gives its AUROC against wall time.
 Resumable: a run whose record exists is skipped. Writes ``OUT/records/*.json``, ``OUT/peer.md`` (a table
 per category, each side's mean AUROC with its sample sd over seeds and Welch's p of the difference, and the
 two criteria: mean AUROC at no more wall time, and the wall-time fraction at which sla_jax reaches the
-port's mean AUROC) and ``OUT/peer.png`` (AUROC against training wall time).
+port's mean AUROC; and the difference paired on the test images over the seeds where both sides left
+per-image scores, a port run's saved model scored afresh if it has none) and ``OUT/peer.png`` (AUROC against training wall time).
 
     python bench/peer_cutpaste.py --peer_src=SCRATCH/pytorch-cutpaste --peer_python=SCRATCH/venv/bin/python \\
         --root=../shared/data --seeds=0,1,2 --out=runs/peer
@@ -38,6 +39,7 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
+from bench.auroc_spread import aligned_scores, paired_difference  # noqa: E402
 from launch.benchmark import discover  # noqa: E402
 from sla_jax.runtime import source_commit  # noqa: E402
 
@@ -102,6 +104,44 @@ def run_port(args, category, seed: int, run_dir: str) -> dict:
     record = last_json_line(done.log)
     return {**record, "process_seconds": done.seconds, "peak_rss_gb": done.peak_rss_gb,
             "peak_tree_pss_gb": done.peak_tree_pss_gb}
+
+
+def port_scores_dir(args, category, run_dir: str) -> str | None:
+    """The folder holding the port run's ``scores.csv``: the run's own, or ``RUN_DIR/rescore`` where its saved
+    model is scored now (runs from before the worker wrote scores). None when neither can be had."""
+    if os.path.exists(os.path.join(run_dir, "scores.csv")):
+        return run_dir
+    rescore = os.path.join(run_dir, "rescore")
+    if os.path.exists(os.path.join(rescore, "scores.csv")):
+        return rescore
+    models = sorted(Path(run_dir, "models").glob("model-*.tch"))
+    if len(models) != 1:
+        return None
+    os.makedirs(rescore, exist_ok=True)
+    command = [args.peer_python, PORT_WORKER, f"--peer_src={args.peer_src}",
+               f"--category_dir={os.path.join(category.root, category.category)}", f"--run_dir={rescore}",
+               f"--size={args.size}", f"--model={models[0]}"]
+    done = Measured(command, log=os.path.join(rescore, "run.log"))
+    if done.returncode:
+        raise RuntimeError(f"scoring {models[0]} failed ({done.returncode}); see {done.log}")
+    return rescore
+
+
+def paired_on_test_images(args, category, out: str, seeds: list[int]) -> dict | None:
+    """sla_jax − port AUROC on the category's test images, over the seeds where both runs left scores
+    (``bench/auroc_spread.py``'s paired stratified bootstrap)."""
+    dirs = []
+    for seed in seeds:
+        sla = os.path.join(out, "runs", f"{category.name}_sla_jax_s{seed}")
+        port = os.path.join(out, "runs", f"{category.name}_pytorch-cutpaste_s{seed}")
+        port_dir = port_scores_dir(args, category, port) if os.path.isdir(port) else None
+        if port_dir and os.path.exists(os.path.join(sla, "scores.csv")):
+            dirs.append((seed, sla, port_dir))
+    if not dirs:
+        return None
+    scores_RxN, labels_N = aligned_scores([d for _, sla, port in dirs for d in (sla, port)])
+    result = paired_difference(scores_RxN[0::2], scores_RxN[1::2], labels_N, seed=0)
+    return {"seeds": [seed for seed, _, _ in dirs], **result}
 
 
 def window_accuracy(metrics_path: str, at_steps: list[int], window: int) -> tuple[dict, dict]:
@@ -228,6 +268,12 @@ def markdown(records: list[dict], summary: dict, meta: dict) -> str:
                   f"sla_jax {fmt(entry['sla_jax_auroc'])} ({fmt(entry['sla_jax_auroc_sd'], '.4f')}) in "
                   f"{fmt(entry['sla_jax_train_seconds'], '.0f')} s. Welch's t-test of the difference: "
                   f"p = {fmt(entry['welch_p'], '.2f')}."]
+        paired = entry.get("paired")
+        if paired:
+            lines.append(f"Paired on the {paired['defective']} + {paired['good']} test images (seeds "
+                         f"{', '.join(map(str, paired['seeds']))}; each resample scores both sides on the same "
+                         f"images): sla_jax − port = {paired['difference']:+.4f}, 95 % interval "
+                         f"{paired['ci95'][0]:+.4f} to {paired['ci95'][1]:+.4f}, p = {paired['p_two_sided']:.3f}.")
         if entry["sla_jax_curve"]:
             lines.append("sla_jax's checkpoints (mean over seeds): " + ", ".join(
                 f"step {c['step']}: {fmt(c['auroc'])} at {fmt(c['seconds'], '.0f')} s" for c in entry["sla_jax_curve"]) + ".")
@@ -322,6 +368,10 @@ def main() -> None:
                 print(f"  image AUROC {record['image_auroc']:.4f}, training {record['train_seconds']:.0f} s", flush=True)
     records = [json.loads(p.read_text()) for p in sorted(Path(out, "records").glob("*.json"))]
     summary = summarize(records)
+    for category in categories:
+        if category.name in summary:
+            seeds_run = sorted({r["seed"] for r in records if r["category"] == category.name})
+            summary[category.name]["paired"] = paired_on_test_images(args, category, out, seeds_run)
     common.write_json(os.path.join(out, "peer.json"), {"meta": meta, "summary": summary, "records": records})
     with open(os.path.join(out, "peer.md"), "w", encoding="utf-8") as f:
         f.write(markdown(records, summary, meta))

@@ -13,12 +13,15 @@ never imported by sla_jax: this file imports only the standard library until it 
   and no plots; ``test_epochs=0`` keeps it from scoring the test set during training.
 
 Training accuracy, loss and their wall-clock times come from the TensorBoard events it writes each step.
-Prints one JSON object as its last line.
+Each test image's score (the port's Mahalanobis distance) goes to ``RUN_DIR/scores.csv`` in sla_jax's
+``scores.csv`` columns, keyed by the original file, so two runs can be compared image by image.
+``--model`` scores a saved model of an earlier run without training. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import resource
@@ -54,6 +57,30 @@ def window_means(events, *, at_steps, window: int) -> dict:
     return out
 
 
+def write_scores(image_names, scores, path: Path) -> None:
+    """``path,defect_type,label,score`` per test image, the path resolved through the ``.png`` view."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "defect_type", "label", "score"])
+        for name, score in zip(image_names, scores):
+            defect_type = Path(name).parent.name
+            writer.writerow([str(Path(name).resolve()), defect_type, int(defect_type != "good"), repr(float(score))])
+
+
+class RecordingDensity:
+    """The port's ``GaussianDensityTorch`` that keeps the scores ``eval_model`` computes."""
+
+    def __init__(self, density):
+        self.density, self.scores = density, None
+
+    def fit(self, embeddings):
+        return self.density.fit(embeddings)
+
+    def predict(self, embeddings):
+        self.scores = self.density.predict(embeddings)
+        return self.scores
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer_src", required=True, help="checkout of Runinho/pytorch-cutpaste")
@@ -68,9 +95,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--at_steps", default="250,500,750")
     parser.add_argument("--window", type=int, default=25)
+    parser.add_argument("--model", default="", help="a saved model (.tch) to score; skips training")
     args = parser.parse_args()
 
     started = time.perf_counter()
+    model = Path(args.model).resolve() if args.model else None
     category_dir = Path(args.category_dir).resolve()
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +124,12 @@ def main() -> None:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
+    if model:
+        auroc = evaluate(args, port_eval, density, model, category_dir.name, run_dir)
+        print(json.dumps({"impl": "pytorch-cutpaste", "category": category_dir.name, "model": str(model),
+                          "size": args.size, "images": counts, "image_auroc": auroc,
+                          "seconds": time.perf_counter() - started}), flush=True)
+        return
     model_dir = run_dir / "models"
     model_dir.mkdir(exist_ok=True)
     train_start, train_start_wall = time.perf_counter(), time.time()
@@ -107,9 +142,7 @@ def main() -> None:
     (model_path,) = model_dir.glob(f"model-{category_dir.name}-*.tch")
 
     eval_start = time.perf_counter()
-    auroc = port_eval.eval_model(str(model_path), category_dir.name, device="cpu", save_plots=False, size=args.size,
-                                 show_training_data=False, head_layer=args.head_layer,
-                                 density=density.GaussianDensityTorch())
+    auroc = evaluate(args, port_eval, density, model_path, category_dir.name, run_dir)
     eval_seconds = time.perf_counter() - eval_start
 
     (logdir,) = (run_dir / "logdirs").iterdir()
@@ -130,6 +163,15 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }), flush=True)
+
+
+def evaluate(args, port_eval, density, model_path: Path, category: str, run_dir: Path) -> float:
+    """The port's ``eval_model`` at the training size and head; writes ``scores.csv``; returns its AUROC."""
+    recording = RecordingDensity(density.GaussianDensityTorch())
+    auroc = port_eval.eval_model(str(model_path), category, device="cpu", save_plots=False, size=args.size,
+                                 show_training_data=False, head_layer=args.head_layer, density=recording)
+    write_scores(port_eval.test_data_eval.image_names, recording.scores.tolist(), run_dir / "scores.csv")
+    return float(auroc)
 
 
 if __name__ == "__main__":

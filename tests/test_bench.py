@@ -150,3 +150,90 @@ def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
     missing = subprocess.run([sys.executable, str(REPO / "bench" / "auroc_spread.py"), "--workdir", str(tmp_path)],
                              capture_output=True, text=True, cwd=REPO)
     assert missing.returncode != 0 and "scores.csv not found" in missing.stderr
+
+
+def delong_sd(a, b, labels):
+    """DeLong, DeLong and Clarke-Pearson's (1988) standard error of AUROC(a) − AUROC(b) on the same images."""
+    pos, neg = labels == 1, labels == 0
+
+    def components(s):
+        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+        return psi.mean(axis=1), psi.mean(axis=0)
+
+    (a10, a01), (b10, b01) = components(a), components(b)
+    s10, s01 = np.cov(np.stack([a10, b10])), np.cov(np.stack([a01, b01]))
+    c = np.array([1.0, -1.0])
+    return float(np.sqrt(c @ s10 @ c / pos.sum() + c @ s01 @ c / neg.sum()))
+
+
+def write_scores_csv(workdir, paths, labels, scores):
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = ["path,defect_type,label,score"] + [f"{p},{'crack' if y else 'good'},{y},{float(s)!r}"
+                                                for p, y, s in zip(paths, labels, scores)]
+    (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
+    """bench/auroc_spread.py --pair: the difference is scikit-learn's AUROC difference, its bootstrap sd is
+    near DeLong's closed form for correlated AUROCs, it turns sign when A and B swap, ignores monotone
+    rescaling of either side, is 0 with p = 1 for a run against itself; runs are matched by image path."""
+    from sklearn.metrics import roc_auc_score
+
+    from bench.auroc_spread import aligned_scores, auroc_spread, paired_difference
+
+    rng = np.random.default_rng(1)
+    n1, n0 = 150, 100
+    labels = np.r_[np.ones(n1, int), np.zeros(n0, int)]
+    shared = rng.normal(size=n1 + n0)  # what both models see in an image: the source of the pairing
+    a = 0.9 * labels + shared + 0.6 * rng.normal(size=n1 + n0)
+    b = 0.6 * labels + shared + 0.6 * rng.normal(size=n1 + n0)
+    got = paired_difference(a, b, labels, seed=0, resamples=4000)
+    want = roc_auc_score(labels, a) - roc_auc_score(labels, b)
+    assert got["difference"] == pytest.approx(want, abs=1e-12) and got["pairs"] == 1
+    assert got["bootstrap_sd"] == pytest.approx(delong_sd(a, b, labels), rel=0.08)
+    unpaired = np.hypot(*(auroc_spread(s, labels, seed=0, resamples=1000)["bootstrap_sd"] for s in (a, b)))
+    assert got["bootstrap_sd"] < 0.7 * unpaired  # the luck both sides share cancels
+    assert got["ci95"][0] < want < got["ci95"][1]
+    swapped = paired_difference(np.exp(b), 3 * a - 1, labels, seed=0, resamples=4000)
+    assert swapped["difference"] == pytest.approx(-want, abs=1e-12)
+    assert swapped["bootstrap_sd"] == pytest.approx(got["bootstrap_sd"], rel=1e-9)
+    same = paired_difference(a, a, labels, seed=0, resamples=500)
+    assert same["difference"] == 0 and same["bootstrap_sd"] == 0 and same["p_two_sided"] == 1.0
+    two = paired_difference(np.stack([a, b]), np.stack([b, b]), labels, seed=0, resamples=500)
+    assert two["difference"] == pytest.approx(want / 2, abs=1e-12) and two["per_pair"][1] == 0
+
+    paths = [f"/data/cat/test/{'crack' if y else 'good'}/{i:03d}.png" for i, y in enumerate(labels)]
+    order = rng.permutation(n1 + n0)
+    write_scores_csv(tmp_path / "a", paths, labels, a)
+    write_scores_csv(tmp_path / "b", [paths[i] for i in order], labels[order], b[order])
+    scores_RxN, labels_N = aligned_scores([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert roc_auc_score(labels_N, scores_RxN[1]) == pytest.approx(roc_auc_score(labels, b), abs=1e-12)
+    out = run("auroc_spread.py", f"--pair={tmp_path / 'a'},{tmp_path / 'b'}", "--resamples", "300",
+              "--out", str(tmp_path / "o"))
+    record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
+    assert record["pairs"][0]["difference"] == pytest.approx(want, abs=1e-9) and "p (two-sided)" in out
+    write_scores_csv(tmp_path / "c", paths[:-1], labels[:-1], a[:-1])
+    with pytest.raises(ValueError, match="other test images"):
+        aligned_scores([str(tmp_path / "a"), str(tmp_path / "c")])
+    bad = subprocess.run([sys.executable, "bench/auroc_spread.py", f"--pair={tmp_path / 'a'}"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "two folders" in bad.stderr
+
+
+def test_port_worker_writes_scores_keyed_by_the_original_file(tmp_path):
+    """bench/peer_cutpaste_port.py's scores.csv names each test image by its own file (not the .png view the
+    port reads) and labels it by its folder, in sla_jax's scores.csv columns."""
+    from bench.peer_cutpaste_port import image_view, write_scores
+    from sla_jax.outputs.files import read_scores
+
+    category = tmp_path / "cat"
+    for split, name in [("train/good", "a.jpg"), ("test/good", "g1.jpg"), ("test/crack", "c1.jpg")]:
+        (category / split).mkdir(parents=True, exist_ok=True)
+        (category / split / name).write_bytes(b"x")
+    counts = image_view(category, tmp_path / "view" / "cat")
+    assert counts == {"train/good": 1, "test/crack": 1, "test/good": 1}
+    names = sorted((tmp_path / "view" / "cat" / "test").glob("*/*.png"))
+    write_scores(names, [2.5, 0.5], tmp_path / "scores.csv")
+    scores, labels, types, paths = read_scores(str(tmp_path / "scores.csv"), with_paths=True)
+    assert paths == [str((category / "test/crack/c1.jpg").resolve()), str((category / "test/good/g1.jpg").resolve())]
+    assert labels.tolist() == [1, 0] and types == ["crack", "good"] and scores.tolist() == [2.5, 0.5]

@@ -53,12 +53,13 @@ def write_scores_csv(scores: np.ndarray, split, path: str) -> None:
             writer.writerow([p, t, int(y), f"{float(s):.6g}"])
 
 
-def read_scores(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(scores, labels, defect types) from a run's ``scores.csv``."""
+def read_scores(path: str, *, with_paths: bool = False) -> tuple:
+    """(scores, labels, defect types) from a run's ``scores.csv``, and the image paths ``with_paths``."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return (np.asarray([float(r["score"]) for r in rows]), np.asarray([int(r["label"]) for r in rows]),
-            [r["defect_type"] for r in rows])
+    columns = (np.asarray([float(r["score"]) for r in rows]), np.asarray([int(r["label"]) for r in rows]),
+               [r["defect_type"] for r in rows])
+    return (*columns, [r["path"] for r in rows]) if with_paths else columns
 
 
 DENSITY_FILES = {"gde": "gde.npz", "kde": "kde.npz"}
