@@ -8,9 +8,9 @@ this test set measures the run's AUROC as a property of the category.
 
 Two runs scored on the same images share part of that luck. ``--pair=A,B`` (repeatable, all pairs on one
 test set) compares them on it: AUROC(A) − AUROC(B) with both runs scored on the same resampled images each
-time, per pair and as the mean over the pairs (seeds), with a 95 % interval and a two-sided bootstrap p.
-It answers whether the difference is more than this test set's luck for these trained models; the spread
-between seeds is a separate question. Writes ``DIR/auroc_spread.{json,md}``.
+time, per pair and as the mean over the pairs (seeds), with a 95 % interval and a two-sided bootstrap p
+(resamples with no difference count half to each side). It answers whether the difference is more than
+this test set's luck for these trained models; the spread between seeds is a separate question. Writes ``DIR/auroc_spread.{json,md}``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def paired_difference(scores_a_SxN, scores_b_SxN, labels_N, *, seed: int, resamp
                            rng=np.random.default_rng(seed))
     observed = auroc(a[:, defective], a[:, good]) - auroc(b[:, defective], b[:, good])
     resampled = boot.bootstrap_distribution
-    p_two_sided = min(1.0, 2 * min(np.mean(resampled <= 0), np.mean(resampled >= 0)))
+    # ties at 0 count half to each side: near AUROC 1 many resamples give both runs the same AUROC
+    tie = 0.5 * np.mean(resampled == 0)
+    p_two_sided = min(1.0, 2 * min(np.mean(resampled < 0) + tie, np.mean(resampled > 0) + tie))
     return {"pairs": int(a.shape[0]), "difference": float(observed.mean()), "per_pair": observed.tolist(),
             "bootstrap_sd": float(boot.standard_error),
             "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
