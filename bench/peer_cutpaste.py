@@ -39,8 +39,8 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
-from bench.auroc_spread import aligned_scores, paired_difference  # noqa: E402
-from launch.benchmark import discover  # noqa: E402
+from bench.auroc_stats import aligned_scores, paired_difference  # noqa: E402
+from launch.categories import discover  # noqa: E402
 from sla_jax.runtime import source_commit  # noqa: E402
 
 PORT_WORKER = os.path.join(common.REPO, "bench", "peer_cutpaste_port.py")
@@ -129,7 +129,7 @@ def port_scores_dir(args, category, run_dir: str) -> str | None:
 
 def paired_on_test_images(args, category, out: str, seeds: list[int]) -> dict | None:
     """sla_jax − port AUROC on the category's test images, over the seeds where both runs left scores
-    (``bench/auroc_spread.py``'s paired stratified bootstrap)."""
+    (``bench/auroc_stats.py``'s paired stratified bootstrap)."""
     dirs = []
     for seed in seeds:
         sla = os.path.join(out, "runs", f"{category.name}_sla_jax_s{seed}")

@@ -123,7 +123,7 @@ def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
     is near Hanley and McNeil's closed-form standard error, and the command line writes its table."""
     from sklearn.metrics import roc_auc_score
 
-    from bench.auroc_spread import auroc_spread
+    from bench.auroc_stats import auroc_spread
 
     rng = np.random.default_rng(0)
     n1, n0 = 120, 80
@@ -179,7 +179,7 @@ def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
     rescaling of either side, is 0 with p = 1 for a run against itself; runs are matched by image path."""
     from sklearn.metrics import roc_auc_score
 
-    from bench.auroc_spread import aligned_scores, auroc_spread, paired_difference
+    from bench.auroc_stats import aligned_scores, auroc_spread, paired_difference
 
     rng = np.random.default_rng(1)
     n1, n0 = 150, 100

@@ -1,5 +1,6 @@
-"""launch.benchmark: category discovery, the tables and Table 3 (closed forms on given results), and real
-benchmarks of tiny training runs over two demo categories, with their report rendered in Chromium."""
+"""launch.categories: category discovery; launch.benchmark: the tables and Table 3 (closed forms on given
+results), and real benchmarks of tiny training runs over two demo categories, with their report rendered in
+Chromium."""
 
 import csv
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch import benchmark
+from launch.categories import discover
 from launch import sweep as sweep_lib
 from sla_jax.data import synthetic
 
@@ -26,17 +28,17 @@ def test_discover_categories_one_and_two_levels_down(tmp_path):
     for path in ("mvtec/bottle", "mvtec/cable", "shared/mt/magnetic_tile", "shared/ko/kolektorsdd", "shared/x/bottle"):
         make_category(tmp_path / path)
     (tmp_path / "shared" / "notes").mkdir()
-    found = benchmark.discover([str(tmp_path / "mvtec"), str(tmp_path / "shared"), str(tmp_path / "mvtec" / "cable")])
+    found = discover([str(tmp_path / "mvtec"), str(tmp_path / "shared"), str(tmp_path / "mvtec" / "cable")])
     # The same folder given twice counts once; names that clash take their parent folder's name.
     assert [c.name for c in found] == ["mvtec_bottle", "cable", "kolektorsdd", "magnetic_tile", "x_bottle"]
     mt = next(c for c in found if c.name == "magnetic_tile")
     assert (mt.root, mt.category) == (str(tmp_path / "shared" / "mt"), "magnetic_tile")
-    only = benchmark.discover([str(tmp_path / "shared")], only=["kolektorsdd"])
+    only = discover([str(tmp_path / "shared")], only=["kolektorsdd"])
     assert [c.name for c in only] == ["kolektorsdd"]
     with pytest.raises(sweep_lib.SweepError, match="'nothing'.*not found.*kolektorsdd"):
-        benchmark.discover([str(tmp_path / "shared")], only=["nothing"])
+        discover([str(tmp_path / "shared")], only=["nothing"])
     with pytest.raises(sweep_lib.SweepError, match="no category under"):
-        benchmark.discover([str(tmp_path / "shared" / "notes")])
+        discover([str(tmp_path / "shared" / "notes")])
 
 
 def test_summary_and_table3_closed_form():
