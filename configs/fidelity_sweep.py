@@ -6,9 +6,10 @@
 each, the step time of the side-by-side runs, plus evaluation). Stopped and rerun, it skips the finished
 runs, so it can be done a sitting at a time.
 
-Measured 2026-12-03 (the command above, the first two points; docs/results.md): the recipe's seeds 0, 1 and 2
+Measured 2026-12-03 (the command above, the first three points; docs/results.md): the recipe's seeds 0, 1 and 2
 reached image AUROC 0.612, 0.534 and 0.615, pretext accuracy 0.63, 0.55 and 0.65 at step 300;
-``scar_size=relative`` 0.541, 0.547 and 0.539, accuracy 0.50 on every seed. At this budget Magnetic-tile barely
+``scar_size=relative`` 0.541, 0.547 and 0.539, accuracy 0.50 on every seed; ``global_jitter=0.0`` 0.569,
+0.553 and 0.563, accuracy 0.54, 0.58 and 0.56. At this budget Magnetic-tile barely
 learns, so options with smaller effects than the scar rule's may be within seed noise; at 750 steps
 (docs/results.md) the recipe reaches 0.75-0.78.
 """
