@@ -10,7 +10,8 @@ Two runs scored on the same images share part of that luck. ``--pair=A,B`` (repe
 test set) compares them on it: AUROC(A) − AUROC(B) with both runs scored on the same resampled images each
 time, per pair and as the mean over the pairs (seeds), with a 95 % interval and a two-sided bootstrap p
 (resamples with no difference count half to each side). It answers whether the difference is more than
-this test set's luck for these trained models; the spread between seeds is a separate question. Writes ``DIR/auroc_spread.{json,md}``.
+this test set's luck for these trained models; the spread between seeds is a separate question. Writes
+``DIR/auroc_spread.{json,md}``.
 """
 
 from __future__ import annotations

@@ -17,12 +17,21 @@ def auroc(defective, good, axis=-1):
     return u / (np.shape(defective)[axis] * np.shape(good)[axis])
 
 
-def auroc_spread(scores, labels, *, seed: int, resamples: int = 2000) -> dict:
-    """The AUROC of ``scores`` against ``labels`` (1 = defective) and its stratified bootstrap spread."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels)
-    defective, good = scores[labels == 1], scores[labels == 0]
+def strata(labels_N) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the defective (label 1) and the good (label 0) test images, the bootstrap's two strata;
+    ValueError below two of either."""
+    labels_N = np.asarray(labels_N)
+    defective, good = np.flatnonzero(labels_N == 1), np.flatnonzero(labels_N == 0)
     if len(defective) < 2 or len(good) < 2:
         raise ValueError(f"need at least 2 defective and 2 good test images, got {len(defective)} and {len(good)}")
+    return defective, good
+
+
+def auroc_spread(scores, labels, *, seed: int, resamples: int = 2000) -> dict:
+    """The AUROC of ``scores`` against ``labels`` (1 = defective) and its stratified bootstrap spread."""
+    scores = np.asarray(scores, float)
+    defective_idx, good_idx = strata(labels)
+    defective, good = scores[defective_idx], scores[good_idx]
     boot = stats.bootstrap((defective, good), auroc, n_resamples=resamples, vectorized=True, paired=False,
                            confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
     return {"image_auroc": float(auroc(defective, good)), "bootstrap_sd": float(boot.standard_error),
@@ -51,20 +60,19 @@ def paired_difference(scores_a_SxN, scores_b_SxN, labels_N, *, seed: int, resamp
     stratified bootstrap: each resample draws defective and good images once for every run, so the luck of the
     test set that the two sides share cancels out of the difference, and is not counted as a difference."""
     a, b = np.atleast_2d(np.asarray(scores_a_SxN, float)), np.atleast_2d(np.asarray(scores_b_SxN, float))
-    labels_N = np.asarray(labels_N)
-    defective, good = np.flatnonzero(labels_N == 1), np.flatnonzero(labels_N == 0)
-    if len(defective) < 2 or len(good) < 2:
-        raise ValueError(f"need at least 2 defective and 2 good test images, got {len(defective)} and {len(good)}")
+    defective, good = strata(labels_N)
+
+    def per_pair(defective_idx, good_idx):
+        d, g = np.asarray(defective_idx, int), np.asarray(good_idx, int)
+        return auroc(a[:, d], a[:, g]) - auroc(b[:, d], b[:, g])
 
     def mean_difference(defective_idx, good_idx, axis=-1):
-        d, g = np.asarray(defective_idx, int), np.asarray(good_idx, int)
-        per_pair = auroc(a[:, d], a[:, g]) - auroc(b[:, d], b[:, g])
-        return per_pair.mean(axis=0)
+        return per_pair(defective_idx, good_idx).mean(axis=0)
 
     boot = stats.bootstrap((defective, good), mean_difference, n_resamples=resamples, vectorized=True,
                            paired=False, confidence_level=0.95, method="percentile",
                            rng=np.random.default_rng(seed))
-    observed = auroc(a[:, defective], a[:, good]) - auroc(b[:, defective], b[:, good])
+    observed = per_pair(defective, good)
     resampled = boot.bootstrap_distribution
     # ties at 0 count half to each side: near AUROC 1 many resamples give both runs the same AUROC
     tie = 0.5 * np.mean(resampled == 0)

@@ -14,7 +14,8 @@ Resumable: a run whose record exists is skipped. Writes ``OUT/records/*.json``, 
 per category, each side's mean AUROC with its sample sd over seeds and Welch's p of the difference, and the
 two criteria: mean AUROC at no more wall time, and the wall-time fraction at which sla_jax reaches the
 port's mean AUROC; and the difference paired on the test images over the seeds where both sides left
-per-image scores, a port run's saved model scored afresh if it has none) and ``OUT/peer.png`` (AUROC against training wall time).
+per-image scores, a port run's saved model scored afresh if it has none) and ``OUT/peer.png`` (AUROC
+against training wall time).
 
     python bench/peer_cutpaste.py --peer_src=SCRATCH/pytorch-cutpaste --peer_python=SCRATCH/venv/bin/python \\
         --root=../shared/data --seeds=0,1,2 --out=runs/peer
@@ -92,12 +93,18 @@ def last_json_line(path: str) -> dict:
     return json.loads(lines[-1])
 
 
+def port_command(args, category, run_dir: str, *options: str) -> list[str]:
+    """``bench/peer_cutpaste_port.py`` under the port's Python, on ``category`` at ``--size``, in ``run_dir``."""
+    return [args.peer_python, PORT_WORKER, f"--peer_src={args.peer_src}",
+            f"--category_dir={os.path.join(category.root, category.category)}", f"--run_dir={run_dir}",
+            f"--size={args.size}", *options]
+
+
 def run_port(args, category, seed: int, run_dir: str) -> dict:
     os.makedirs(run_dir, exist_ok=True)
-    command = [args.peer_python, PORT_WORKER, f"--peer_src={args.peer_src}",
-               f"--category_dir={os.path.join(category.root, category.category)}", f"--run_dir={run_dir}",
-               f"--size={args.size}", f"--steps={args.steps}", f"--batch={args.batch}", f"--seed={seed}",
-               f"--workers={args.port_workers}", f"--at_steps={args.at_steps}", f"--window={args.window}"]
+    command = port_command(args, category, run_dir, f"--steps={args.steps}", f"--batch={args.batch}",
+                           f"--seed={seed}", f"--workers={args.port_workers}", f"--at_steps={args.at_steps}",
+                           f"--window={args.window}")
     done = Measured(command, log=os.path.join(run_dir, "run.log"))
     if done.returncode:
         raise RuntimeError(f"the port failed ({done.returncode}); see {done.log}")
@@ -118,10 +125,8 @@ def port_scores_dir(args, category, run_dir: str) -> str | None:
     if len(models) != 1:
         return None
     os.makedirs(rescore, exist_ok=True)
-    command = [args.peer_python, PORT_WORKER, f"--peer_src={args.peer_src}",
-               f"--category_dir={os.path.join(category.root, category.category)}", f"--run_dir={rescore}",
-               f"--size={args.size}", f"--model={models[0]}"]
-    done = Measured(command, log=os.path.join(rescore, "run.log"))
+    done = Measured(port_command(args, category, rescore, f"--model={models[0]}"),
+                    log=os.path.join(rescore, "run.log"))
     if done.returncode:
         raise RuntimeError(f"scoring {models[0]} failed ({done.returncode}); see {done.log}")
     return rescore

@@ -118,6 +118,14 @@ def test_peer_summary_spread_and_welch_p_against_closed_form():
     assert one["welch_p"] is None and one["port_auroc_sd"] is None
 
 
+def write_scores_file(workdir, paths, labels, scores):
+    """A run folder's ``scores.csv``, as sla_jax.evaluate writes it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = ["path,defect_type,label,score"] + [f"{p},{'crack' if y else 'good'},{y},{float(s)!r}"
+                                                for p, y, s in zip(paths, labels, scores)]
+    (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
+
+
 def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
     """bench/auroc_spread.py: the AUROC equals scikit-learn's (ties included), the stratified bootstrap's sd
     is near Hanley and McNeil's closed-form standard error, and the command line writes its table."""
@@ -140,10 +148,7 @@ def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
         auroc_spread([0.1, 0.2, 0.3], [1, 0, 0], seed=0)
 
     workdir = tmp_path / "run"
-    workdir.mkdir()
-    rows = ["path,defect_type,label,score"] + [f"x{i}.png,{'crack' if y else 'good'},{y},{s}"
-                                                for i, (y, s) in enumerate(zip(labels, scores))]
-    (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
+    write_scores_file(workdir, [f"x{i}.png" for i in range(len(labels))], labels, scores)
     out = run("auroc_spread.py", "--workdir", str(workdir), "--resamples", "200", "--out", str(tmp_path / "o"))
     record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
     assert record["runs"][0]["image_auroc"] == pytest.approx(a, abs=1e-12) and "bootstrap sd" in out
@@ -164,13 +169,6 @@ def delong_sd(a, b, labels):
     s10, s01 = np.cov(np.stack([a10, b10])), np.cov(np.stack([a01, b01]))
     c = np.array([1.0, -1.0])
     return float(np.sqrt(c @ s10 @ c / pos.sum() + c @ s01 @ c / neg.sum()))
-
-
-def write_scores_csv(workdir, paths, labels, scores):
-    workdir.mkdir(parents=True, exist_ok=True)
-    rows = ["path,defect_type,label,score"] + [f"{p},{'crack' if y else 'good'},{y},{float(s)!r}"
-                                                for p, y, s in zip(paths, labels, scores)]
-    (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
 
 
 def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
@@ -204,15 +202,15 @@ def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
 
     paths = [f"/data/cat/test/{'crack' if y else 'good'}/{i:03d}.png" for i, y in enumerate(labels)]
     order = rng.permutation(n1 + n0)
-    write_scores_csv(tmp_path / "a", paths, labels, a)
-    write_scores_csv(tmp_path / "b", [paths[i] for i in order], labels[order], b[order])
+    write_scores_file(tmp_path / "a", paths, labels, a)
+    write_scores_file(tmp_path / "b", [paths[i] for i in order], labels[order], b[order])
     scores_RxN, labels_N = aligned_scores([str(tmp_path / "a"), str(tmp_path / "b")])
     assert roc_auc_score(labels_N, scores_RxN[1]) == pytest.approx(roc_auc_score(labels, b), abs=1e-12)
     out = run("auroc_spread.py", f"--pair={tmp_path / 'a'},{tmp_path / 'b'}", "--resamples", "300",
               "--out", str(tmp_path / "o"))
     record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
     assert record["pairs"][0]["difference"] == pytest.approx(want, abs=1e-9) and "p (two-sided)" in out
-    write_scores_csv(tmp_path / "c", paths[:-1], labels[:-1], a[:-1])
+    write_scores_file(tmp_path / "c", paths[:-1], labels[:-1], a[:-1])
     with pytest.raises(ValueError, match="other test images"):
         aligned_scores([str(tmp_path / "a"), str(tmp_path / "c")])
     bad = subprocess.run([sys.executable, "bench/auroc_spread.py", f"--pair={tmp_path / 'a'}"], cwd=REPO,
