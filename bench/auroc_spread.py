@@ -34,6 +34,19 @@ def missing_scores(workdir: str) -> str | None:
             f"--workdir={workdir} writes it; bench/peer_cutpaste_port.py writes the port's)")
 
 
+def split_pair(text: str) -> list[str]:
+    """``A,B`` → ``[A, B]``. Folder names may hold commas themselves (a sweep's ``seed=0,x=1``), so the comma that
+    splits is the one leaving two existing folders; without one, the single comma; otherwise ambiguous."""
+    cuts = [i for i, c in enumerate(text) if c == ","]
+    both = [[text[:i], text[i + 1:]] for i in cuts if os.path.isdir(text[:i]) and os.path.isdir(text[i + 1:])]
+    if len(both) == 1:
+        return both[0]
+    if len(cuts) == 1:
+        return [text[:cuts[0]], text[cuts[0] + 1:]]
+    raise ValueError(f"--pair={text}: give two run folders as A,B (found {len(both)} ways to split it into two "
+                     "existing folders)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", action="append", default=[], help="a training run's folder (has scores.csv)")
@@ -43,11 +56,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/auroc_spread")
     args = parser.parse_args()
-    pairs = [p.split(",") for p in args.pair]
-    if not args.workdir and not pairs:
+    if not args.workdir and not args.pair:
         parser.error("give --workdir or --pair")
-    if any(len(p) != 2 for p in pairs):
-        parser.error("--pair takes two folders: --pair=A,B")
+    try:
+        pairs = [split_pair(p) for p in args.pair]
+    except ValueError as e:
+        parser.error(str(e))
     problem = next(filter(None, map(missing_scores, [*args.workdir, *(w for p in pairs for w in p)])), None)
     if problem:
         sys.exit(problem)

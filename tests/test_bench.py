@@ -215,7 +215,18 @@ def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
         aligned_scores([str(tmp_path / "a"), str(tmp_path / "c")])
     bad = subprocess.run([sys.executable, "bench/auroc_spread.py", f"--pair={tmp_path / 'a'}"], cwd=REPO,
                          capture_output=True, text=True)
-    assert bad.returncode != 0 and "two folders" in bad.stderr
+    assert bad.returncode != 0 and "two run folders" in bad.stderr
+
+
+def test_pair_splits_at_the_comma_between_two_folders(tmp_path):
+    """A sweep's run folders hold commas (``seed=0,x=1``): --pair=A,B splits where both halves are folders."""
+    from bench.auroc_spread import split_pair
+    a, b = tmp_path / "seed=0,x=1", tmp_path / "seed=0"
+    a.mkdir(), b.mkdir()
+    assert split_pair(f"{a},{b}") == [str(a), str(b)] and split_pair(f"{b},{a}") == [str(b), str(a)]
+    assert split_pair("p,q") == ["p", "q"]  # one comma: split there, missing folders are reported later
+    with pytest.raises(ValueError, match="two run folders"):
+        split_pair(f"{tmp_path}/u,v,w")
 
 
 def test_port_worker_writes_scores_keyed_by_the_original_file(tmp_path):
