@@ -2,16 +2,15 @@
 (or to the ports' where the recipe keeps sla_jax's), one at a time, 3 seeds, at 300 steps (a CPU budget).
 
 ``python -m launch.benchmark --sweep=configs/fidelity_sweep.py --root=../shared/data/magnetic_tile
---out=runs/fidelity`` trains the 18 runs and writes the table: about 4 h on 2 cores (300 steps at 2.4-2.8 s
-each, the step time of the side-by-side runs, plus evaluation). Stopped and rerun, it skips the finished
-runs, so it can be done a sitting at a time.
+--out=runs/fidelity`` trains the 18 runs and writes the table: 188 min on 2 cores (300 steps at 2.0-2.8 s
+each plus evaluation). Stopped and rerun, it skips the finished runs, so it can be done a sitting at a time.
 
-Measured 2026-12-03 (the command above, the first three points; docs/results.md): the recipe's seeds 0, 1 and 2
-reached image AUROC 0.612, 0.534 and 0.615, pretext accuracy 0.63, 0.55 and 0.65 at step 300;
-``scar_size=relative`` 0.541, 0.547 and 0.539, accuracy 0.50 on every seed; ``global_jitter=0.0`` 0.569,
-0.553 and 0.563, accuracy 0.54, 0.58 and 0.56. At this budget Magnetic-tile barely
-learns, so options with smaller effects than the scar rule's may be within seed noise; at 750 steps
-(docs/results.md) the recipe reaches 0.75-0.78.
+Measured 2026-12-03 (docs/results.md, "The fidelity options one at a time"): mean image AUROC over seeds
+0-2 of the recipe 0.587 (0.612 / 0.534 / 0.615); ``scar_size=relative`` 0.542, pretext accuracy at chance
+(0.50) on every seed, the one option that changes learning; ``global_jitter=0.0`` 0.562;
+``jitter_order=fixed`` 0.567; ``resize=bicubic`` 0.609; ``weight_decay_on=all`` 0.567. Apart from the scar
+rule, every option is within the recipe's seed spread (Welch's p 0.44-0.58). At this budget Magnetic-tile
+barely learns; at 750 steps (docs/results.md) the recipe reaches 0.75-0.78.
 """
 
 

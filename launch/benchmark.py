@@ -131,20 +131,24 @@ def setting_keys(rows: Sequence[dict]) -> list[str]:
     keys = dict.fromkeys(k for r in rows for k in r if k not in ("name", "workdir", "status", "category",
                                                                  REPLICATE_KEY, "seconds", "steps", "n_train",
                                                                  "n_test", *METRICS))
-    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1 or k in ("transform.name", "labels.mode")]
+    return [k for k in keys if len({repr(r[k]) if k in r else "unset" for r in rows}) > 1
+            or k in ("transform.name", "labels.mode")]
 
 
 def setting_label(row: dict, keys: Sequence[str]) -> str:
+    """The keys this run's point sets, short; a point that sets none of them runs the base config."""
     parts = []
     for key in keys:
-        value = row.get(key)
+        if key not in row:
+            continue
+        value = row[key]
         if key == "transform.name":
             parts.append(str(value).upper())
         elif key == "labels.mode":
             parts.append("SLA" if value == "soft" else str(value))
         else:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
-    return "-".join(parts) or "image AUROC"
+    return "-".join(parts) or ("base config" if keys else "image AUROC")
 
 
 def summarize(rows: Sequence[dict], *, metric: str = "image_auroc") -> dict:

@@ -11,6 +11,7 @@ import pytest
 from launch import benchmark
 from launch.categories import discover
 from launch import sweep as sweep_lib
+from sla_jax.outputs import plots
 from sla_jax.data import synthetic
 
 from tests.chromium import check_page
@@ -60,6 +61,20 @@ def test_summary_and_table3_closed_form():
     assert table3["mean over categories"]["with"] == pytest.approx((0.85 + 0.6) / 2)
     assert table3["mean over categories"]["rimp_percent"] == pytest.approx(100 * (0.725 - 0.575) / 0.575)
     assert benchmark.ablation(benchmark.summarize([{**r, "labels.mode": "soft"} for r in rows[:2]])) is None
+
+
+def test_sweep_points_are_named_by_the_keys_they_set(tmp_path):
+    """A one-at-a-time sweep: each point is named by its own override only, the empty point is the base config,
+    and an option set to None stays apart from it. The plot is written with its legend."""
+    rows = [{"name": f"m/{i}", "workdir": ".", "category": "m", **point, "seed": seed, "status": "done",
+             "image_auroc": 0.6 + 0.01 * i + 0.001 * seed}
+            for i, point in enumerate([{}, {"data.resize": "bicubic"}, {"train.weight_decay_on": "all"},
+                                       {"model.init": None}]) for seed in (0, 1)]
+    summary = benchmark.summarize(rows)
+    assert summary["settings"] == ["base config", "resize=bicubic", "weight_decay_on=all", "init=None"]
+    assert summary["table"]["m"]["resize=bicubic"]["values"] == pytest.approx([0.61, 0.611])
+    plots.plot_benchmark(summary, str(tmp_path / "b.png"), title="t")
+    assert (tmp_path / "b.png").stat().st_size > 10_000
 
 
 def demo_root(tmp_path: Path) -> Path:

@@ -196,16 +196,17 @@ def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
         x = np.arange(len(categories)) + (i - (len(settings) - 1) / 2) * width
         means = [c["mean"] if c else np.nan for c in cells]
         seeded = [c if c and name != categories[-1] else None for c, name in zip(cells, categories)]  # mean: no bar
-        low = [c["mean"] - min(c["values"]) if c else 0 for c in seeded]
-        high = [max(c["values"]) - c["mean"] if c else 0 for c in seeded]
+        low = [c["mean"] - min(c["values"]) if c else np.nan for c in seeded]
+        high = [max(c["values"]) - c["mean"] if c else np.nan for c in seeded]
         ax.bar(x, means, width, yerr=[low, high], capsize=2, label=setting)
     ax.set_xticks(np.arange(len(categories)), categories, rotation=20, ha="right", fontsize=8)
     ax.set(ylabel="image AUROC", ylim=(0.4, 1.0), title=title)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    if len(settings) > 1:
-        ax.legend(fontsize=7, ncol=min(len(settings), 6))
+    if len(settings) > 1:  # below the axes: sweep labels are long
+        ax.legend(fontsize=7, ncol=2 if max(map(len, settings)) > 24 else min(len(settings), 4),
+                  loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
