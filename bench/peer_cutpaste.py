@@ -20,6 +20,9 @@ against training wall time).
     python bench/peer_cutpaste.py --peer_src=SCRATCH/pytorch-cutpaste --peer_python=SCRATCH/venv/bin/python \\
         --root=../shared/data --seeds=0,1,2 --out=runs/peer
 
+An sla_jax option against the same port runs: ``--set=KEY=VALUE --port_from=runs/peer --out=runs/peer_KEY``
+(the port's records and run folders of ``--port_from`` are reused, not trained again).
+
 The port needs ``torch==2.14.1 torchvision==0.29.1 scikit-learn pandas tqdm tensorboard matplotlib`` in its
 venv (docs/results.md); its code is used as it is, never copied.
 """
@@ -149,6 +152,27 @@ def paired_on_test_images(args, category, out: str, seeds: list[int]) -> dict | 
     return {"seeds": [seed for seed, _, _ in dirs], **result}
 
 
+def adopt_port_runs(port_from: str, out: str, *, categories: list[str], seeds: list[int]) -> list[str]:
+    """Reuse the port's runs of an earlier ``--out`` (``port_from``): copy each of its port records that
+    ``out`` lacks into ``out/records`` and link its run folder (saved model, per-image scores) into
+    ``out/runs``, so that an sla_jax option is compared with the same port runs, paired on the same test
+    images, without training the port again. Returns the records adopted."""
+    adopted = []
+    for category in categories:
+        for seed in seeds:
+            name = f"{category}_pytorch-cutpaste_s{seed}"
+            source, target = Path(port_from, "records", f"{name}.json"), Path(out, "records", f"{name}.json")
+            if not source.exists() or target.exists():
+                continue
+            target.write_bytes(source.read_bytes())
+            run_dir, link = Path(port_from, "runs", name).resolve(), Path(out, "runs", name)
+            if run_dir.is_dir() and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(run_dir, target_is_directory=True)
+            adopted.append(str(target))
+    return adopted
+
+
 def window_accuracy(metrics_path: str, at_steps: list[int], window: int) -> tuple[dict, dict]:
     """Mean accuracy over the ``window`` steps ending at each step (from window-mean log records) and the
     wall seconds at each step."""
@@ -256,7 +280,9 @@ def markdown(records: list[dict], summary: dict, meta: dict) -> str:
     lines = [f"# sla_jax against pytorch-cutpaste ({meta['size']} px, {meta['steps']} steps of {meta['batch']} "
              f"originals + {meta['batch']} scars, from scratch)", "",
              f"sla_jax: `{meta['config']}` {' '.join(meta['set'])}; port: `{meta['peer_src']}` (commit "
-             f"{meta['peer_commit']}), {meta['port_workers']} DataLoader workers. sla_jax commit {meta['commit']}. "
+             f"{meta['peer_commit']}), {meta['port_workers']} DataLoader workers"
+             f"{'; its runs reused from `' + meta['port_from'] + '`' if meta.get('port_from') else ''}. "
+             f"sla_jax commit {meta['commit']}. "
              f"{meta['machine']['cpu']}, {meta['machine']['cpu_count']} cores. Command: `{meta['command']}`", ""]
     at = [s for s in meta["at_steps"].split(",")]
     for name, entry in summary.items():
@@ -342,6 +368,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--only", choices=["both", "port", "sla_jax"], default="both")
     parser.add_argument("--out", default="runs/peer")
+    parser.add_argument("--port_from", help="an earlier --out whose port runs stand in for the port's here "
+                                            "(records copied, run folders linked; the port is not trained again)")
     args = parser.parse_args()
     args.set = [s if s.startswith("--") else f"--config.{s}" for s in args.set]
     args.config = os.path.abspath(args.config)
@@ -351,9 +379,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     peer_commit = subprocess.run(["git", "-C", args.peer_src, "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip() or "unknown"
+    if args.port_from:
+        for path in adopt_port_runs(args.port_from, out, categories=[c.name for c in categories], seeds=seeds):
+            print(f"port run adopted from {args.port_from}: {path}", flush=True)
     meta = {"size": args.size, "steps": args.steps, "batch": args.batch, "config": os.path.relpath(args.config, common.REPO),
             "set": args.set, "peer_src": args.peer_src, "peer_commit": peer_commit, "port_workers": args.port_workers,
-            "commit": source_commit(), "machine": common.machine(), "at_steps": args.at_steps,
+            "port_from": args.port_from, "commit": source_commit(), "machine": common.machine(), "at_steps": args.at_steps,
             "command": " ".join(["python bench/peer_cutpaste.py", *sys.argv[1:]])}
     for category in categories:
         for seed in seeds:

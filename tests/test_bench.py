@@ -118,6 +118,29 @@ def test_peer_summary_spread_and_welch_p_against_closed_form():
     assert one["welch_p"] is None and one["port_auroc_sd"] is None
 
 
+def test_peer_port_runs_adopted_from_an_earlier_out(tmp_path):
+    """--port_from: the earlier out's port records are copied and its run folders linked, a record already in
+    the new out is kept, sla_jax's records are not taken, and a second call adopts nothing."""
+    from bench.peer_cutpaste import adopt_port_runs
+
+    old, new = tmp_path / "peer", tmp_path / "peer_option"
+    for name in ["c_pytorch-cutpaste_s0", "c_pytorch-cutpaste_s1", "c_sla_jax_s0"]:
+        (old / "records").mkdir(parents=True, exist_ok=True)
+        (old / "records" / f"{name}.json").write_text(json.dumps({"name": name}))
+        write_scores_file(old / "runs" / name, ["a.png", "b.png"], [0, 1], [0.1, 0.9])
+    (new / "records").mkdir(parents=True)
+    (new / "records" / "c_pytorch-cutpaste_s1.json").write_text('{"name": "kept"}')
+    adopted = adopt_port_runs(str(old), str(new), categories=["c"], seeds=[0, 1, 2])
+    assert adopted == [str(new / "records" / "c_pytorch-cutpaste_s0.json")]
+    assert json.loads(Path(adopted[0]).read_text()) == {"name": "c_pytorch-cutpaste_s0"}
+    assert json.loads((new / "records" / "c_pytorch-cutpaste_s1.json").read_text()) == {"name": "kept"}
+    link = new / "runs" / "c_pytorch-cutpaste_s0"
+    assert link.is_symlink() and link.resolve() == (old / "runs" / link.name).resolve()
+    assert (link / "scores.csv").read_text().startswith("path,defect_type,label,score")
+    assert not (new / "records" / "c_sla_jax_s0.json").exists()
+    assert adopt_port_runs(str(old), str(new), categories=["c"], seeds=[0, 1, 2]) == []
+
+
 def write_scores_file(workdir, paths, labels, scores):
     """A run folder's ``scores.csv``, as sla_jax.evaluate writes it."""
     workdir.mkdir(parents=True, exist_ok=True)
