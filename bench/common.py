@@ -94,7 +94,8 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
 
 
 def write_json(path: str, record: dict) -> None:
+    from sla_jax.outputs import atomic
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
+    atomic.write_json(path, record)
     print(f"wrote {path}")

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from launch.arguments import Parser, fail  # noqa: E402
 from launch.sweep import RESULTS, SWEEP_RECORD, FolderError, SweepError  # noqa: E402
+from sla_jax.outputs import atomic  # noqa: E402
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro", "steps", "train_seconds")
 REPLICATE_KEY = "seed"
@@ -66,17 +67,15 @@ def default_x(rows: Sequence[dict], keys: Sequence[str]) -> str | None:
 def write_tables(rows: Sequence[dict], keys: Sequence[str], sweep_dir: str) -> list[str]:
     columns = ["name", *keys, "status", *[m for m in METRICS if any(m in r for r in rows)]]
     base = os.path.join(sweep_dir, OUTPUT)
-    with open(base + ".json", "w", encoding="utf-8") as f:
-        json.dump({"varying_keys": list(keys), "rows": list(rows)}, f, indent=2)
-    with open(base + ".csv", "w", newline="", encoding="utf-8") as f:
+    atomic.write_json(base + ".json", {"varying_keys": list(keys), "rows": list(rows)})
+    with atomic.replacing(base + ".csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    with open(base + ".md", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(base + ".md", "\n".join(lines) + "\n")
     return [base + ext for ext in (".json", ".csv", ".md")]
 
 
@@ -108,7 +107,7 @@ def plot(rows: Sequence[dict], keys: Sequence[str], path: str, *, metric: str, x
     ax.set_ylabel(metric + (f" (mean and range over {n_seeds} seeds)" if x and n_seeds > 1 else ""))
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
 
 

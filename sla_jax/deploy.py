@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax import density, detection, localization
+from sla_jax.outputs import atomic
 from sla_jax.runtime import source_commit
 
 INPUT, SCORES, MAPS = "images", "scores", "maps"
@@ -130,6 +131,7 @@ def export_detector(detector: detection.Detector, path: str, **facts) -> dict:
     info = model_metadata(detector, **facts)
     proto = to_onnx(detector, metadata=info)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    onnx.save(proto, path)
+    with atomic.replacing(path, "wb") as f:
+        f.write(proto.SerializeToString())
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "nodes": len(proto.graph.node),
             "metadata": info, "megabytes": math.ceil(os.path.getsize(path) / 2**20)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import shutil
 import signal
 import sys
@@ -23,6 +22,7 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from sla_jax.errors import CheckpointWriteError, Interrupted
+from sla_jax.outputs import atomic
 from sla_jax.state import TrainState
 
 @contextlib.contextmanager
@@ -49,7 +49,7 @@ def stop_requests():
             signal.signal(s, h)
 
 
-def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: TrainState) -> None:
     """Save ``state`` as checkpoint ``step``; on any write failure (Orbax reports a full disk as a ValueError
     from TensorStore) remove the partial checkpoint and raise :class:`CheckpointWriteError`."""
     try:
@@ -130,13 +130,13 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
             record = {"step": done, **means, "images_per_s": rate,
                       "learning_rate": float(schedule(step)) if schedule else None, "seconds": now - started}
             if log is not None:
-                log.write(json.dumps(record) + "\n")
+                log.write(atomic.dumps(record) + "\n")
                 log.flush()
             bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
                             y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
             window_steps, window_sum = 0, None
         if saving_now:
-            _save(manager, done, state)
+            save_checkpoint(manager, done, state)
         if logging_now:
             window_start = time.perf_counter()  # the rate is the training's: checkpoint writes are left out
         if stopping:

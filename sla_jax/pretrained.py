@@ -24,6 +24,7 @@ import numpy as np
 from flax import traverse_util
 
 from sla_jax.errors import WeightsError
+from sla_jax.outputs import atomic
 from sla_jax.models import ResNet18
 
 # sha256 of torchvision's ResNet18_Weights.IMAGENET1K_V1 file, resnet18-f37072fd.pth (46,830,571 bytes).
@@ -146,12 +147,14 @@ def check_hash_prefix(path: str, digest: str) -> str | None:
 def save_converted(path: str, flat: Mapping[str, np.ndarray]) -> None:
     """Write flat variables as ``.npz`` (uncompressed) or ``.safetensors``; chosen by the suffix."""
     if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
-        save_file(dict(flat), path, metadata={"format": "sla_jax ResNet-18 backbone"})
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic.replacing(path, "wb") as f:
+            f.write(save(dict(flat), metadata={"format": "sla_jax ResNet-18 backbone"}))
     elif path.endswith(".npz"):
-        with open(path, "wb") as f:
-            np.savez(f, **flat)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic.save_npz(path, **flat)
     else:
         raise WeightsError(f"{path}: the converted file must end in {' or '.join(CONVERTED_SUFFIXES)}")
 

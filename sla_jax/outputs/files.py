@@ -9,48 +9,76 @@ import os
 
 import numpy as np
 
-from sla_jax.outputs import plots
+from sla_jax.outputs import atomic, plots
 
 def read_json(path: str) -> dict:
+    """The JSON object in ``path``; {} when there is none (or it is not a JSON object: rewritten whole)."""
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def summary_lines(results: dict) -> list[str]:
-    """What a command prints of a run's results: the image AUROC, and for patch models the pixel metrics."""
-    lines = [f"image AUROC: {results['image_auroc']:.4f}"]
+    """What a command prints of a run's results: the image AUROC, and for patch models the pixel metrics; an
+    undefined number is said in words."""
+    auroc = results.get("image_auroc")
+    lines = [f"image AUROC: {auroc:.4f}" if auroc is not None
+             else f"image AUROC: {results.get('image_auroc_undefined', 'undefined')}"]
     if "pixel_auroc" in results:
-        lines.append(f"pixel AUROC: {results['pixel_auroc']:.4f}, AUPRO (FPR <= 0.3): {results['pixel_aupro']:.4f}")
+        pixel = [f"{name}: {results[key]:.4f}" if results.get(key) is not None
+                 else f"{name}: {results.get(key + '_undefined', 'undefined')}"
+                 for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR <= 0.3)"))]
+        lines.append(", ".join(pixel))
     return lines
 
 
 def write_results(results: dict, workdir: str) -> str:
-    path = os.path.join(workdir, "results.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    return path
+    """``results.json``: strict JSON (an undefined number is null with ``KEY_undefined`` saying why), whole."""
+    return atomic.write_json(os.path.join(workdir, "results.json"), results, sort_keys=True)
 
 
 def write_timing(timing: dict, workdir: str) -> str:
     """Wall times and resume point, added to ``timing.json``: what varies between runs of the same command
     (kept out of results.json)."""
     path = os.path.join(workdir, "timing.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            timing = {**json.load(f), **timing}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(timing, f, indent=2, sort_keys=True)
-    return path
+    return atomic.write_json(path, {**read_json(path), **timing}, sort_keys=True)
 
 
-def write_scores_csv(scores: np.ndarray, split, path: str) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+def trim_log(path: str, *, up_to_step: int) -> None:
+    """Keep only the records of ``metrics.jsonl`` up to ``up_to_step`` (the checkpoint a run resumes from):
+    the steps a stopped run logged after its last checkpoint are trained again, and logged once. A line cut
+    short by a kill is dropped."""
+    if not os.path.isfile(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                if int(json.loads(line)["step"]) <= up_to_step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+    atomic.write_text(path, "".join(kept))
+
+
+def printable(path) -> str:
+    """A path as text that any UTF-8 file can hold: bytes that are not UTF-8 (a file name the operating system
+    allows) as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def write_scores_csv(scores: np.ndarray, split, path: str, *, checkpoint_step: int) -> None:
+    """One row per test image with the checkpoint step whose model scored it."""
+    with atomic.replacing(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "defect_type", "label", "score"])
+        writer.writerow(["path", "defect_type", "label", "score", "checkpoint_step"])
         for p, t, y, s in zip(split.paths, split.defect_types, split.labels, scores):
-            writer.writerow([p, t, int(y), f"{float(s):.6g}"])
+            writer.writerow([printable(p), t, int(y), f"{float(s):.6g}", int(checkpoint_step)])
 
 
 def read_scores(path: str, *, with_paths: bool = False) -> tuple:
@@ -65,37 +93,43 @@ def read_scores(path: str, *, with_paths: bool = False) -> tuple:
 DENSITY_FILES = {"gde": "gde.npz", "kde": "kde.npz"}
 
 
-def write_density(workdir: str, fitted, *, kind: str, threshold: float) -> str:
-    """The fitted density and the decision threshold: ``gde.npz`` (mean, precision, covariance, shrinkage)
-    or ``kde.npz`` (the training features and γ). Returns the path."""
-    path = os.path.join(workdir, DENSITY_FILES[kind])
-    np.savez(path, threshold=np.float64(threshold), **{k: np.asarray(v) for k, v in fitted._asdict().items()})
-    return path
+def write_density(workdir: str, fitted, *, kind: str, threshold: float, checkpoint_step: int) -> str:
+    """The fitted density, the decision threshold and the checkpoint step whose features it was fitted on:
+    ``gde.npz`` (mean, precision, covariance, shrinkage) or ``kde.npz`` (the training features and γ)."""
+    return atomic.save_npz(os.path.join(workdir, DENSITY_FILES[kind]), threshold=np.float64(threshold),
+                           checkpoint_step=np.int64(checkpoint_step),
+                           **{k: np.asarray(v) for k, v in fitted._asdict().items()})
 
 
-def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float]:
-    """(the arrays named ``fields``, the threshold) of a run's density file; FileNotFoundError says what to run."""
+def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float, int | None]:
+    """(the arrays named ``fields``, the threshold, the checkpoint step it was fitted on, None for a file of an
+    older version) of a run's density file; FileNotFoundError says what to run."""
     path = os.path.join(workdir, DENSITY_FILES[kind])
+    refit = f"run `python -m sla_jax.evaluate --workdir={workdir}` to refit it on the newest checkpoint"
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `python -m sla_jax.evaluate --workdir={workdir}` first")
-    with np.load(path, allow_pickle=False) as saved:
-        if "threshold" not in saved:
-            raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): run "
-                                    f"`python -m sla_jax.evaluate --workdir={workdir}` to refit and store it")
-        return {k: saved[k] for k in fields}, float(saved["threshold"])
+        raise FileNotFoundError(f"{path} not found: {refit}")
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if "threshold" not in saved:
+                raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): {refit}")
+            step = int(saved["checkpoint_step"]) if "checkpoint_step" in saved else None
+            return {k: saved[k] for k in fields}, float(saved["threshold"]), step
+    except (ValueError, OSError, KeyError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise FileNotFoundError(f"{path} cannot be read ({type(error).__name__}: {error}): {refit}") from None
 
 
 def write_maps(path: str, *, maps: np.ndarray, scores_low: np.ndarray, masks: np.ndarray, paths) -> None:
     """Defect maps, the patch scores before upsampling, the masks and the image paths (``maps.npz``)."""
-    np.savez_compressed(path, maps=maps.astype(np.float32), scores_low=scores_low, masks=masks, paths=np.asarray(paths))
+    atomic.save_npz(path, compressed=True, maps=maps.astype(np.float32), scores_low=scores_low, masks=masks,
+                    paths=np.asarray([printable(p) for p in paths]))
 
 
 def write_predictions(records: list[dict], out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "predictions.jsonl"), "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    with open(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
+    """``predictions.jsonl`` and ``predictions.csv``, one line per scored or skipped file."""
+    atomic.write_text(os.path.join(out_dir, "predictions.jsonl"), "".join(atomic.dumps(r) + "\n" for r in records))
+    with atomic.replacing(os.path.join(out_dir, "predictions.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "score", "threshold", "decision", "heatmap", "error"])
         writer.writeheader()
         for record in records:
@@ -104,8 +138,7 @@ def write_predictions(records: list[dict], out_dir: str) -> None:
 
 def write_sweep(rows: list[dict], workdir: str, *, title: str, note: str) -> None:
     """alpha_sweep.json, alpha_sweep.md (table) and alpha_sweep.png (AUROC against α, seed spread)."""
-    with open(os.path.join(workdir, "alpha_sweep.json"), "w", encoding="utf-8") as f:
-        json.dump({"title": title, "note": note, "rows": rows}, f, indent=2)
+    atomic.write_json(os.path.join(workdir, "alpha_sweep.json"), {"title": title, "note": note, "rows": rows})
     lines = [f"# {title}", "", note, "",
              "| labels | α | ε | seeds | image AUROC mean | std | min | max | per seed |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -115,8 +148,7 @@ def write_sweep(rows: list[dict], workdir: str, *, title: str, note: str) -> Non
         per_seed = ", ".join(f"{v:.4f}" for v in r["image_auroc"])
         lines.append(f"| {r['labels']} | {alpha} | {eps} | {len(r['seeds'])} | {r['mean']:.4f} | {r['std']:.4f} "
                      f"| {r['min']:.4f} | {r['max']:.4f} | {per_seed} |")
-    with open(os.path.join(workdir, "alpha_sweep.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(workdir, "alpha_sweep.md"), "\n".join(lines) + "\n")
     plots.plot_sweep(rows, os.path.join(workdir, "alpha_sweep.png"), title=title)
 
 
@@ -137,9 +169,7 @@ def analysis_table(results: dict) -> str:
 
 def write_analysis(results: dict, out_dir: str) -> None:
     """analysis.json, analysis.md (table) and analysis.png of ``python -m sla_jax.analyze``."""
-    with open(os.path.join(out_dir, "analysis.json"), "w", encoding="utf-8") as out:
-        json.dump(results, out, indent=2)
-    with open(os.path.join(out_dir, "analysis.md"), "w", encoding="utf-8") as out:
-        out.write(analysis_table(results))
+    atomic.write_json(os.path.join(out_dir, "analysis.json"), results)
+    atomic.write_text(os.path.join(out_dir, "analysis.md"), analysis_table(results))
     plots.plot_analysis(results, os.path.join(out_dir, "analysis.png"), every=results["every"],
                         threshold=results["threshold"])

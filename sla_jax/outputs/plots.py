@@ -19,6 +19,8 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from sklearn.metrics import auc as sk_auc, roc_curve  # noqa: E402
 
+from sla_jax.outputs import atomic  # noqa: E402
+
 # The paper's Table 4 (MVTec AD mean image AUROC %, CPS-SLA, 256 px): drawn for reference only.
 PAPER_TABLE4 = {1: 67.9, 2: 79.5, 5: 91.2, 7: 92.7, 10: 94.2, 15: 94.1}
 CMAP = "jet"
@@ -98,7 +100,7 @@ def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_
                  label=f"{score_label} (shared scale)")
     if title:
         fig.suptitle(title)
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
     return chosen
 
@@ -134,7 +136,7 @@ def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
            title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -158,7 +160,7 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, t
     ax.set(xlabel="anomaly score (squared Mahalanobis distance)", ylabel="test images", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -180,7 +182,7 @@ def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
     lines = ax.get_legend_handles_labels(), other.get_legend_handles_labels()
     ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="center right")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -206,7 +208,7 @@ def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
         ax.legend(fontsize=7, ncol=2 if max(map(len, settings)) > 24 else min(len(settings), 4),
                   loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
+    atomic.save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -236,7 +238,7 @@ def plot_sweep(rows: list[dict], path: str, *, title: str) -> None:
     ax.set(xlabel="α (SLA steepness)", ylabel="image AUROC", title=title)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -259,5 +261,5 @@ def plot_analysis(results: dict, path: str, *, every: int, threshold: float) -> 
         row[1].set(title=f"{dataset}: soft labels", xlabel="soft label y", ylabel="edits", yscale="log")
         row[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic.save_figure(fig, path)
     plt.close(fig)

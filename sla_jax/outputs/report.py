@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from sla_jax.outputs import plots
+from sla_jax.outputs import atomic, plots
 from sla_jax.outputs.files import read_json, read_scores
 
 REPORT = "report.html"
@@ -103,7 +103,8 @@ def write_run_report(workdir: str) -> str:
             records = [json.loads(line) for line in f if line.strip()]
         if plots.plot_training(records, os.path.join(workdir, "training.png"), title=f"{name}: pretext training"):
             figures.append(("training.png", "Pretext training: loss, accuracy and the mean soft label of edited images."))
-    rows = [("image AUROC", percent(results.get("image_auroc")))]
+    rows = [("image AUROC", percent(results.get("image_auroc"))
+             + (f" ({html.escape(results['image_auroc_undefined'])})" if results.get("image_auroc_undefined") else ""))]
     rows += [(f"&nbsp;&nbsp;{html.escape(t)}", percent(v)) for t, v in results.get("per_defect_type_auroc", {}).items()]
     for key, label in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR ≤ 0.3)")):
         if key in results:
@@ -116,7 +117,8 @@ def write_run_report(workdir: str) -> str:
                         f"{results.get('n_test_defective', '?')} defective test"),
              ("image size", f"{results.get('image_size', '?')} px"),
              ("training", f"{results.get('steps', '?')} steps of {config.get('train', {}).get('batch_size', '?')}, "
-                          f"{html.escape(str(results.get('init', 'random')))} init"),
+                          f"{html.escape(str(results.get('init', 'random')))} init; every number here is of the "
+                          f"checkpoint of step {results.get('checkpoint_step', '?')}"),
              ("labels", html.escape(f"{results.get('labels')} (α = {results.get('alpha')})")),
              ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")]
     if results.get("skipped_files"):
@@ -129,8 +131,7 @@ def write_run_report(workdir: str) -> str:
     body.append(f'<p class="meta">Written by sla_jax from {html.escape(os.path.abspath(workdir))}; '
                 "results.json holds every number.</p>")
     path = os.path.join(workdir, REPORT)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page(f"sla_jax run — {name}", "\n".join(body)))
+    atomic.write_text(path, page(f"sla_jax run — {name}", "\n".join(body)))
     return path
 
 
@@ -159,8 +160,7 @@ def write_ensemble_report(workdir: str, results: dict) -> str:
             body.append(figure(os.path.join(workdir, "training.png"), caption="Pretext training, mean over members."))
     body += ["<h2>Members</h2>", members]
     path = os.path.join(workdir, REPORT)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page(f"sla_jax ensemble — {results.get('category', '')}", "\n".join(body)))
+    atomic.write_text(path, page(f"sla_jax ensemble — {results.get('category', '')}", "\n".join(body)))
     return path
 
 
@@ -204,6 +204,5 @@ def write_benchmark_report(out: str, *, meta: dict, rows: Sequence[dict], summar
             body += [figure(os.path.join(out, r["workdir"], f), caption=f"{r['name']}: {c}", width=360)
                      for f, c in pictures]
     path = os.path.join(out, REPORT)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page("sla_jax benchmark", "\n".join(body)))
+    atomic.write_text(path, page("sla_jax benchmark", "\n".join(body)))
     return path
