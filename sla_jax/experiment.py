@@ -12,8 +12,8 @@ lines ask for: train then evaluate (:func:`train_and_evaluate`), re-evaluate a w
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-import json
 import os
 import time
 from functools import partial
@@ -25,13 +25,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sla_jax import data as data_lib
-from sla_jax import detection, distributed, ensemble, loop, pretext, pretrained
+from sla_jax import detection, distributed, ensemble, identity, loop, pretext, pretrained
 from sla_jax import state as state_lib
 from sla_jax import transforms as transforms_lib
 from sla_jax import workdir as workdir_lib
 from sla_jax.data.synthetic import write_demo_dataset
 from sla_jax.models import PretextNet
-from sla_jax.outputs import files, plots, report
+from sla_jax.outputs import atomic, files, plots, report
 from sla_jax.validation import ConfigError, validate, validate_ensemble
 
 
@@ -63,6 +63,10 @@ def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data
     return data_lib.load_dataset(root, category=config.data.category, image_size=config.data.image_size,
                                  cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks,
                                  skip_bad_files=config.data.skip_bad_files, resample=config.data.resize)
+
+
+def train_folder(dataset: data_lib.Dataset) -> str:
+    return os.path.join(os.path.abspath(dataset.root), dataset.category, "train", "good")
 
 
 def check_data_folder(config: ml_collections.ConfigDict) -> None:
@@ -139,36 +143,70 @@ def run_title(config: ml_collections.ConfigDict, category: str) -> str:
 # ----------------------------------------------------------------------------- train, then evaluate
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
-    """Train (resuming from ``workdir`` when it holds a checkpoint), then evaluate; returns the results.
+    """Train (resuming from ``workdir`` when it holds a checkpoint of the same run), then evaluate; returns the
+    results.
 
-    Holds the workdir's lock throughout; ``results.json`` holds only what the seed determines (the
+    Paths in the config are made absolute first (a run's paths are its own). Holds the workdir's lock
+    throughout; before anything is written, a workdir that holds another run is refused
+    (:func:`sla_jax.identity.check_resume`). ``results.json`` holds only what the seed determines (the
     timings go to ``timing.json``). A config with an ``ensemble`` section trains all its members in one
     program (:func:`train_ensemble`)."""
-    if "ensemble" in config:
-        validate_ensemble(config)
-        check_data_folder(config)
-        with workdir_lib.claimed(workdir):
-            return train_ensemble(config, workdir, progress=progress)
-    validate(config)
+    config = with_absolute_paths(config)
+    validate_ensemble(config) if "ensemble" in config else validate(config)
     check_data_folder(config)
     # In a multi-process run the primary process holds the lock (the workdir is shared by all).
-    lock = workdir_lib.claimed(workdir) if distributed.is_primary() else contextlib.nullcontext()
+    primary = distributed.is_primary()
+    lock = workdir_lib.claimed(workdir) if primary else contextlib.nullcontext()
     with lock:
-        return _train_and_evaluate(config, workdir, progress=progress)
+        lineage = claim_run(config, workdir) if primary else []
+        if "ensemble" in config:
+            return train_ensemble(config, workdir, progress=progress, lineage=lineage)
+        return _train_and_evaluate(config, workdir, progress=progress, lineage=lineage)
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
+def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``data.root``, ``data.cache_dir`` and ``model.init`` absolute, so that the
+    run's ``config.json`` means the same files from any working directory."""
+    config = copy.deepcopy(config)
+    for key in identity.PATH_KEYS:
+        section, name = key.split(".")
+        value = config[section][name]
+        if value:
+            config[section][name] = os.path.abspath(os.path.expanduser(value))
+    return config
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool) -> dict:
+def claim_run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Check that ``workdir`` is new or holds this run, then write its ``config.json`` (and ``lineage.json``
+    when ``train.steps`` changed); returns the run's training segments (empty for one schedule). Raises
+    before writing anything when the workdir holds another run."""
+    saved = identity.read_saved_config(workdir)
+    steps = identity.checkpoint_steps(workdir)
+    newest = steps[-1] if steps else None
+    finished = os.path.isfile(os.path.join(workdir, "results.json"))
+    if saved is None and (newest is not None or finished):
+        raise workdir_lib.WorkdirError(f"the workdir {workdir} holds checkpoints or results but no config.json, so "
+                                       "nothing tells which run they are of: use another --workdir.")
+    lineage = identity.read_lineage(workdir)
+    if saved is not None and (newest is not None or finished):
+        config_of_saved(saved, path=os.path.join(workdir, identity.CONFIG))  # a cut or edited file is named
+        note = identity.check_resume(saved, config.to_dict(), workdir=workdir, newest=newest)
+        if note:
+            print(note)
+            lineage = identity.extend_lineage(workdir, old_steps=int(saved["train"]["steps"]),
+                                              new_steps=int(config.train.steps), newest=int(newest or 0))
+            atomic.write_json(os.path.join(workdir, identity.LINEAGE), {"segments": lineage})
+    atomic.write_text(os.path.join(workdir, identity.CONFIG), config.to_json_best_effort(indent=2) + "\n")
+    return lineage
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool,
+                        lineage: list[dict]) -> dict:
     primary = distributed.is_primary()
     os.makedirs(workdir, exist_ok=True)
-    if primary:
-        _write_config(config, workdir)
     started = time.perf_counter()
     dataset = distributed.primary_first(lambda: dataset_from_config(config, workdir))
+    detection.check_train_size(len(dataset.train.images), eval_spec_from_config(config), where=train_folder(dataset))
     mesh = state_lib.data_mesh()
     spec = spec_from_config(config)
     model = model_from_config(config)
@@ -200,6 +238,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
           + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
              if jax.process_count() > 1 else ""))
     log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
+    files.trim_log(os.path.join(workdir, log_name), up_to_step=resumed_from)
     try:
         with open(os.path.join(workdir, log_name), "a", encoding="utf-8") as log:
             state = loop.fit(state, train_images, jax.random.fold_in(root, pretext.KEY_STEP), step_fn=step_fn,
@@ -208,16 +247,21 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
                              log=log, schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
                                                                      total_steps=total),
                              progress=progress and primary, started=started)
+        if not total and manager.latest_step() is None:  # train.steps=0: the features as loaded are the model
+            loop.save_checkpoint(manager, 0, state)
     finally:
         manager.close()
     train_seconds = time.perf_counter() - started
     variables = {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}
-    results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=workdir if primary else None)
+    step = int(state.step)
+    results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh,
+                        out_dir=workdir if primary else None, step=step)
     if "sla" in state.params:
         learned = pretext.effective_hparams(state.params, hparams)
         results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
                                      for k in state.params["sla"]}
-    results.update(steps=total, init=config.model.init or "random", processes=jax.process_count())
+    results.update(steps=step, init=config.model.init or "random", processes=jax.process_count(),
+                   **({"lineage": lineage} if lineage else {}))
     if primary:
         files.write_results(results, workdir)
         files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
@@ -227,15 +271,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
 
 
 def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config: ml_collections.ConfigDict, mesh,
-              out_dir: str | None) -> dict:
+              out_dir: str | None, step: int) -> dict:
     """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
-    of a multi-process run); returns the results with the config's facts added."""
+    of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
     spec = eval_spec_from_config(config)
     found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh)
     if out_dir:
-        files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold)
-        files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"))
+        files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold,
+                            checkpoint_step=step)
+        files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"), checkpoint_step=step)
         plots.plot_roc(found.scores, dataset.test, os.path.join(out_dir, "roc.png"),
                        title=run_title(config, dataset.category))
         if found.maps is not None:
@@ -249,18 +294,19 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
                                     title=f"{dataset.category}: defect maps (outline: ground truth)",
                                     score_label="squared Mahalanobis distance, RFU-summed")
     return {"transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
-            "image_size": int(config.data.image_size), **found.results}
+            "image_size": int(config.data.image_size), **found.results, "checkpoint_step": step}
 
 
 # ----------------------------------------------------------------------------- an ensemble in one program
 
-def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+                   lineage: list[dict] = ()) -> dict:
     """Train every member in one program (resuming from ``workdir``), evaluate all, write the sweep table."""
     validate_ensemble(config)
-    _write_config(config, workdir)
     started = time.perf_counter()
     members = members_from_config(config)
     dataset = dataset_from_config(config, workdir)
+    detection.check_train_size(len(dataset.train.images), eval_spec_from_config(config), where=train_folder(dataset))
     mesh = state_lib.data_mesh()
     replicated = NamedSharding(mesh, P())
     spec = spec_from_config(config)
@@ -284,6 +330,7 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     print(f"training {len(members)} members in one program ({config.transform.name.upper()}, "
           f"{len(dataset.train.images)} images of {config.data.image_size} px, {total} steps of {spec.batch_size} "
           f"per member, {jax.device_count()} device(s))")
+    files.trim_log(os.path.join(workdir, "metrics.jsonl"), up_to_step=resumed_from)
     try:
         with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
             states = loop.fit(states, train_images, (step_keys, data_key), step_fn=step_fn, total_steps=total,
@@ -327,7 +374,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
                "image_auroc": float(np.mean(reference or [m["image_auroc"] for m in member_results])),
                "image_auroc_of": (f"mean over the members with alpha={config.labels.alpha:g}" if reference
                                   else "mean over all members"),
-               "steps": total}
+               "steps": int(states.step), "checkpoint_step": int(states.step),
+               **({"lineage": list(lineage)} if lineage else {})}
     files.write_results(results, workdir)
     files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                         "seconds": time.perf_counter() - started}, workdir)
@@ -338,34 +386,54 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
 # ----------------------------------------------------------------------------- a finished run's workdir
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run was started with (``WORKDIR/config.json``), over the current defaults."""
-    from sla_jax.defaults import base_config
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    """The config a run was started with (``WORKDIR/config.json``), over the current defaults, checked. A file
+    that is missing, cut short, edited into an unknown key or value, or records a relative path is a
+    :class:`~sla_jax.errors.WorkdirError` naming it."""
+    path = os.path.join(workdir, identity.CONFIG)
+    saved = identity.read_saved_config(workdir)
+    if saved is None:
         raise FileNotFoundError(f"{path} not found: --workdir must be a folder written by sla_jax.train")
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
     if "ensemble" in saved:
         raise workdir_lib.WorkdirError(f"{workdir} holds an ensemble (alpha sweep): re-run its sla_jax.train "
                                        "command, which resumes from the newest checkpoint and evaluates every member")
+    relative = identity.relative_paths(saved)
+    if relative:
+        key, value = relative[0]
+        raise workdir_lib.WorkdirError(f"{path} records {key}={value!r}, a relative path (written by an older "
+                                       "sla_jax), which would depend on where a command runs: edit it to the "
+                                       "absolute path the run was trained with.")
+    return config_of_saved(saved, path=path)
+
+
+def config_of_saved(saved: dict, *, path: str) -> ml_collections.ConfigDict:
+    """The saved config ``saved`` (read from ``path``) over the current defaults, checked: an unknown key or
+    a value out of range is a :class:`~sla_jax.errors.WorkdirError` naming the file."""
+    from sla_jax.defaults import base_config
+
     config = base_config()
-    config.update_from_flattened_dict({".".join(k): v for k, v in _flatten(saved)})
+    try:
+        if "ensemble" in saved:
+            config.ensemble = ml_collections.ConfigDict(identity.flatten(saved["ensemble"]))
+        config.update_from_flattened_dict(identity.flatten(saved))
+        validate_ensemble(config) if "ensemble" in saved else validate(config)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise workdir_lib.WorkdirError(f"{path} does not hold a config this sla_jax can use ({reason}). Restore it "
+                                       "from the run's command, or train again in another --workdir.") from None
     return config
-
-
-def _flatten(tree, prefix=()):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, prefix + (key,))
-        else:
-            yield prefix + (key,), tuple(value) if isinstance(value, list) else value
 
 
 def restore_model(config: ml_collections.ConfigDict, workdir: str, *,
                   step: int | None = None) -> tuple[PretextNet, dict, int]:
     """The run's model, its variables from the newest checkpoint in ``workdir`` (or that of ``step``), and
     that step."""
+    kept = identity.checkpoint_steps(workdir)
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not kept:
+        raise FileNotFoundError(f"no checkpoint in {folder}: train first with sla_jax.train")
+    if step is not None and step not in kept:
+        raise FileNotFoundError(f"no checkpoint of step {step} in {folder}; it holds steps {kept} "
+                                "(train.keep_checkpoints keeps the newest)")
     model = model_from_config(config)
     optimizer = optimizer_from_config(config)
     state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer,
@@ -374,32 +442,34 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str, *,
                                       optimizer=optimizer)
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     try:
-        if manager.latest_step() is None:
-            raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with sla_jax.train")
-        if step is not None and step not in manager.all_steps():
-            raise FileNotFoundError(f"no checkpoint of step {step} in {manager.directory}; it holds steps "
-                                    f"{sorted(manager.all_steps())} (train.keep_checkpoints keeps the newest)")
         state = state_lib.restore_latest(manager, state, step=step)
     finally:
         manager.close()
     return model, {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}, int(state.step)
 
 
+KEPT_ON_EVALUATE = ("init", "processes", "learned_labels", "lineage")  # facts of training, not of the evaluation
+
+
 def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
-    """Evaluate the newest checkpoint of a run and rewrite its results.json; with ``step``, evaluate that
-    checkpoint instead and write its results.json, scores.csv, roc.png and density into WORKDIR/steps/STEP
-    (the run's own files stay as they are)."""
+    """Evaluate the newest checkpoint of a run and rewrite its results.json (and scores, density, figures);
+    with ``step``, evaluate that checkpoint instead and write its results.json, scores.csv, roc.png and
+    density into WORKDIR/steps/STEP (the run's own files stay as they are). Every file names the checkpoint
+    step it comes from; the facts of training in the old results.json are kept when they are of that step."""
     started = time.perf_counter()
     config = load_run_config(workdir)
-    validate(config)
     with workdir_lib.claimed(workdir):
         mesh = state_lib.data_mesh()
         model, variables, restored = restore_model(config, workdir, step=step)
         dataset = dataset_from_config(config, workdir)
         out_dir = workdir if step is None else os.path.join(workdir, "steps", str(step))
         os.makedirs(out_dir, exist_ok=True)
-        results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=out_dir)
-        results.update(steps=restored)
+        earlier = files.read_json(os.path.join(workdir, "results.json"))
+        results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=out_dir,
+                            step=restored)
+        same_step = earlier.get("checkpoint_step", earlier.get("steps")) == restored
+        results.update({k: earlier[k] for k in KEPT_ON_EVALUATE if k in earlier and same_step})
+        results.update(steps=restored, init=config.model.init or "random")
         files.write_results(results, out_dir)
         if step is None:
             files.write_timing({"evaluate_seconds": time.perf_counter() - started}, workdir)
@@ -411,17 +481,24 @@ def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
 
 def load_detector(workdir: str) -> detection.Detector:
     """A trained run ready to score images: its newest checkpoint and the density and decision threshold
-    saved at training time in ``WORKDIR/gde.npz`` (``kde.npz`` for ``eval.density=kde``; nothing is refitted)."""
+    saved in ``WORKDIR/gde.npz`` (``kde.npz`` for ``eval.density=kde``; nothing is refitted). A density
+    fitted on another checkpoint than the newest (a run continued or interrupted after its evaluation) is
+    refused, with the command that refits it."""
     config = load_run_config(workdir)
-    validate(config)
     if config.localization.patch_size and config.localization.gde == "per_position":
         raise ConfigError("this run uses localization.gde='per_position', whose Gaussians (one per patch "
                           "position) are not stored; prediction supports the shared patch GDE")
     kind = config.eval.density
     kinds = {"gde": detection.density.Gaussian, "kde": detection.density.KDE}
-    arrays, threshold = files.read_density(workdir, kind=kind, fields=kinds[kind]._fields)
-    fitted = kinds[kind](*(jnp.asarray(arrays[k]) for k in kinds[kind]._fields))
+    arrays, threshold, fitted_on = files.read_density(workdir, kind=kind, fields=kinds[kind]._fields)
     model, variables, step = restore_model(config, workdir)
+    if fitted_on != step:
+        raise workdir_lib.WorkdirError(
+            f"{os.path.join(workdir, files.DENSITY_FILES[kind])} was fitted on "
+            + ("an unrecorded checkpoint" if fitted_on is None else f"the checkpoint of step {fitted_on}")
+            + f", but the newest checkpoint is of step {step}: run `python -m sla_jax.evaluate --workdir={workdir}` "
+            "to refit it on that checkpoint, then score again.")
+    fitted = kinds[kind](*(jnp.asarray(arrays[k]) for k in kinds[kind]._fields))
     return detection.Detector(model=model, variables=variables, fitted=fitted, threshold=threshold,
                               spec=eval_spec_from_config(config), image_size=int(config.data.image_size), step=step,
                               mesh=state_lib.data_mesh(), resample=config.data.resize)

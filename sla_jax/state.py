@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
+from sla_jax.errors import WorkdirError
 from sla_jax.models import PretextNet
 
 
@@ -92,4 +93,9 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState, *, step: i
     if step is None:
         return state
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as error:  # Orbax refuses a tree that does not match
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise WorkdirError(f"the checkpoint of step {step} in {manager.directory} does not fit this run's model "
+                           f"({first}): it was written by another configuration; use another --workdir.") from None

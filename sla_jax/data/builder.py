@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sla_jax.data.scan import Entry, Scan, fingerprint, scan_category
+from sla_jax.errors import DataError
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
@@ -162,6 +163,20 @@ def _remove_stale(data_dir: Path, category: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_cache_writable(cache: Path, data_dir: Path) -> None:
+    """The folder the category is prepared into can be made and written, or a DataError naming
+    ``data.cache_dir`` (TFDS's own error would be a traceback from deep inside it)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise DataError(f"cannot write the prepared-data cache {cache} ({error.strerror or error}): set "
+                        "--config.data.cache_dir to a writable folder (default ~/.cache/sla_jax/tfds)",
+                        path=cache) from None
+
+
 def prepare(
     root: str | os.PathLike,
     *,
@@ -204,6 +219,8 @@ def prepare_with_scan(
     )
     key = fingerprint(root / category, scan.splits)[:16]
     data_dir = _prepared_dir(cache, root, category, key)
+    if not data_dir.is_dir():
+        _check_cache_writable(cache, data_dir)
     with _quiet_custom_config():
         builder = MVTecAD(
             config=category_config(category),

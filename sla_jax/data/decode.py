@@ -12,7 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sla_jax.errors import SKIP_HINT, DataError
 
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})  # more than 8 bits per pixel
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}  # PIL's, antialiased
 
 
@@ -41,14 +41,36 @@ def _open(data: bytes, *, name: str) -> Image.Image:
         ) from error
 
 
+def _wide_to_gray(image: Image.Image, *, name: str) -> Image.Image:
+    """A 16-bit, 32-bit integer or 32-bit float gray image as 8-bit gray, scaled by its value range: integers
+    of up to 16 bits by 255/65535; floats in [0, 1] by 255, in [0, 255] as they are, in [0, 65535] by
+    255/65535. Values outside those ranges (or not finite) are refused: no scale would be faithful."""
+    values = np.asarray(image).astype(np.float64)
+    finite = bool(np.all(np.isfinite(values)))
+    low, high = (float(values.min()), float(values.max())) if values.size and finite else (0.0, 0.0)
+    if image.mode == "F" and finite and low >= 0 and high <= 1.0:
+        scale = 255.0
+    elif image.mode == "F" and finite and low >= 0 and high <= 255.0:
+        scale = 1.0
+    elif finite and low >= 0 and high <= 65535.0:
+        scale = 255.0 / 65535.0
+    else:
+        shown = f"values from {low:g} to {high:g}" if finite else "values that are not finite numbers"
+        raise DataError(
+            f"Image file {name} (mode {image.mode}) has {shown}: sla_jax reads such images as 16-bit (0 to "
+            f"65535) or, for floats, 0 to 1 or 0 to 255. Re-save it as 8- or 16-bit PNG, {SKIP_HINT}.",
+            path=name,
+        )
+    gray = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L")
+
+
 def _to_rgb(image: Image.Image, *, name: str) -> Image.Image:
-    """8-bit RGB: gray replicated, alpha dropped, 16-bit scaled by its range."""
+    """8-bit RGB: gray replicated, alpha dropped, palette expanded, wider gray scaled by its value range."""
+    if image.mode in _WIDE_MODES:
+        return _wide_to_gray(image, name=name).convert("RGB")
     try:
-        if image.mode in _SIXTEEN_BIT_MODES:
-            values = np.asarray(image).astype(np.float64) * (255.0 / 65535.0)
-            gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-            return Image.fromarray(gray, mode="L").convert("RGB")
-        if image.mode == "P":
+        if image.mode in ("P", "PA"):
             return image.convert("RGBA").convert("RGB")
         return image.convert("RGB")
     except Exception as error:
