@@ -32,7 +32,7 @@ import numpy as np
 from launch import sweep as sweep_lib
 from launch.categories import Category, discover
 from launch.arguments import Parser, fail
-from sla_jax.outputs import report
+from sla_jax.outputs import atomic, report
 from sla_jax.runtime import source_commit as commit
 from sla_jax.outputs.report import mean_only, mean_std, percent
 
@@ -70,7 +70,7 @@ def expand(sweep: sweep_lib.Sweep, categories: Sequence[Category], out: str) -> 
 
 def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, *, command: str) -> dict:
     """Write OUT/benchmark.json (refusing a folder whose points meant other runs) and each point's record."""
-    os.makedirs(out, exist_ok=True)
+    sweep_lib.check_out_folder(out, flag="--out")
     path = os.path.join(out, RECORD)
     entries = [{"name": p.name, "workdir": os.path.relpath(p.workdir, os.path.abspath(out)),
                 "overrides": p.overrides, "varying": p.varying} for p in points]
@@ -84,8 +84,7 @@ def record(sweep: sweep_lib.Sweep, points: Sequence[sweep_lib.Point], out: str, 
             "transform": _common_transform(sweep, points),
             "commits": commits, "commit": ", ".join(commits), "command": command,
             "date": earlier.get("date", time.strftime("%Y-%m-%d %H:%M:%S %Z")), "points": entries}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
+    atomic.write_json(path, meta)
     sweep_lib.write_point_records(points)
     return meta
 
@@ -117,6 +116,7 @@ def gather(out: str) -> tuple[dict, list[dict]]:
             with open(results_path, encoding="utf-8") as f:
                 results = json.load(f)
             row.update(status="done", **{m: results[m] for m in METRICS if m in results},
+                       **{f"{m}_undefined": results[f"{m}_undefined"] for m in METRICS if f"{m}_undefined" in results},
                        steps=results.get("steps"), n_train=results.get("n_train"), n_test=results.get("n_test"))
             timing_path = os.path.join(workdir, "timing.json")
             if os.path.isfile(timing_path):
@@ -130,7 +130,8 @@ def setting_keys(rows: Sequence[dict]) -> list[str]:
     """Varying keys other than the category and the seed: what tells one configuration from another."""
     keys = dict.fromkeys(k for r in rows for k in r if k not in ("name", "workdir", "status", "category",
                                                                  REPLICATE_KEY, "seconds", "steps", "n_train",
-                                                                 "n_test", *METRICS))
+                                                                 "n_test", *METRICS)
+                            and not k.endswith("_undefined"))
     return [k for k in keys if len({repr(r[k]) if k in r else "unset" for r in rows}) > 1
             or k in ("transform.name", "labels.mode")]
 
@@ -165,6 +166,11 @@ def summarize(rows: Sequence[dict], *, metric: str = "image_auroc") -> dict:
         s: {**_stats([table[c][s]["mean"] for c in cells if s in table[c]]), "n_categories":
             sum(s in table[c] for c in cells)} for s in settings if any(s in table[c] for c in cells)}
     return {"keys": keys, "settings": settings, "categories": list(cells), "table": table}
+
+
+def undefined_runs(rows: Sequence[dict]) -> list[dict]:
+    """Finished runs whose image AUROC is undefined (a test set without good or defective images)."""
+    return [r for r in rows if r["status"] == "done" and r.get("image_auroc") is None]
 
 
 def _stats(values: Sequence[float]) -> dict:
@@ -225,6 +231,10 @@ def markdown(meta: dict, rows: Sequence[dict], summary: dict, table3: list[dict]
         lines.append(f"| {cat} | " + " | ".join(mean_std(summary["table"][cat].get(s)) for s in settings) + " |")
     means = summary["table"].get("mean over categories", {})
     lines.append("| **mean over categories** | " + " | ".join(mean_std(mean_only(means.get(s))) for s in settings) + " |")
+    left_out = undefined_runs(rows)
+    if left_out:
+        lines += ["", "Left out of the means (their AUROC is undefined): "
+                  + "; ".join(f"{r['name']} ({r['image_auroc_undefined']})" for r in left_out) + "."]
     if any(m in r for r in rows for m in ("pixel_auroc", "pixel_aupro")):
         lines += ["", "Localization (%):", "", "| run | pixel AUROC | AUPRO (FPR ≤ 0.3) |", "| --- | ---: | ---: |"]
         lines += [f"| {r['name']} | {percent(r.get('pixel_auroc'))} | {percent(r.get('pixel_aupro'))} |" for r in rows]
@@ -256,18 +266,16 @@ def write_tables(out: str) -> dict:
     summary = summarize(rows)
     table3 = ablation(summary, method=meta.get("transform"))
     base = os.path.join(out, OUTPUT)
-    with open(base + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown(meta, rows, summary, table3))
+    atomic.write_text(base + ".md", markdown(meta, rows, summary, table3))
     columns = ["name", "category", *summary["keys"], REPLICATE_KEY, "status", *METRICS, "steps", "n_train", "n_test",
                "seconds"]
-    with open(base + ".csv", "w", newline="", encoding="utf-8") as f:
+    with atomic.replacing(base + ".csv", "w", newline="", encoding="utf-8") as f:
         f.write(f"# config={meta['config']} commit={meta['commit']} started={meta['date']}\n")
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(columns)), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with open(base + "_summary.json", "w", encoding="utf-8") as f:
-        json.dump({"meta": {k: v for k, v in meta.items() if k != "points"}, "rows": rows, "summary": summary,
-                   "table3": table3}, f, indent=2)
+    atomic.write_json(base + "_summary.json", {"meta": {k: v for k, v in meta.items() if k != "points"}, "rows": rows,
+                                               "summary": summary, "table3": table3})
     html = report.write_benchmark_report(out, meta=meta, rows=rows, summary=summary, table3=table3)
     return {"files": [base + ".md", base + ".csv", base + "_summary.json", html], "rows": rows, "summary": summary,
             "table3": table3}
@@ -304,7 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep = (sweep_lib.load_sweep(args.sweep, extra_fixed=extra) if args.sweep
                  else config_sweep(args.config, extra_fixed=extra))
         categories = discover(args.root, only=args.category)
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise sweep_lib.SweepError(f"--out={args.out} is a file, not a folder: choose a folder for the runs")
         points = expand(sweep, categories, args.out)
+        sweep_lib.check_points(points)
         record(sweep, points, args.out, command=command)
     except sweep_lib.SweepError as e:
         return fail(e)
@@ -325,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = write_tables(args.out)
     print(open(written["files"][0], encoding="utf-8").read(), end="")
     print("wrote " + ", ".join(written["files"]))
+    for r in undefined_runs(written["rows"]):
+        print(f"{r['name']}: left out of the means, image AUROC {r.get('image_auroc_undefined', 'undefined')}")
     failed = [r["name"] for r in results if r["status"] == "failed"]
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see each run's train.log); run the same command "

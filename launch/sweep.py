@@ -33,6 +33,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sla_jax.outputs import atomic
+
 SWEEP_KEYS = ("config", "grid", "points", "fixed", "executor")
 BACKENDS = ("local", "slurm", "submitit_local")
 SWEEP_RECORD = "sweep.json"
@@ -95,6 +97,10 @@ def load_sweep(path: str, *, extra_fixed: Mapping[str, Any] | None = None) -> Sw
     for key, values in grid.items():
         if not values:
             raise SweepError(f"{path}: grid[{key!r}] is empty; give at least one value")
+    varied = sorted(set(extra_fixed or {}) & ({*grid} | {k for p in declared.get("points", []) for k in p}))
+    if varied:
+        raise SweepError(f"--set {', '.join(varied)}: {path} varies {'it' if len(varied) == 1 else 'them'} per "
+                         "point, which would override the --set value; edit the sweep file instead")
     sweep = Sweep(source=path, config=os.path.abspath(config), grid=grid,
                   points=[dict(p) for p in declared.get("points", [])] or [{}],
                   fixed={**dict(declared.get("fixed", {})), **dict(extra_fixed or {})},
@@ -144,6 +150,24 @@ def expand(sweep: Sweep, sweep_dir: str) -> list[Point]:
     root = os.path.abspath(sweep_dir)
     return [Point(name=name, config=sweep.config, workdir=os.path.join(root, name),
                   overrides={**sweep.fixed, **v}, varying=v) for name, v in zip(names, varying)]
+
+
+def check_points(points: Sequence[Point]) -> None:
+    """Validate every point's config (base config with its overrides) as ``sla_jax.train`` would, before any
+    folder is made: a value out of range is a SweepError naming the point (exit 2)."""
+    from sla_jax.validation import ConfigError, validate, validate_ensemble
+
+    configs: dict[str, Any] = {}
+    for point in points:
+        config = configs.setdefault(point.config, base_config(point.config))
+        config = config.copy_and_resolve_references()
+        try:
+            config.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
+                                               for k, v in point.overrides.items()})
+            validate_ensemble(config) if "ensemble" in config else validate(config)
+        except (ConfigError, KeyError, TypeError, ValueError) as error:
+            reason = error.args[0] if isinstance(error, KeyError) and error.args else error
+            raise SweepError(f"run {point.name}: {reason} (nothing was created)") from None
 
 
 def point_name(varying: Mapping[str, Any]) -> str:
@@ -213,24 +237,30 @@ def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
                          "are skipped by name, so they must mean the same run)")
 
 
+def check_out_folder(folder: str, *, flag: str) -> None:
+    """``folder`` may be new or a folder; a file there is a FolderError naming the flag. Makes the folder."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise SweepError(f"{flag}={folder} is a file, not a folder: choose a folder for the runs")
+    os.makedirs(folder, exist_ok=True)
+
+
 def write_point_records(points: Sequence[Point]) -> None:
     """Each point's ``sweep_point.json`` (overrides and command) in its workdir."""
     for point in points:
         os.makedirs(point.workdir, exist_ok=True)
-        with open(os.path.join(point.workdir, POINT_RECORD), "w", encoding="utf-8") as f:
-            json.dump({"name": point.name, "config": point.config, "overrides": point.overrides,
-                       "varying": point.varying, "command": train_command(point)}, f, indent=2)
+        atomic.write_json(os.path.join(point.workdir, POINT_RECORD),
+                          {"name": point.name, "config": point.config, "overrides": point.overrides,
+                           "varying": point.varying, "command": train_command(point)})
 
 
 def record(sweep: Sweep, points: Sequence[Point], sweep_dir: str) -> None:
     """Write SWEEP_DIR/sweep.json and each point's sweep_point.json; refuse a folder of another sweep."""
-    os.makedirs(sweep_dir, exist_ok=True)
+    check_out_folder(sweep_dir, flag="--sweep_dir")
     path = os.path.join(sweep_dir, SWEEP_RECORD)
     entries = [{"name": p.name, "overrides": p.overrides, "varying": p.varying} for p in points]
     check_same_runs(path, entries, folder=sweep_dir)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points),
-                   "points": entries}, f, indent=2)
+    atomic.write_json(path, {"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points),
+                             "points": entries})
     write_point_records(points)
 
 
@@ -305,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = dict(parse_set(s) for s in args.set)
         sweep = load_sweep(args.sweep, extra_fixed=extra)
         points = expand(sweep, args.sweep_dir)
+        check_points(points)
         record(sweep, points, args.sweep_dir)
     except SweepError as e:
         return fail(e)

@@ -28,6 +28,9 @@ def main(argv):
         raise cli.UsageError(f"--transforms: unknown {sorted(unknown)}; choose from {transforms_lib.TRANSFORM_NAMES}")
     if FLAGS.trials < FLAGS.every or FLAGS.every < 1:
         raise cli.UsageError("--trials must be >= --every >= 1")
+    if os.path.exists(os.path.join(FLAGS.out, "analysis.json")) and not FLAGS.overwrite:
+        raise cli.UsageError(f"--out={FLAGS.out} holds an earlier analysis: pass --overwrite to replace it, or "
+                             "choose another --out")
     analysis.analyze_folders(FLAGS.dataset, transforms=tuple(FLAGS.transforms), trials=FLAGS.trials,
                              every=FLAGS.every, images=FLAGS.images, image_size=FLAGS.image_size,
                              threshold=FLAGS.threshold, alpha=FLAGS.alpha, epsilon=FLAGS.epsilon, seed=FLAGS.seed,
@@ -47,4 +50,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("epsilon", 0.02, "SLA ε.")
     flags.DEFINE_integer("seed", 0, "PRNG seed for image choice and edits.")
     flags.DEFINE_string("out", "runs/analysis", "Output folder.")
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier analysis in --out (without it, it is refused and kept).")
     cli.run(main)

@@ -11,24 +11,25 @@ from __future__ import annotations
 
 import ast
 import difflib
+import logging as std_logging
 import os
 import re
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from absl import app, flags, logging
 
 from sla_jax import runtime
-from sla_jax.errors import CheckpointWriteError, ConfigError, DataError, Interrupted, WeightsError, WorkdirError
+from sla_jax.errors import (CheckpointWriteError, ConfigError, DataError, Interrupted, UsageError, WeightsError,
+                            WorkdirError)
 
 MAX_LINES = 3
 USAGE = 2  # a flag, a config key or value, a missing argument: the command itself must change
 FAILURE = 1  # the data, the workdir or the run: the command was right, something it met was not
-
-
-class UsageError(Exception):
-    """The command line is wrong (a missing or invalid flag or argument)."""
 
 
 RUN_FAILURES = (DataError, WorkdirError, CheckpointWriteError, FloatingPointError, FileNotFoundError,
@@ -64,11 +65,40 @@ def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
     return f"--config.{key}: {reason[:300]}"
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag or config override as one ``error:`` line and exit 2."""
+def _config_file_failure(error: BaseException, argv: Sequence[str]) -> str | None:
+    """The message for a config file that raised while it was imported or while its ``get_config()`` ran:
+    the file, the line and the error (None when the error did not come from a config file)."""
+    given = {os.path.abspath(a.split("=", 1)[1]) for a in argv if re.match(r"--\w+=", a)
+             and a.split("=", 1)[1].endswith(".py")}
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) in given]
+    if not frames:
+        return None
+    where = frames[-1]
+    return (f"the config file {where.filename} failed at line {where.lineno} ({type(error).__name__}: "
+            f"{str(error).strip()[:200]}); fix the file")
+
+
+def parse_flags(argv: Sequence[str], *, config_flag: str | None = None) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override as one ``error:`` line and exit 2; a config
+    file that fails to run, or whose ``get_config()`` returns nothing, likewise (naming the file and line)."""
     try:
-        return flags.FLAGS(list(argv))
-    except flags.Error as error:
+        rest = flags.FLAGS(list(argv))
+    except Exception as error:  # noqa: BLE001 - a config file may raise anything while it runs
+        failure = _config_file_failure(error, argv)
+        if failure:
+            fail(failure, code=USAGE)
+        _flag_error(error, argv)
+    if config_flag and config_flag in flags.FLAGS and flags.FLAGS[config_flag].present \
+            and flags.FLAGS[config_flag].value is None:
+        fail(f"--{config_flag}={flags.FLAGS[config_flag].config_filename}: get_config() returned None; it must "
+             "return the config (an ml_collections.ConfigDict, see configs/)", code=USAGE)
+    return rest
+
+
+def _flag_error(error: Exception, argv: Sequence[str]) -> NoReturn:
+    """One ``error:`` line (exit 2) for a flag or ``--config.`` override that absl or ml_collections refused."""
+    overrides = any(a.startswith("--config.") for a in argv)
+    if isinstance(error, flags.Error):
         message = str(error)
         unknown = re.search(r"Unknown command line flag '([^']+)'", message)
         if unknown:
@@ -76,12 +106,11 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
                                                                            "use_cprofile", "profile_file"))]
             close = difflib.get_close_matches(unknown.group(1), names, n=1)
             message = f"unknown flag --{unknown.group(1)}." + (f" Did you mean --{close[0]}?" if close else "")
-        elif "config" in flags.FLAGS and any(a.startswith("--config.") for a in argv):
+        elif "config" in flags.FLAGS and overrides:
             message = _config_override_error(error, argv) or message
         fail(message, code=USAGE)
-    except (KeyError, AttributeError, TypeError, ValueError) as error:  # ml_collections' override errors
-        message = _config_override_error(error, argv) if any(a.startswith("--config.") for a in argv) else None
-        fail(message or f"{type(error).__name__}: {error}", code=USAGE)
+    message = _config_override_error(error, argv) if overrides else None  # ml_collections' override errors
+    fail(message or f"{type(error).__name__}: {error}", code=USAGE)
 
 
 def config_file(flag: str, argv: Sequence[str]) -> None:
@@ -106,6 +135,8 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
     """``absl.app.run(main)`` under the contract: usage and library errors become ``error:`` lines."""
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)  # outside training too: finally blocks run, the lock is freed
         if compilation_cache:
             runtime.enable_compilation_cache()  # imports JAX
         try:
@@ -113,6 +144,10 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
         except Interrupted as stop:
             print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
             sys.exit(128 + stop.signum)
+        except KeyboardInterrupt:
+            print("\nstopped by SIGINT. Every file written so far is whole (a result is written at once or not "
+                  "at all); run the same command to resume.", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
         except (UsageError, ConfigError, app.UsageError) as error:
             fail(str(error), code=USAGE)
         except RUN_FAILURES as error:
@@ -122,11 +157,50 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
         sys.exit(code or 0)
 
     def parser(argv):
+        if any(a in ("--help", "-h", "--helpshort", "-?", "--helpfull") for a in argv[1:]):
+            print_help(argv, config_flag=config_flag)
+            sys.exit(0)
         if config_flag:
             config_file(config_flag, argv)
-        return parse_flags(argv)
+        quiet = std_logging.getLogger("absl")  # its warning about a None get_config() is said as an error below
+        level = quiet.level
+        quiet.setLevel(std_logging.ERROR)
+        try:
+            return parse_flags(argv, config_flag=config_flag)
+        finally:
+            quiet.setLevel(level)
 
     app.run(wrapped, flags_parser=parser)
+
+
+def _terminate(signum, frame) -> NoReturn:
+    """SIGTERM outside the training loop (which checkpoints first): stop as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def print_help(argv: Sequence[str], *, config_flag: str | None) -> None:
+    """``--help``: the command's docstring and flags and, for commands that take a config, every config key
+    with its value (the defaults, or those of ``--config=FILE``) and the comment beside it in
+    ``sla_jax/defaults.py``."""
+    main = sys.modules.get("__main__")
+    print((main.__doc__ or "").strip() + "\n")
+    print("flags:\n" + flags.FLAGS.main_module_help().split("\n", 1)[-1].rstrip())
+    if not config_flag:
+        return
+    from sla_jax import defaults
+
+    config, source = defaults.base_config(), "defaults"
+    given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{config_flag}=")]
+    if given and os.path.isfile(given[0]):
+        try:
+            config, source = flags.FLAGS[config_flag]._parse(given[0]), given[0]  # noqa: SLF001
+        except Exception as error:  # noqa: BLE001 - the file's own failure is shown, the defaults listed
+            print(f"\n({given[0]} cannot be loaded: {type(error).__name__}: {error}; showing the defaults)")
+    print(f"\nconfig keys (--{config_flag}.KEY=VALUE), values of {source}:")
+    meanings, base = defaults.key_comments(), dict(defaults.flat_items(defaults.base_config()))
+    for key, value in defaults.flat_items(config):
+        default = f" (default {base[key]!r})" if key in base and base[key] != value else ""
+        print(f"  {key} = {value!r}{default}" + (f"  # {meanings[key]}" if key in meanings else ""))
 
 
 def require(value, message: str):

@@ -21,6 +21,8 @@ def main(argv):
     if len(argv) != 3:
         raise cli.UsageError("usage: python -m sla_jax.convert_weights IN.pth|IN.safetensors OUT.npz|OUT.safetensors")
     source, target = argv[1], argv[2]
+    if os.path.exists(target) and not FLAGS.overwrite:
+        raise cli.UsageError(f"{target} exists: pass --overwrite to replace it, or choose another file")
     try:
         report = pretrained.convert(source, target, keep_fc=FLAGS.keep_fc)
     except ImportError as error:
@@ -37,5 +39,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output file (without it, it is refused and kept).")
     flags.DEFINE_bool("keep_fc", False, "Also keep the 1000-way ImageNet classifier (fc/kernel, fc/bias).")
     cli.run(main, compilation_cache=False)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import re
+import tokenize
+
 import ml_collections
 
 
@@ -72,3 +76,29 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.threshold_folds = 5  # folds for those out-of-fold scores
     c.eval.threshold_images = 32  # patch models: training images scored for the threshold (maps are costly)
     return c
+
+
+def key_comments() -> dict[str, str]:
+    """``{"train.steps": "256 epochs of 256 steps (CutPaste's epoch)", ...}``: the comment beside each key in
+    :func:`base_config`, read from this file's source (the one place the defaults are written)."""
+    with open(__file__, encoding="utf-8") as f:
+        source = f.read()
+    comments, key = {}, None
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NEWLINE or token.type == tokenize.NL:
+            key = None
+        line = re.match(r"\s*c\.([\w.]+)\s*=", token.line)
+        if line:
+            key = line.group(1)
+        if token.type == tokenize.COMMENT and key:
+            comments[key] = token.string.lstrip("# ").strip()
+    return comments
+
+
+def flat_items(config: ml_collections.ConfigDict, prefix: str = ""):
+    """(dotted key, value) of every setting of ``config``, sections in order."""
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from flat_items(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

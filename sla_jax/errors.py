@@ -16,6 +16,11 @@ SKIP_HINT = (
 )
 
 
+class UsageError(Exception):
+    """The command line is wrong (a missing or invalid flag or argument, an output that would replace a
+    result unasked): the command itself must change."""
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and what is allowed."""
 

@@ -9,6 +9,8 @@ Needs ``pip install -e '.[onnx]'``.
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from sla_jax import cli, experiment
@@ -23,6 +25,8 @@ def main(argv):
     out = cli.require(FLAGS.out, "--out is required: the .onnx file to write")
     if not out.endswith(".onnx"):
         raise cli.UsageError(f"--out={out} must end in .onnx")
+    if os.path.exists(out) and not FLAGS.overwrite:
+        raise cli.UsageError(f"--out={out} exists: pass --overwrite to replace it, or choose another file")
     try:
         import jax2onnx  # noqa: F401
         import onnx  # noqa: F401
@@ -37,4 +41,5 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A run folder written by sla_jax.train.")
     flags.DEFINE_string("out", None, "The .onnx file to write.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --out file (without it, it is refused and kept).")
     cli.run(main)

@@ -16,20 +16,28 @@ from pathlib import Path
 import numpy as np
 
 from sla_jax.data.decode import read_image
-from sla_jax.errors import WorkdirError
-from sla_jax.data.scan import collect_files
-from sla_jax.outputs import files, plots
+from sla_jax.data.scan import IMAGE_SUFFIXES, collect_files
+from sla_jax.errors import DataError, UsageError, WorkdirError
+from sla_jax.outputs import atomic, files, plots
 
 CHUNK = 64  # images decoded and scored at a time (bounds memory for large folders)
 
 
-def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlays: bool = True) -> list[dict]:
+def overlay_name(index: int, path: Path) -> str:
+    """``00012_<stem>.png``: the file's index keeps names unique; the stem is made printable and cut so that the
+    name stays within the 255 bytes a file system allows."""
+    stem = files.printable(path.stem).encode("utf-8")[:120].decode("utf-8", "ignore")
+    return f"{index:05d}_{stem}.png"
+
+
+def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_dir: str | None = None,
+                overlays: bool = True) -> list[dict]:
     """Score ``image_files`` in chunks with ``detector`` (``image_size``, ``resample``, ``threshold`` and
     ``score(images_uint8) -> (scores, maps or None)``); returns one record per file, in order: path, score,
     threshold, decision, or the error that kept the file from being scored. Patch models' defect-map
-    overlays are written into ``OUT_DIR/heatmaps``."""
+    overlays are written into ``OUT_DIR/heatmaps`` and recorded as ``OVERLAY_DIR/heatmaps/...`` (the folder
+    they will have once ``out_dir`` is renamed into place; default ``out_dir``)."""
     records = []
-    overlay_dir = os.path.join(out_dir, "heatmaps")
     for start in range(0, len(image_files), CHUNK):
         chunk = image_files[start:start + CHUNK]
         decoded = [read_image(p, size=detector.image_size, resample=detector.resample) for p in chunk]
@@ -38,41 +46,75 @@ def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlays
         by_index = dict(zip(good, range(len(good))))
         for i, path in enumerate(chunk):
             if i not in by_index:
-                records.append({"path": str(path), "error": decoded[i]})
+                records.append({"path": files.printable(path), "error": files.printable(decoded[i])})
                 continue
             score = float(scores[by_index[i]])
-            record = {"path": str(path), "score": score, "threshold": detector.threshold,
+            record = {"path": files.printable(path), "score": score, "threshold": detector.threshold,
                       "decision": "defective" if score > detector.threshold else "good"}
             if maps is not None and overlays:
-                os.makedirs(overlay_dir, exist_ok=True)
-                png = os.path.join(overlay_dir, f"{start + i:05d}_{path.stem}.png")
+                os.makedirs(os.path.join(out_dir, "heatmaps"), exist_ok=True)
+                name = overlay_name(start + i, path)
                 image_map = maps[by_index[i]]
                 plots.plot_heatmap_grid(
                     decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
-                    image_map[None], path=png, titles=[f"{path.name}: {record['decision']} ({score:.4g})"],
+                    image_map[None], path=os.path.join(out_dir, "heatmaps", name),
+                    titles=[f"{files.printable(path.name)}: {record['decision']} ({score:.4g})"],
                     max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
                     score_label="score (red: above the decision threshold)")
-                record["heatmap"] = png
+                record["heatmap"] = os.path.join(overlay_dir or out_dir, "heatmaps", name)
             records.append(record)
     return records
 
 
-def inspect(detector, paths: Sequence[str], *, out_dir: str, overlays: bool = True, log=print,
-            warn=lambda message: print(message, file=sys.stderr)) -> int:
-    """Score every image named or found in ``paths`` (folders recursively), write ``predictions.jsonl`` and
-    ``.csv`` into ``out_dir``, report each skipped file (``warn``) and a summary (``log``); returns the exit
-    status (1 when no file could be scored)."""
+PREDICTIONS = "predictions.jsonl"
+
+
+def check_out_dir(out_dir: str, *, overwrite: bool) -> None:
+    """``out_dir`` may be new, empty, or (with ``overwrite``) the folder of an earlier scoring; anything else
+    is refused before any image is scored, so that no earlier result is replaced unasked."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"--out={out_dir} is a file, not a folder: choose a folder for the predictions")
+    entries = os.listdir(out_dir)
+    if not entries:
+        return
+    if PREDICTIONS not in entries:
+        raise UsageError(f"--out={out_dir} holds other files ({len(entries)} entries, no {PREDICTIONS}): choose "
+                         "a new or empty folder for the predictions")
+    if not overwrite:
+        raise UsageError(f"{out_dir} holds the predictions of an earlier scoring: pass --overwrite to replace "
+                         "them, or --out=DIR to write these elsewhere")
+
+
+def inspect(detector, paths: Sequence[str], *, out_dir: str, overwrite: bool = False, overlays: bool = True,
+            log=print, warn=lambda message: print(message, file=sys.stderr)) -> int:
+    """Score every image named or found in ``paths`` (folders recursively) and write ``predictions.jsonl`` and
+    ``.csv`` (and overlays) into ``out_dir`` as one folder that appears whole once every image is scored;
+    report each skipped file (``warn``) and a summary (``log``). A named path that does not exist, no image
+    file at all, or none that can be read is an error, and then nothing is written. Returns the exit status."""
     image_files, missing = collect_files(paths)
-    records = score_files(detector, image_files, out_dir=out_dir, overlays=overlays) + missing
-    files.write_predictions(records, out_dir)
-    errors = [r for r in records if "error" in r]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]['path']}: no such file or folder (nothing was scored)")
+    if not image_files:
+        raise DataError(f"no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(files.printable, paths))} "
+                        "(nothing was scored)")
+    check_out_dir(out_dir, overwrite=overwrite)
+    with atomic.replacing_folder(out_dir) as folder:
+        records = score_files(detector, image_files, out_dir=folder, overlay_dir=os.path.abspath(out_dir),
+                              overlays=overlays)
+        errors = [r for r in records if "error" in r]
+        if len(errors) == len(records):
+            raise DataError(f"none of the {len(records)} image file(s) could be read; the first: {errors[0]['error']} "
+                            "(nothing was written)")
+        files.write_predictions(records, folder)
     for r in errors:
         warn(f"skipped {r['path']}: {r['error']}")
     flagged = sum(r.get("decision") == "defective" for r in records)
     log(f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {detector.threshold:.4g}), "
         f"{len(errors)} skipped")
-    log(f"predictions: {os.path.join(os.path.abspath(out_dir), 'predictions.jsonl')} (and .csv)")
-    return 1 if len(errors) == len(records) else 0
+    log(f"predictions: {os.path.join(os.path.abspath(out_dir), PREDICTIONS)} (and .csv)")
+    return 0
 
 
 class OnnxDetector:
