@@ -9,6 +9,7 @@ or ``--config.`` override is a usage error naming the nearest valid one) and map
 
 from __future__ import annotations
 
+import _thread
 import ast
 import difflib
 import logging as std_logging
@@ -135,8 +136,10 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
     """``absl.app.run(main)`` under the contract: usage and library errors become ``error:`` lines."""
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)  # outside training too: finally blocks run, the lock is freed
+        if threading.current_thread() is threading.main_thread():  # outside training (which checkpoints first)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _stop)
+            sys.unraisablehook = _unraisable
         if compilation_cache:
             runtime.enable_compilation_cache()  # imports JAX
         try:
@@ -145,15 +148,17 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
             print(f"\n{stop}. Run the same command to resume.", file=sys.stderr)
             sys.exit(128 + stop.signum)
         except KeyboardInterrupt:
-            print("\nstopped by SIGINT. Every file written so far is whole (a result is written at once or not "
-                  "at all); run the same command to resume.", file=sys.stderr)
-            sys.exit(128 + signal.SIGINT)
+            signum = _STOP["signum"] or signal.SIGINT
+            print(f"\n{_stopped_message(signum)}", file=sys.stderr)
+            sys.exit(128 + signum)
         except (UsageError, ConfigError, app.UsageError) as error:
             fail(str(error), code=USAGE)
         except RUN_FAILURES as error:
             fail(str(error), code=FAILURE)
         except OSError as error:
             fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), code=FAILURE)
+        if threading.current_thread() is threading.main_thread():  # done: a late Ctrl-C changes nothing
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.exit(code or 0)
 
     def parser(argv):
@@ -173,9 +178,38 @@ def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
     app.run(wrapped, flags_parser=parser)
 
 
-def _terminate(signum, frame) -> NoReturn:
-    """SIGTERM outside the training loop (which checkpoints first): stop as Ctrl-C does."""
+_STOP: dict = {"signum": None}
+STOP_GRACE_SECONDS = 30.0  # then the process ends even if the interrupt never reached the main code
+
+
+def _stopped_message(signum: int) -> str:
+    return (f"stopped by {signal.Signals(signum).name}. Every file written so far is whole (a result is written "
+            "at once or not at all); run the same command to resume.")
+
+
+def _stop(signum, frame) -> NoReturn:
+    """SIGINT or SIGTERM outside the training loop: raise KeyboardInterrupt, so that the command unwinds (the
+    lock is released, temporary files removed) and exits 128 + signum. Python drops an exception raised
+    while it runs a garbage-collection or finalizer callback; :func:`_unraisable` then delivers it again, and
+    a timer ends the process after :data:`STOP_GRACE_SECONDS` should it still not arrive."""
+    if _STOP["signum"] is None:
+        def end():
+            print(f"\n{_stopped_message(signum)}", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        timer = threading.Timer(STOP_GRACE_SECONDS, end)
+        timer.daemon = True
+        timer.start()
+    _STOP["signum"] = signum
     raise KeyboardInterrupt
+
+
+def _unraisable(unraisable) -> None:
+    """A stop request that landed in a callback (where Python ignores exceptions) is sent to the main code
+    again; other unraisable exceptions are reported as Python would."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt) and _STOP["signum"] is not None:
+        _thread.interrupt_main(_STOP["signum"])
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def print_help(argv: Sequence[str], *, config_flag: str | None) -> None:

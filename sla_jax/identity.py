@@ -25,6 +25,8 @@ FREE_KEYS = frozenset({"train.steps", "train.checkpoint_every", "train.log_every
                        "localization.sigma", "localization.normalize", "localization.gde",
                        "localization.batch_size", "localization.heatmaps"})
 FREE_SECTIONS = ("eval.",)
+OPTIONAL_SECTIONS = ("ensemble.",)  # a config has it or not: present on one side only is a difference
+ABSENT = "(absent)"
 PATH_KEYS = ("data.root", "data.cache_dir", "model.init")  # stored absolute at training time
 CONFIG = "config.json"
 LINEAGE = "lineage.json"  # the train.steps of each segment of a run whose train.steps changed
@@ -49,8 +51,10 @@ def differences(saved: Mapping, new: Mapping) -> list[tuple[str, object, object]
     """(key, old, new) for every identity key whose value differs; keys one side lacks (a setting added by a
     later version) are left out."""
     old_flat, new_flat = flatten(saved), flatten(new)
-    return [(k, old_flat[k], new_flat[k]) for k in sorted(old_flat.keys() & new_flat.keys())
-            if not is_free(k) and not _same(old_flat[k], new_flat[k])]
+    changed = [(k, old_flat[k], new_flat[k]) for k in sorted(old_flat.keys() & new_flat.keys())
+               if not is_free(k) and not _same(old_flat[k], new_flat[k])]
+    optional = sorted(k for k in old_flat.keys() ^ new_flat.keys() if k.startswith(OPTIONAL_SECTIONS))
+    return changed + [(k, old_flat.get(k, ABSENT), new_flat.get(k, ABSENT)) for k in optional]
 
 
 def _same(a, b) -> bool:
@@ -120,7 +124,7 @@ def check_resume(saved: Mapping, new: Mapping, *, workdir: str, newest: int | No
 
 
 def _show(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    return repr(value) if isinstance(value, str) and value != ABSENT else str(value)
 
 
 def extend_lineage(workdir: str, *, old_steps: int, new_steps: int, newest: int) -> list[dict]:

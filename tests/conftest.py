@@ -9,6 +9,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 import sla_jax  # noqa: E402,F401  (its XLA CPU flags join XLA_FLAGS before JAX starts, as in every run)
+from sla_jax import runtime  # noqa: E402
+
+# In-process runs share compiled programs through JAX's persistent cache, as the command lines do
+# (SLA_JAX_COMPILATION_CACHE=0 turns it off).
+runtime.enable_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

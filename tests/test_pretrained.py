@@ -92,9 +92,14 @@ def test_safetensors_cli_keeps_fc_on_request_and_checks_the_hash_prefix(state_di
 
     wrong = tmp_path / "resnet18-deadbeef.safetensors"
     named.rename(wrong)
+    kept = out.read_bytes()
     proc = subprocess.run([sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "exists: pass --overwrite" in proc.stderr  # an earlier result is never replaced
+    proc = subprocess.run([sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out), "--overwrite"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "does not start with deadbeef" in proc.stderr
+    assert out.read_bytes() == kept
 
 
 def test_mismatched_state_dict_lists_every_missing_unknown_and_misshapen_key(state_dict):

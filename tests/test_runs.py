@@ -273,3 +273,39 @@ def test_no_pickle_anywhere_in_the_package():
         assert "allow_pickle=True" not in text, path
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (path, call)
+
+
+@pytest.mark.slow
+def test_sigint_in_any_phase_exits_130_and_the_same_command_finishes(tmp_path):
+    """Ctrl-C while the data are prepared, while programs compile, while the run evaluates: exit 130, one
+    line, no traceback, the lock released; the same command then finishes the run."""
+    workdir, cache = tmp_path / "run", tmp_path / "tfds"
+    command = cli("--config.train.steps=3", "--config.train.log_every=1", workdir=workdir, cache=cache)
+    metrics = workdir / "metrics.jsonl"
+    phases = [("preparing the data", lambda out: "Downloading and preparing" in out or "prepar" in out),
+              ("compiling", lambda out: "training CO" in out),
+              ("evaluating", lambda out: metrics.exists() and '"step": 3' in metrics.read_text())]
+    stopped = []
+    for phase, ready in phases:
+        out_path = tmp_path / f"{phase}.out"
+        with open(out_path, "w") as out:
+            proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            deadline = time.time() + 300
+            while not ready(out_path.read_text()) and proc.poll() is None:
+                assert time.time() < deadline, phase
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=300)
+        assert "Traceback" not in err and "Exception ignored" not in err, (phase, err[-3000:])
+        if proc.returncode == 0:  # the phase ended before the signal could land: nothing more to check there
+            continue
+        stopped.append(phase)
+        assert proc.returncode == 128 + signal.SIGINT, (phase, err[-3000:])
+        assert "stopped by SIGINT" in err and "run the same command" in err.lower(), err
+        for path in workdir.rglob("*.json"):
+            json.loads(path.read_text())  # every JSON file there is whole
+    assert stopped, "no phase was interrupted"
+    final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "image AUROC" in final.stdout and json.loads((workdir / "results.json").read_text())["steps"] == 3
