@@ -276,6 +276,9 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
     spec = eval_spec_from_config(config)
+    if out_dir:
+        print(f"evaluating the checkpoint of step {step}: {len(dataset.train.images)} training and "
+              f"{len(dataset.test.images)} test images" + (", defect maps" if spec.patches else ""), flush=True)
     found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh)
     if out_dir:
         files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold,

@@ -122,31 +122,33 @@ def test_collect_tables_and_plot_from_results(tmp_path):
 
 @pytest.mark.slow
 def test_local_sweep_end_to_end_rerun_skips_and_collect(tmp_path, capsys):
-    """Two real points and one whose α is invalid: the bad one fails alone, the others finish; running
-    the sweep again skips the finished ones (their logs do not grow) and retries the failed one."""
-    path = tiny_sweep(tmp_path, points=[{"labels.alpha": 1.0}, {"labels.alpha": 10.0}, {"labels.alpha": -1.0}])
+    """Two real points and one whose data cannot be found: the bad one fails alone, the others finish; running
+    the sweep again skips the finished ones (their logs do not grow) and retries the failed one. (A point
+    whose config is invalid, such as α < 0, is refused before any folder is made: test_cli_errors.)"""
+    path = tiny_sweep(tmp_path, points=[{"labels.alpha": 1.0}, {"labels.alpha": 10.0},
+                                        {"data.category": "nowhere"}])
     sweep_dir = tmp_path / "sweep"
     argv = [f"--sweep={path}", f"--sweep_dir={sweep_dir}", "--jobs=2"]
     assert sweep_lib.main(argv) == 1
     err = capsys.readouterr().err
-    assert "1 point(s) failed: alpha=-1.0" in err
+    assert "1 point(s) failed: category=nowhere" in err
     for name in ("alpha=1.0", "alpha=10.0"):
         results = json.loads((sweep_dir / name / "results.json").read_text())
         assert 0.0 <= results["image_auroc"] <= 1.0 and results["steps"] == 2
         assert json.loads((sweep_dir / name / "config.json").read_text())["labels"]["alpha"] == float(name[6:])
-    assert "labels.alpha" in (sweep_dir / "alpha=-1.0" / "train.log").read_text()  # the ConfigError
+    assert "nowhere" in (sweep_dir / "category=nowhere" / "train.log").read_text()  # the DataError
     logs = {p: p.stat().st_size for p in sweep_dir.glob("*/train.log")}
 
     assert sweep_lib.main(argv) == 1
     out = capsys.readouterr().out
     assert "2 finished (skipped), 1 to run" in out
     for log, size in logs.items():
-        assert (log.stat().st_size == size) == (log.parent.name != "alpha=-1.0"), log
+        assert (log.stat().st_size == size) == (log.parent.name != "category=nowhere"), log
 
     assert collect_lib.main([f"--sweep_dir={sweep_dir}"]) == 0
     rows = {r["name"]: r for r in json.loads((sweep_dir / "sweep_results.json").read_text())["rows"]}
     assert rows["alpha=1.0"]["image_auroc"] == json.loads((sweep_dir / "alpha=1.0" / "results.json").read_text())["image_auroc"]
-    assert rows["alpha=-1.0"]["status"] == "missing"
+    assert rows["category=nowhere"]["status"] == "missing"
     assert (sweep_dir / "sweep_results.png").stat().st_size > 5000
 
 

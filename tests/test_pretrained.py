@@ -256,7 +256,8 @@ def test_baseline_mode_equals_torch_features_with_sklearn_gaussian(torch_model, 
 @pytest.mark.slow
 def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init(state_dict, tmp_path):
     """Pretrained run, freeze 2 of 3 steps: checkpoint 2 holds the file's backbone unchanged, checkpoint 3 a
-    trained one. Run again with another init file and more steps: it resumes from the checkpoint."""
+    trained one. Run again with more steps: it resumes from the checkpoint (not from the init file); with
+    another init file it is refused, since the workdir's checkpoints grew from the first one."""
     from flax import traverse_util
 
 
@@ -289,6 +290,8 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     manager.close()
 
     proc = run_train(*common, f"--config.model.init={tmp_path / 'b.npz'}", "--config.train.steps=4")
+    assert proc.returncode == 2 and "model.init: " in proc.stderr and "b.npz" in proc.stderr, proc.stderr[-3000:]
+    proc = run_train(*common, f"--config.model.init={tmp_path / 'a.npz'}", "--config.train.steps=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from the checkpoint at step 3" in proc.stdout
     assert json.loads((workdir / "timing.json").read_text())["resumed_from_step"] == 3

@@ -70,6 +70,14 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
         self._skip_bad_files = skip_bad_files
         super().__init__(**kwargs)
 
+    def _log_download_bytes(self) -> None:
+        """Said instead of TFDS's "Downloading and preparing dataset Unknown size": nothing is downloaded."""
+        print(f"preparing {self.builder_config.name} once from the local folder (reused while its files do not "
+              f"change) into {self.data_dir}", flush=True)
+
+    def _log_download_done(self) -> None:
+        print(f"prepared {self.builder_config.name}", flush=True)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
