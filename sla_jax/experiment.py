@@ -290,7 +290,7 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
             test = dataset.test
             files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
                              masks=found.masks, paths=test.paths)
-            titles = [f"{t} {os.path.basename(p)}" for t, p in zip(test.defect_types, test.paths)]
+            titles = [f"{t} {files.printable(os.path.basename(p))}" for t, p in zip(test.defect_types, test.paths)]
             plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
                                     found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
                                     max_images=config.localization.heatmaps,
@@ -399,20 +399,20 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     if "ensemble" in saved:
         raise workdir_lib.WorkdirError(f"{workdir} holds an ensemble (alpha sweep): re-run its sla_jax.train "
                                        "command, which resumes from the newest checkpoint and evaluates every member")
+    return config_of_saved(saved, path=path)
+
+
+def config_of_saved(saved: dict, *, path: str) -> ml_collections.ConfigDict:
+    """The saved config ``saved`` (read from ``path``) over the current defaults, checked: a relative path, an
+    unknown key or a value out of range is a :class:`~sla_jax.errors.WorkdirError` naming the file."""
+    from sla_jax.defaults import base_config
+
     relative = identity.relative_paths(saved)
     if relative:
         key, value = relative[0]
         raise workdir_lib.WorkdirError(f"{path} records {key}={value!r}, a relative path (written by an older "
                                        "sla_jax), which would depend on where a command runs: edit it to the "
                                        "absolute path the run was trained with.")
-    return config_of_saved(saved, path=path)
-
-
-def config_of_saved(saved: dict, *, path: str) -> ml_collections.ConfigDict:
-    """The saved config ``saved`` (read from ``path``) over the current defaults, checked: an unknown key or
-    a value out of range is a :class:`~sla_jax.errors.WorkdirError` naming the file."""
-    from sla_jax.defaults import base_config
-
     config = base_config()
     try:
         if "ensemble" in saved:

@@ -217,6 +217,10 @@ def test_paths_are_stored_absolute_and_a_relative_one_is_refused(tmp_path, monke
     (workdir / "config.json").write_text(json.dumps(saved), encoding="utf-8")
     with pytest.raises(WorkdirError, match=r"records data.root='data/elsewhere', a relative path"):
         experiment.load_run_config(str(workdir))
+    (workdir / "checkpoints" / "3").mkdir(parents=True)  # train in that workdir: the same answer, nothing written
+    with pytest.raises(WorkdirError, match=r"records data.root='data/elsewhere', a relative path"):
+        experiment.train_and_evaluate(config, str(workdir), progress=False)
+    assert json.loads((workdir / "config.json").read_text())["data"]["root"] == "data/elsewhere"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -288,11 +292,20 @@ def test_a_training_set_too_small_for_the_threshold_is_an_error_naming_the_count
     assert not identity.checkpoint_steps(tmp_path / "run")
 
 
-def test_five_training_images_give_a_finite_threshold_above_the_good_training_scores(tmp_path):
-    results = experiment.train_and_evaluate(data_config(tmp_path, demo_root(tmp_path, keep_train=5)),
-                                            str(tmp_path / "run"), progress=False)
+def test_five_training_images_of_any_name_give_a_finite_threshold(tmp_path):
+    """Also: names the file system allows but that are not UTF-8, of 255 bytes, with spaces, train and score."""
+    root = demo_root(tmp_path, keep_train=5)
+    train, test = root / "washer" / "train" / "good", root / "washer" / "test" / "good"
+    os.rename(sorted(train.iterdir())[0], os.path.join(os.fsencode(train), b"not-utf8-\xff.png"))
+    os.rename(sorted(test.iterdir())[0], test / ("y" * 251 + ".png"))
+    os.rename(sorted(test.iterdir())[0], test / "with space.png")
+    workdir = tmp_path / "run"
+    results = experiment.train_and_evaluate(data_config(tmp_path, root), str(workdir), progress=False)
     assert np.isfinite(results["threshold"]) and results["n_train"] == 5
     assert results["test_false_positive_rate"] < 1.0
+    strict_load(workdir / "results.json")
+    scored = (workdir / "scores.csv").read_text(encoding="utf-8")
+    assert "y" * 251 + ".png" in scored and "with space.png" in scored and (workdir / "report.html").is_file()
 
 
 # ----------------------------------------------------------------------------- image modes

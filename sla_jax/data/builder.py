@@ -119,12 +119,13 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, folder: Path, entries: Sequence[Entry]):
         for entry in entries:
-            yield entry.image, {
+            # Names as the file system's bytes: any name it allows, UTF-8 or not, is stored and read back.
+            yield os.fsencode(entry.image), {
                 "image": (folder / entry.image).read_bytes(),
                 "mask": (folder / entry.mask).read_bytes() if entry.mask else b"",
                 "label": entry.label,
-                "defect_type": entry.defect_type,
-                "path": entry.image,
+                "defect_type": os.fsencode(entry.defect_type),
+                "path": os.fsencode(entry.image),
             }
 
 

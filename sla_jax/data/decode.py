@@ -154,7 +154,8 @@ def _mask_path(image_path: str) -> str:
 
 
 def text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """A stored name as the file system's ``str`` (bytes that are not UTF-8 kept as surrogate escapes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
 
 
 def read_image(path: Path, *, size: int, resample: str = "bilinear") -> np.ndarray | str:

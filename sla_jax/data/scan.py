@@ -203,7 +203,7 @@ def fingerprint(folder: Path, entries: Mapping[str, Sequence[Entry]]) -> str:
             for rel in filter(None, (entry.image, entry.mask)):
                 stat = (folder / rel).stat()
                 digest.update(
-                    f"{split}\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+                    f"{split}\0{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape")
                 )
     return digest.hexdigest()
 

@@ -13,6 +13,7 @@ import numpy as np
 from sla_jax.data.builder import prepare_with_scan
 from sla_jax.data.decode import decode_record, text
 from sla_jax.errors import DataError
+from sla_jax.outputs.atomic import printable
 
 SPLITS = ("train", "test")
 
@@ -98,7 +99,7 @@ def load_split(
         images=np.stack([d[0] for _, d in kept]).reshape(-1, size, size, 3),
         masks=np.stack([d[1] for _, d in kept]).reshape(-1, size, size),
         labels=np.asarray([int(r["label"]) for r, _ in kept], np.int32),
-        defect_types=tuple(text(r["defect_type"]) for r, _ in kept),
+        defect_types=tuple(printable(text(r["defect_type"])) for r, _ in kept),
         paths=paths,
         skipped=tuple(skipped),
         nonbinary_masks=tuple(p for p, (_, d) in zip(paths, kept) if d[2]),

@@ -39,6 +39,12 @@ def replacing(path: str | os.PathLike, mode: str = "w", **open_kwargs):
         raise
 
 
+def printable(text) -> str:
+    """A path or name as text that any UTF-8 file can hold: bytes that are not UTF-8 (in a file name the
+    operating system allows) as ``\\xNN`` escapes."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def strict(value, *, reason: str | None = None):
     """``value`` with every non-finite number replaced by None; in a dict, ``KEY_undefined`` beside such a
     KEY says why (``reason``, else the number it was), unless the dict already says it."""
@@ -53,6 +59,11 @@ def strict(value, *, reason: str | None = None):
         return [strict(item, reason=reason) for item in value]
     if _non_finite(value):
         return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate escapes)
+            return printable(value)
     if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
         return strict(value.item(), reason=reason)
     return value

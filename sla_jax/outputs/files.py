@@ -66,10 +66,7 @@ def trim_log(path: str, *, up_to_step: int) -> None:
     atomic.write_text(path, "".join(kept))
 
 
-def printable(path) -> str:
-    """A path as text that any UTF-8 file can hold: bytes that are not UTF-8 (a file name the operating system
-    allows) as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+printable = atomic.printable
 
 
 def write_scores_csv(scores: np.ndarray, split, path: str, *, checkpoint_step: int) -> None:
