@@ -312,8 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep = (sweep_lib.load_sweep(args.sweep, extra_fixed=extra) if args.sweep
                  else config_sweep(args.config, extra_fixed=extra))
         categories = discover(args.root, only=args.category)
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise sweep_lib.SweepError(f"--out={args.out} is a file, not a folder: choose a folder for the runs")
         points = expand(sweep, categories, args.out)
         sweep_lib.check_points(points)
         record(sweep, points, args.out, command=command)

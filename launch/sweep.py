@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sla_jax.identity import flatten
 from sla_jax.outputs import atomic
 
 SWEEP_KEYS = ("config", "grid", "points", "fixed", "executor")
@@ -130,7 +131,7 @@ def _load_module(path: str, *, name: str, what: str):
 
 def check_keys(sweep: Sweep) -> None:
     """Every override key must exist in the base config (caught here, before any job waits in a queue)."""
-    flat = set(_flat_keys(base_config(sweep.config).to_dict()))
+    flat = set(flatten(base_config(sweep.config).to_dict()))
     keys = set(sweep.fixed) | set(sweep.grid) | {k for p in sweep.points for k in p}
     for key in sorted(keys - flat):
         near = difflib.get_close_matches(key, sorted(flat), n=1)
@@ -238,7 +239,7 @@ def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
 
 
 def check_out_folder(folder: str, *, flag: str) -> None:
-    """``folder`` may be new or a folder; a file there is a FolderError naming the flag. Makes the folder."""
+    """``folder`` may be new or a folder; a file there is a SweepError naming the flag. Makes the folder."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise SweepError(f"{flag}={folder} is a file, not a folder: choose a folder for the runs")
     os.makedirs(folder, exist_ok=True)
@@ -379,14 +380,6 @@ def parse_set(text: str) -> tuple[str, Any]:
 
 def _varying_keys(points: Sequence[Point]) -> list[str]:
     return list(dict.fromkeys(k for p in points for k in p.varying))
-
-
-def _flat_keys(tree: Mapping, prefix: str = ""):
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _flat_keys(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}"
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def print_help(argv: Sequence[str], *, config_flag: str | None) -> None:
     print("flags:\n" + flags.FLAGS.main_module_help().split("\n", 1)[-1].rstrip())
     if not config_flag:
         return
-    from sla_jax import defaults
+    from sla_jax import defaults, identity
 
     config, source = defaults.base_config(), "defaults"
     given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{config_flag}=")]
@@ -231,8 +231,8 @@ def print_help(argv: Sequence[str], *, config_flag: str | None) -> None:
         except Exception as error:  # noqa: BLE001 - the file's own failure is shown, the defaults listed
             print(f"\n({given[0]} cannot be loaded: {type(error).__name__}: {error}; showing the defaults)")
     print(f"\nconfig keys (--{config_flag}.KEY=VALUE), values of {source}:")
-    meanings, base = defaults.key_comments(), dict(defaults.flat_items(defaults.base_config()))
-    for key, value in defaults.flat_items(config):
+    meanings, base = defaults.key_comments(), identity.flatten(defaults.base_config().to_dict())
+    for key, value in identity.flatten(config.to_dict()).items():
         default = f" (default {base[key]!r})" if key in base and base[key] != value else ""
         print(f"  {key} = {value!r}{default}" + (f"  # {meanings[key]}" if key in meanings else ""))
 

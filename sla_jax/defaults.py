@@ -93,12 +93,3 @@ def key_comments() -> dict[str, str]:
         if token.type == tokenize.COMMENT and key:
             comments[key] = token.string.lstrip("# ").strip()
     return comments
-
-
-def flat_items(config: ml_collections.ConfigDict, prefix: str = ""):
-    """(dotted key, value) of every setting of ``config``, sections in order."""
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            yield from flat_items(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

@@ -290,7 +290,7 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
             test = dataset.test
             files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
                              masks=found.masks, paths=test.paths)
-            titles = [f"{t} {files.printable(os.path.basename(p))}" for t, p in zip(test.defect_types, test.paths)]
+            titles = [f"{t} {atomic.printable(os.path.basename(p))}" for t, p in zip(test.defect_types, test.paths)]
             plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
                                     found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
                                     max_images=config.localization.heatmaps,
@@ -494,13 +494,15 @@ def load_detector(workdir: str) -> detection.Detector:
     kind = config.eval.density
     kinds = {"gde": detection.density.Gaussian, "kde": detection.density.KDE}
     arrays, threshold, fitted_on = files.read_density(workdir, kind=kind, fields=kinds[kind]._fields)
-    model, variables, step = restore_model(config, workdir)
-    if fitted_on != step:
+    kept = identity.checkpoint_steps(workdir)
+    newest = kept[-1] if kept else None
+    if newest is not None and fitted_on != newest:  # refused before the checkpoint is restored
         raise workdir_lib.WorkdirError(
             f"{os.path.join(workdir, files.DENSITY_FILES[kind])} was fitted on "
             + ("an unrecorded checkpoint" if fitted_on is None else f"the checkpoint of step {fitted_on}")
-            + f", but the newest checkpoint is of step {step}: run `python -m sla_jax.evaluate --workdir={workdir}` "
+            + f", but the newest checkpoint is of step {newest}: run `python -m sla_jax.evaluate --workdir={workdir}` "
             "to refit it on that checkpoint, then score again.")
+    model, variables, step = restore_model(config, workdir)
     fitted = kinds[kind](*(jnp.asarray(arrays[k]) for k in kinds[kind]._fields))
     return detection.Detector(model=model, variables=variables, fitted=fitted, threshold=threshold,
                               spec=eval_spec_from_config(config), image_size=int(config.data.image_size), step=step,

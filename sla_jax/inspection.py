@@ -26,7 +26,7 @@ CHUNK = 64  # images decoded and scored at a time (bounds memory for large folde
 def overlay_name(index: int, path: Path) -> str:
     """``00012_<stem>.png``: the file's index keeps names unique; the stem is made printable and cut so that the
     name stays within the 255 bytes a file system allows."""
-    stem = files.printable(path.stem).encode("utf-8")[:120].decode("utf-8", "ignore")
+    stem = atomic.printable(path.stem).encode("utf-8")[:120].decode("utf-8", "ignore")
     return f"{index:05d}_{stem}.png"
 
 
@@ -46,10 +46,10 @@ def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_
         by_index = dict(zip(good, range(len(good))))
         for i, path in enumerate(chunk):
             if i not in by_index:
-                records.append({"path": files.printable(path), "error": files.printable(decoded[i])})
+                records.append({"path": atomic.printable(path), "error": atomic.printable(decoded[i])})
                 continue
             score = float(scores[by_index[i]])
-            record = {"path": files.printable(path), "score": score, "threshold": detector.threshold,
+            record = {"path": atomic.printable(path), "score": score, "threshold": detector.threshold,
                       "decision": "defective" if score > detector.threshold else "good"}
             if maps is not None and overlays:
                 os.makedirs(os.path.join(out_dir, "heatmaps"), exist_ok=True)
@@ -58,7 +58,7 @@ def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_
                 plots.plot_heatmap_grid(
                     decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
                     image_map[None], path=os.path.join(out_dir, "heatmaps", name),
-                    titles=[f"{files.printable(path.name)}: {record['decision']} ({score:.4g})"],
+                    titles=[f"{atomic.printable(path.name)}: {record['decision']} ({score:.4g})"],
                     max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
                     score_label="score (red: above the decision threshold)")
                 record["heatmap"] = os.path.join(overlay_dir or out_dir, "heatmaps", name)
@@ -97,7 +97,7 @@ def inspect(detector, paths: Sequence[str], *, out_dir: str, overwrite: bool = F
     if missing:
         raise FileNotFoundError(f"{missing[0]['path']}: no such file or folder (nothing was scored)")
     if not image_files:
-        raise DataError(f"no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(files.printable, paths))} "
+        raise DataError(f"no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(atomic.printable, paths))} "
                         "(nothing was scored)")
     check_out_dir(out_dir, overwrite=overwrite)
     with atomic.replacing_folder(out_dir) as folder:

@@ -16,15 +16,20 @@ from sla_jax.errors import WorkdirError
 LOCK_NAME = ".lock"
 
 
+def write_probe(path: Path) -> None:
+    """Make ``path`` and write, sync and remove a 4 KiB file in it; raises the OSError that stops it."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_probe_{os.getpid()}"
+    with open(probe, "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+        os.fsync(f.fileno())
+    probe.unlink()
+
+
 def _check_writable(path: Path) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe_{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
+        write_probe(path)
     except OSError as error:
         raise WorkdirError(f"cannot write to the workdir {path} ({error.strerror or error}). Choose a writable "
                            "--workdir, or fix its permissions and free space.") from error

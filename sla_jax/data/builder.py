@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from sla_jax.data.scan import Entry, Scan, fingerprint, scan_category
 from sla_jax.errors import DataError
+from sla_jax.workdir import write_probe
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
@@ -176,10 +177,7 @@ def _check_cache_writable(cache: Path, data_dir: Path) -> None:
     """The folder the category is prepared into can be made and written, or a DataError naming
     ``data.cache_dir`` (TFDS's own error would be a traceback from deep inside it)."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write_probe_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        write_probe(data_dir)
     except OSError as error:
         raise DataError(f"cannot write the prepared-data cache {cache} ({error.strerror or error}): set "
                         "--config.data.cache_dir to a writable folder (default ~/.cache/sla_jax/tfds)",

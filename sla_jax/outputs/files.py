@@ -66,16 +66,13 @@ def trim_log(path: str, *, up_to_step: int) -> None:
     atomic.write_text(path, "".join(kept))
 
 
-printable = atomic.printable
-
-
 def write_scores_csv(scores: np.ndarray, split, path: str, *, checkpoint_step: int) -> None:
     """One row per test image with the checkpoint step whose model scored it."""
     with atomic.replacing(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "defect_type", "label", "score", "checkpoint_step"])
         for p, t, y, s in zip(split.paths, split.defect_types, split.labels, scores):
-            writer.writerow([printable(p), t, int(y), f"{float(s):.6g}", int(checkpoint_step)])
+            writer.writerow([atomic.printable(p), t, int(y), f"{float(s):.6g}", int(checkpoint_step)])
 
 
 def read_scores(path: str, *, with_paths: bool = False) -> tuple:
@@ -107,20 +104,20 @@ def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float, int |
         raise FileNotFoundError(f"{path} not found: {refit}")
     try:
         with np.load(path, allow_pickle=False) as saved:
-            if "threshold" not in saved:
-                raise FileNotFoundError(f"{path} has no decision threshold (written by an older version): {refit}")
-            step = int(saved["checkpoint_step"]) if "checkpoint_step" in saved else None
-            return {k: saved[k] for k in fields}, float(saved["threshold"]), step
-    except (ValueError, OSError, KeyError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
+            arrays = {k: saved[k] for k in saved.files}
+    except (ValueError, OSError) as error:
         raise FileNotFoundError(f"{path} cannot be read ({type(error).__name__}: {error}): {refit}") from None
+    missing = [k for k in ("threshold", *fields) if k not in arrays]
+    if missing:
+        raise FileNotFoundError(f"{path} has no {', '.join(missing)} (written by an older version): {refit}")
+    step = int(arrays["checkpoint_step"]) if "checkpoint_step" in arrays else None
+    return {k: arrays[k] for k in fields}, float(arrays["threshold"]), step
 
 
 def write_maps(path: str, *, maps: np.ndarray, scores_low: np.ndarray, masks: np.ndarray, paths) -> None:
     """Defect maps, the patch scores before upsampling, the masks and the image paths (``maps.npz``)."""
     atomic.save_npz(path, compressed=True, maps=maps.astype(np.float32), scores_low=scores_low, masks=masks,
-                    paths=np.asarray([printable(p) for p in paths]))
+                    paths=np.asarray([atomic.printable(p) for p in paths]))
 
 
 def write_predictions(records: list[dict], out_dir: str) -> None:
