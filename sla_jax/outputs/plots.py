@@ -125,16 +125,22 @@ def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
     types = np.asarray(split.defect_types)
     curves = [("all defects", np.ones_like(split.labels, bool))]
     curves += [(name, (types == name) | (split.labels == 0)) for name in sorted(set(split.defect_types) - {"good"})]
+    drawn = 0
     for name, keep in curves:
         if len(set(split.labels[keep])) < 2:
             continue
         fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
         auc = float(sk_auc(fpr, tpr))
         ax.plot(fpr, tpr, lw=2.5 if name == "all defects" else 1.2, label=f"{name} (AUROC {auc:.3f})")
+        drawn += 1
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",
            title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
+    if drawn:
+        ax.legend(loc="lower right", fontsize=8)
+    else:  # a test set of one class: say so instead of an empty frame and an empty legend
+        ax.text(0.5, 0.55, "no ROC curve: the test set holds\nonly good or only defective images", ha="center",
+                va="center", fontsize=10, bbox=dict(facecolor="white", edgecolor="grey"))
     fig.tight_layout()
     atomic.save_figure(fig, path)
     plt.close(fig)
