@@ -207,7 +207,11 @@ def _unraisable(unraisable) -> None:
     """A stop request that landed in a callback (where Python ignores exceptions) is sent to the main code
     again; other unraisable exceptions are reported as Python would."""
     if issubclass(unraisable.exc_type, KeyboardInterrupt) and _STOP["signum"] is not None:
-        _thread.interrupt_main(_STOP["signum"])
+        # From another thread, a moment later: the main thread runs the handler once it has left this hook (run
+        # here, the handler would raise inside the hook and be dropped again).
+        redeliver = threading.Timer(0.05, _thread.interrupt_main, args=(_STOP["signum"],))
+        redeliver.daemon = True
+        redeliver.start()
         return
     sys.__unraisablehook__(unraisable)
 
