@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1024
     c.train.log_every = 64
     c.train.keep_checkpoints = 2
+    c.train.tensorboard = True  # write TensorBoard event files into WORKDIR/tensorboard (scalars, figures, hparams)
     c.train.freeze_steps = 20  # with model.init: backbone frozen for the first N steps (CutPaste); ignored at random init
 
     c.localization = ml_collections.ConfigDict()

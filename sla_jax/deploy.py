@@ -91,6 +91,7 @@ def model_metadata(detector: detection.Detector, **facts) -> dict[str, str]:
             "resize": detector.resample, "density": detector.spec.density, "step": str(detector.step),
             "input": f"{INPUT}: N×{detector.image_size}×{detector.image_size}×3 uint8 RGB",
             "outputs": SCORES if detector.spec.patches is None else f"{SCORES},{MAPS}",
+            **({"patch_size": str(detector.spec.patches.size)} if detector.spec.patches is not None else {}),
             "sla_jax_version": version, "sla_jax_commit": source_commit(),
             **{k: str(v) for k, v in facts.items()}}
     if detector.spec.patches is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 from functools import partial
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
 
 from sla_jax import data as data_lib
 from sla_jax import density, localization, metrics
@@ -81,9 +83,16 @@ def padded_batch(n: int, *, batch_size: int, n_dev: int) -> int:
     return min(padded, batch_size)
 
 
+def phase_bar(total: int, *, progress: str) -> tqdm:
+    """A progress bar over the images of one evaluation phase named ``progress``; silent when it is ""."""
+    return tqdm(total=total, desc=progress, unit="image", disable=not progress, dynamic_ncols=True,
+                file=sys.stdout)
+
+
 def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
-          l2_normalize: bool = True, stacked: bool = False) -> np.ndarray:
-    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``.
+          l2_normalize: bool = True, stacked: bool = False, progress: str = "") -> np.ndarray:
+    """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``;
+    a progress bar named ``progress`` when that is given.
 
     ``stacked``: ``variables`` carry a leading member axis (a vmapped ensemble) and the features are
     (K, N, 512), all members embedded in one pass per batch.
@@ -95,26 +104,28 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
     out = []
-    for start in range(0, len(images_uint8), batch_size):
-        chunk = np.asarray(images_uint8[start:start + batch_size])
-        padded = padded_batch(len(chunk), batch_size=batch_size, n_dev=n_dev)
-        pad = padded - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        feats = forward(variables, jax.device_put(chunk, batch_sharding))
-        out.append(np.asarray(feats)[..., : padded - pad, :])
+    with phase_bar(len(images_uint8), progress=progress) as bar:
+        for start in range(0, len(images_uint8), batch_size):
+            chunk = np.asarray(images_uint8[start:start + batch_size])
+            padded = padded_batch(len(chunk), batch_size=batch_size, n_dev=n_dev)
+            pad = padded - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+            feats = forward(variables, jax.device_put(chunk, batch_sharding))
+            out.append(np.asarray(feats)[..., : padded - pad, :])
+            bar.update(padded - pad)
     if not out:
         return np.zeros((0, 512), np.float32)
     return np.concatenate(out, axis=-2)
 
 
 def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
-                   mesh, l2_normalize: bool = True) -> np.ndarray:
+                   mesh, l2_normalize: bool = True, progress: str = "") -> np.ndarray:
     """Features (N, Nh, Nw, 512) of every ``patch_size`` patch at ``stride`` of each image.
 
     Patches are cut inside jit (``localization.extract_patches``) and embedded in chunks of at most
     ``batch_size`` patches (``lax.map`` inside the same jit), which bounds the memory: a 256 px image has
-    3,249 patches.
+    3,249 patches. A progress bar named ``progress`` when that is given.
     """
     n, height, width = images_uint8.shape[:3]
     n_h = localization.num_patches(height, size=patch_size, stride=stride)
@@ -125,12 +136,14 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
                              batch_size=batch_size, l2_normalize=l2_normalize, mesh=mesh)
     variables = jax.device_put(variables, replicated)
     out = []
-    for start in range(0, n, group):
-        chunk = np.asarray(images_uint8[start:start + group])
-        pad = group - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(forward(variables, jax.device_put(chunk, replicated)))[: group - pad])
+    with phase_bar(n, progress=progress) as bar:
+        for start in range(0, n, group):
+            chunk = np.asarray(images_uint8[start:start + group])
+            pad = group - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+            out.append(np.asarray(forward(variables, jax.device_put(chunk, replicated)))[: group - pad])
+            bar.update(group - pad)
     return np.concatenate(out)
 
 
@@ -253,7 +266,7 @@ def fold_of(n: int, *, folds: int) -> np.ndarray:
 
 
 def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpec, mesh,
-                       train_feats: np.ndarray) -> tuple[float, np.ndarray]:
+                       train_feats: np.ndarray, progress: bool = False) -> tuple[float, np.ndarray]:
     """The score above which a new image is called defective: the ``spec.threshold_quantile`` quantile of
     out-of-fold scores of training images (each scored by a GDE fitted without its fold, as a new
     defect-free image would be). Returns (threshold, the out-of-fold scores).
@@ -273,7 +286,7 @@ def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpe
     held = np.unique(np.linspace(0, n - 1, min(n, int(loc.threshold_images))).round().astype(int))
     held_feats = patch_features(variables, train.images[held], model=model, patch_size=loc.size,
                                 stride=loc.stride, batch_size=loc.batch_size, mesh=mesh,
-                                l2_normalize=spec.l2_normalize)
+                                l2_normalize=spec.l2_normalize, progress="threshold maps" if progress else "")
     fold = fold_of(len(held), folds=folds)
     oof = np.empty(len(held), np.float64)
     for k in np.unique(fold):
@@ -294,7 +307,7 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict:
     return {"pixel_auroc": None, "pixel_auroc_undefined": reason, "pixel_aupro": None, "pixel_aupro_undefined": reason}
 
 
-def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh):
+def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh, progress: bool = False):
     """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
 
     Returns the image scores (map maximum), the (shared) Gaussian, the pixel metrics, the training patch
@@ -303,8 +316,10 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
     loc = spec.patches
     options = dict(model=model, patch_size=loc.size, batch_size=loc.batch_size, mesh=mesh,
                    l2_normalize=spec.l2_normalize)
-    train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options)
-    test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options)
+    train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options,
+                                 progress="train patches" if progress else "")
+    test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options,
+                                progress="test patches" if progress else "")
     n, n_h, n_w, dim = test_feats.shape
     fitted, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde, kind=spec.density)
     maps = upsample_scores(scores_low, patches=loc)
@@ -316,19 +331,21 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
     return image_scores_n, fitted, report, train_feats, maps, scores_low, masks
 
 
-def evaluate(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh) -> Evaluation:
-    """Embed, fit, score, threshold (and map, for patch models) the dataset's test images."""
+def evaluate(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh,
+             progress: bool = False) -> Evaluation:
+    """Embed, fit, score, threshold (and map, for patch models) the dataset's test images; with ``progress``,
+    a named progress bar for each phase that embeds images."""
     pixel_report, maps, scores_low, masks = {}, None, None, None
     if spec.patches is not None:
         scores, fitted, pixel_report, train_feats, maps, scores_low, masks = localize(
-            variables, dataset, model=model, spec=spec, mesh=mesh)
+            variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress)
     else:
         options = dict(model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
-        train_feats = embed(variables, dataset.train.images, **options)
-        test_feats = embed(variables, dataset.test.images, **options)
+        train_feats = embed(variables, dataset.train.images, **options, progress="embed train" if progress else "")
+        test_feats = embed(variables, dataset.test.images, **options, progress="embed test" if progress else "")
         fitted, scores = image_scores(train_feats, test_feats, kind=spec.density)
     threshold, _ = decision_threshold(variables, dataset.train, model=model, spec=spec, mesh=mesh,
-                                      train_feats=train_feats)
+                                      train_feats=train_feats, progress=progress)
     report = detection_report(scores, dataset.test)
     flagged = scores > threshold
     labels = dataset.test.labels

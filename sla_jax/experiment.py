@@ -31,7 +31,7 @@ from sla_jax import transforms as transforms_lib
 from sla_jax import workdir as workdir_lib
 from sla_jax.data.synthetic import write_demo_dataset
 from sla_jax.models import PretextNet
-from sla_jax.outputs import atomic, files, plots, report
+from sla_jax.outputs import atomic, board, files, plots, report
 from sla_jax.validation import ConfigError, validate, validate_ensemble
 
 
@@ -59,7 +59,8 @@ def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data
     """Train and test splits named by ``config.data`` (the demo set is generated into WORKDIR/demo_data)."""
     root = config.data.root
     if config.data.demo:
-        root = root or write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed)
+        root = root or write_demo_dataset(os.path.join(workdir, "demo_data"), seed=config.seed,
+                                          log=lambda line: print(line, flush=True))
     return data_lib.load_dataset(root, category=config.data.category, image_size=config.data.image_size,
                                  cache_dir=config.data.cache_dir or None, require_masks=config.data.require_masks,
                                  skip_bad_files=config.data.skip_bad_files, resample=config.data.resize)
@@ -238,9 +239,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
           + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
              if jax.process_count() > 1 else ""))
     log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
-    files.trim_log(os.path.join(workdir, log_name), up_to_step=resumed_from)
+    writers = board.open_writers(workdir, resumed_from=resumed_from) if config.train.tensorboard and primary else []
     try:
-        with open(os.path.join(workdir, log_name), "a", encoding="utf-8") as log:
+        with files.run_log(workdir, name=log_name, resumed_from=resumed_from, writers=writers) as log:
             state = loop.fit(state, train_images, jax.random.fold_in(root, pretext.KEY_STEP), step_fn=step_fn,
                              total_steps=total, images_per_step=spec.batch_size, manager=manager,
                              checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
@@ -255,7 +256,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
     variables = {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}
     step = int(state.step)
     results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh,
-                        out_dir=workdir if primary else None, step=step)
+                        out_dir=workdir if primary else None, step=step, progress=progress and primary)
     if "sla" in state.params:
         learned = pretext.effective_hparams(state.params, hparams)
         results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
@@ -267,11 +268,35 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
         files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                             "seconds": time.perf_counter() - started}, workdir)
         report.write_run_report(workdir)
+    finish_board(writers, workdir, [board_settings(config)], [results], step=step)
     return results
 
 
+def board_settings(config: ml_collections.ConfigDict, member: ensemble.Member | None = None) -> dict:
+    """The run's settings for TensorBoard's HParams view: every key that tells runs apart (not the free ones,
+    not the data paths), with an ensemble member's own seed and label settings."""
+    flat = identity.flatten(config.to_dict())
+    settings = {k: v for k, v in flat.items()
+                if not identity.is_free(k) and k not in ("data.root", "data.cache_dir") and not k.startswith("ensemble.")}
+    if member is not None:
+        settings.update({"seed": member.seed, "labels.alpha": member.alpha, "labels.epsilon": member.epsilon,
+                         "labels.mode": member.mode, "labels.tau": member.tau})
+    return settings
+
+
+def finish_board(writers, workdir: str, settings: list[dict], results: list[dict], *, step: int) -> None:
+    """The run's figures (into the first writer) and each run's settings with its final metrics, then close."""
+    try:
+        if writers:
+            board.log_figures(writers[0], workdir, step=step)
+        for writer, these, found in zip(writers, settings, results):
+            board.log_hparams(writer, these, found, step=step)
+    finally:
+        board.close(writers)
+
+
 def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config: ml_collections.ConfigDict, mesh,
-              out_dir: str | None, step: int) -> dict:
+              out_dir: str | None, step: int, progress: bool = False) -> dict:
     """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
@@ -279,8 +304,10 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
     if out_dir:
         print(f"evaluating the checkpoint of step {step}: {len(dataset.train.images)} training and "
               f"{len(dataset.test.images)} test images" + (", defect maps" if spec.patches else ""), flush=True)
-    found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh)
+    found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress)
     if out_dir:
+        print(f"writing scores, figures{' and defect maps' if found.maps is not None else ''} into {out_dir}",
+              flush=True)
         files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold,
                             checkpoint_step=step)
         files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"), checkpoint_step=step)
@@ -290,12 +317,14 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
             test = dataset.test
             files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
                              masks=found.masks, paths=test.paths)
-            titles = [f"{t} {atomic.printable(os.path.basename(p))}" for t, p in zip(test.defect_types, test.paths)]
+            titles = [f"{t}/{atomic.printable(os.path.basename(p))}: {plots.number(v)}"
+                      for t, p, v in zip(test.defect_types, test.paths, found.scores)]
             plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
                                     found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
                                     max_images=config.localization.heatmaps,
                                     title=f"{dataset.category}: defect maps (outline: ground truth)",
-                                    score_label="squared Mahalanobis distance, RFU-summed")
+                                    threshold=found.threshold,
+                                    score_label=plots.map_label(spec.density, patch_size=spec.patches.size))
     return {"transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), **found.results, "checkpoint_step": step}
 
@@ -333,9 +362,10 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     print(f"training {len(members)} members in one program ({config.transform.name.upper()}, "
           f"{len(dataset.train.images)} images of {config.data.image_size} px, {total} steps of {spec.batch_size} "
           f"per member, {jax.device_count()} device(s))")
-    files.trim_log(os.path.join(workdir, "metrics.jsonl"), up_to_step=resumed_from)
+    writers = (board.open_writers(workdir, members=[m.name for m in members], resumed_from=resumed_from)
+               if config.train.tensorboard else [])
     try:
-        with open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") as log:
+        with files.run_log(workdir, resumed_from=resumed_from, writers=writers) as log:
             states = loop.fit(states, train_images, (step_keys, data_key), step_fn=step_fn, total_steps=total,
                               images_per_step=spec.batch_size * len(members), manager=manager,
                               checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
@@ -350,8 +380,9 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     options = dict(model=model, batch_size=eval_spec.batch_size, mesh=mesh, l2_normalize=eval_spec.l2_normalize,
                    stacked=True)
     variables = ensemble.network_variables(states)
-    train_feats = detection.embed(variables, dataset.train.images, **options)
-    test_feats = detection.embed(variables, dataset.test.images, **options)
+    train_feats = detection.embed(variables, dataset.train.images, **options,
+                                  progress="embed train" if progress else "")
+    test_feats = detection.embed(variables, dataset.test.images, **options, progress="embed test" if progress else "")
     gaussians, scores, aurocs = jax.device_get(ensemble.ensemble_scores(train_feats, test_feats, dataset.test.labels))
     learned = pretext.effective_hparams(jax.device_get(states.params), ensemble.stack_hparams(members))
     member_results = []
@@ -383,6 +414,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
                         "seconds": time.perf_counter() - started}, workdir)
     report.write_run_report(workdir)
+    finish_board(writers, workdir, [board_settings(config, m) for m in members], member_results,
+                 step=int(states.step))
     return results
 
 
@@ -454,7 +487,7 @@ def restore_model(config: ml_collections.ConfigDict, workdir: str, *,
 KEPT_ON_EVALUATE = ("init", "processes", "learned_labels", "lineage")  # facts of training, not of the evaluation
 
 
-def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
+def evaluate_workdir(workdir: str, *, step: int | None = None, progress: bool = True) -> dict:
     """Evaluate the newest checkpoint of a run and rewrite its results.json (and scores, density, figures);
     with ``step``, evaluate that checkpoint instead and write its results.json, scores.csv, roc.png and
     density into WORKDIR/steps/STEP (the run's own files stay as they are). Every file names the checkpoint
@@ -469,7 +502,7 @@ def evaluate_workdir(workdir: str, *, step: int | None = None) -> dict:
         os.makedirs(out_dir, exist_ok=True)
         earlier = files.read_json(os.path.join(workdir, "results.json"))
         results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh, out_dir=out_dir,
-                            step=restored)
+                            step=restored, progress=progress)
         same_step = earlier.get("checkpoint_step", earlier.get("steps")) == restored
         results.update({k: earlier[k] for k in KEPT_ON_EVALUATE if k in earlier and same_step})
         results.update(steps=restored, init=config.model.init or "random")

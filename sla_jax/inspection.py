@@ -30,6 +30,23 @@ def overlay_name(index: int, path: Path) -> str:
     return f"{index:05d}_{stem}.png"
 
 
+def overlay_title(path: Path, record: dict) -> str:
+    """``scratch/000.png`` over ``defective (score 15,640)``: the folder tells ``good/000.png`` from ``scratch/000.png``."""
+    shown = atomic.printable(os.path.join(path.parent.name, path.name))
+    return f"{shown}\n{record['decision']} (score {plots.number(record['score'])})"
+
+
+def map_label(detector) -> str:
+    """The colour-bar label of ``detector``'s defect maps: its density and patch size (a trained run's spec, or
+    an exported model's metadata)."""
+    spec = getattr(detector, "spec", None)
+    if spec is not None:
+        return plots.map_label(spec.density, patch_size=spec.patches.size if spec.patches else None)
+    meta = getattr(detector, "metadata", {})
+    return plots.map_label(meta.get("density", "gde"), patch_size=int(meta["patch_size"]) if "patch_size" in meta
+                           else None)
+
+
 def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_dir: str | None = None,
                 overlays: bool = True) -> list[dict]:
     """Score ``image_files`` in chunks with ``detector`` (``image_size``, ``resample``, ``threshold`` and
@@ -57,10 +74,8 @@ def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_
                 image_map = maps[by_index[i]]
                 plots.plot_heatmap_grid(
                     decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
-                    image_map[None], path=os.path.join(out_dir, "heatmaps", name),
-                    titles=[f"{atomic.printable(path.name)}: {record['decision']} ({score:.4g})"],
-                    max_images=1, columns=1, scale=(float(image_map.min()), detector.threshold),
-                    score_label="score (red: above the decision threshold)")
+                    image_map[None], path=os.path.join(out_dir, "heatmaps", name), titles=[overlay_title(path, record)],
+                    max_images=1, columns=1, threshold=detector.threshold, score_label=map_label(detector))
                 record["heatmap"] = os.path.join(overlay_dir or out_dir, "heatmaps", name)
             records.append(record)
     return records
@@ -111,7 +126,7 @@ def inspect(detector, paths: Sequence[str], *, out_dir: str, overwrite: bool = F
     for r in errors:
         warn(f"skipped {r['path']}: {r['error']}")
     flagged = sum(r.get("decision") == "defective" for r in records)
-    log(f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {detector.threshold:.4g}), "
+    log(f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {plots.number(detector.threshold)}), "
         f"{len(errors)} skipped")
     log(f"predictions: {os.path.join(os.path.abspath(out_dir), PREDICTIONS)} (and .csv)")
     return 0

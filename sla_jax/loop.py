@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from sla_jax.errors import CheckpointWriteError, Interrupted
-from sla_jax.outputs import atomic
 from sla_jax.state import TrainState
 
 @contextlib.contextmanager
@@ -77,8 +76,9 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
         log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None,
         max_in_flight: int = MAX_IN_FLIGHT) -> TrainState:
-    """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a JSON-lines ``log`` file
-    and a progress bar. A non-finite loss stops the run before it can overwrite a good checkpoint.
+    """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a progress bar and, at every
+    log step, a record handed to ``log`` (:func:`sla_jax.experiment.run_log` writes it to ``metrics.jsonl`` and
+    TensorBoard). A non-finite loss stops the run before it can overwrite a good checkpoint.
 
     Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
     (other metrics, such as learned label parameters, as of the record's step), the images/s of that
@@ -130,8 +130,7 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
             record = {"step": done, **means, "images_per_s": rate,
                       "learning_rate": float(schedule(step)) if schedule else None, "seconds": now - started}
             if log is not None:
-                log.write(atomic.dumps(record) + "\n")
-                log.flush()
+                log(record)
             bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
                             y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
             window_steps, window_sum = 0, None

@@ -246,7 +246,18 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
     proc = run("--config.train.steps=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from the checkpoint at step 2" in proc.stdout
-    assert json.loads((workdir / "results.json").read_text())["steps"] == 4
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["steps"] == 4
+    # TensorBoard: one run folder per member, its own losses, settings and final AUROC (the HParams view)
+    from tests.test_board import read_events
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for k, member in enumerate(results["members"]):
+        scalars, _, hparams, _ = read_events(workdir / "tensorboard" / member["name"])
+        assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
+        np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [r["loss"][k] for r in lines], rtol=1e-6)
+        assert (hparams["labels.alpha"], hparams["labels.mode"], hparams["seed"]) == (
+            member["alpha"], member["mode"], member["seed"])
+        assert scalars["final/image_auroc"][-1][1] == pytest.approx(member["image_auroc"], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- learned label parameters

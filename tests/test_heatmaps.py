@@ -65,3 +65,26 @@ def test_shared_scale_ignores_single_outlier():
     vmin, vmax = plots.shared_scale(maps)
     assert vmin == 0.0 and 0.98 < vmax < 1.0
     assert plots.shared_scale(np.ones((2, 3, 3)))[1] > 1.0
+
+
+def test_numbers_read_the_same_everywhere():
+    """Four significant digits in fixed notation (no '4e+04' beside '1.564e+04'), scientific far out."""
+    assert [plots.number(v) for v in (40000, 15640.3, 0.01234, 1.0, 9.9996, 0)] == [
+        "40,000", "15,640", "0.01234", "1.000", "10.00", "0"]
+    assert plots.number(1234567) == "1.235e+06" and plots.number(1e-5) == "1.000e-05"
+
+
+def test_run_maps_and_predict_overlays_share_the_threshold_scale(tmp_path, monkeypatch):
+    """heatmaps.png and predict's one-image overlays draw on the same scale, 0 to twice the threshold, with
+    the threshold on the colour bar: the same map value has the same colour in both."""
+    assert plots.threshold_scale(12.5) == (0.0, 25.0)
+    assert plots.threshold_scale(None) is None and plots.threshold_scale(-1.0) is None
+    seen = []
+    real = plots.Normalize
+    monkeypatch.setattr(plots, "Normalize", lambda *a: seen.append(a) or real(*a))
+    images, masks, maps, _ = _synthetic(5)
+    plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "grid.png"), threshold=0.8)
+    plots.plot_heatmap_grid(images[:1], masks[:1], maps[:1] * 3, path=str(tmp_path / "one.png"), threshold=0.8,
+                            max_images=1, columns=1, score_label=plots.map_label("gde", patch_size=32))
+    assert seen == [(0.0, 1.6), (0.0, 1.6)]
+    assert Image.open(tmp_path / "one.png").size[0] > 300  # the wrapped colour-bar label fits beside the image

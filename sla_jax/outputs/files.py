@@ -3,13 +3,14 @@ density, the defect maps, predictions, the α-sweep tables, the invalid-edit ana
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 
 import numpy as np
 
-from sla_jax.outputs import atomic, plots
+from sla_jax.outputs import atomic, board, plots
 
 def read_json(path: str) -> dict:
     """The JSON object in ``path``; {} when there is none (or it is not a JSON object: rewritten whole)."""
@@ -47,6 +48,23 @@ def write_timing(timing: dict, workdir: str) -> str:
     (kept out of results.json)."""
     path = os.path.join(workdir, "timing.json")
     return atomic.write_json(path, {**read_json(path), **timing}, sort_keys=True)
+
+
+@contextlib.contextmanager
+def run_log(workdir: str, *, name: str = "metrics.jsonl", resumed_from: int = 0, writers=()):
+    """Yields the ``log`` callable of :func:`sla_jax.loop.fit`: each record becomes one line of
+    ``WORKDIR/NAME`` (trimmed to ``resumed_from`` first, see :func:`trim_log`) and, with TensorBoard
+    ``writers`` (:func:`sla_jax.outputs.board.open_writers`), scalars at the record's step."""
+    path = os.path.join(workdir, name)
+    trim_log(path, up_to_step=resumed_from)
+    with open(path, "a", encoding="utf-8") as f:
+        def log(record: dict) -> None:
+            f.write(atomic.dumps(record) + "\n")
+            f.flush()
+            if writers:
+                board.log_record(writers, record)
+
+        yield log
 
 
 def trim_log(path: str, *, up_to_step: int) -> None:

@@ -8,6 +8,7 @@ can be compared: a map that looks hot is hot relative to the whole test set, not
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -17,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from sklearn.metrics import auc as sk_auc, roc_curve  # noqa: E402
 
 from sla_jax.outputs import atomic  # noqa: E402
@@ -29,6 +31,18 @@ OUTLINE_COLOR = "lime"
 OUTLINE_WIDTH = 1.2
 DPI = 110
 PANEL_INCHES = 2.4
+
+
+def number(value: float) -> str:
+    """A score as people read it, the same in every figure, title and table: four significant digits in
+    fixed notation from 0.001 to a million (``15,640``, ``40,000``, ``0.01234``), scientific outside."""
+    v = float(value)
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    magnitude = math.floor(math.log10(abs(float(f"{v:.4g}"))))  # of the rounded value: 9.9996 → 10.00
+    if -3 <= magnitude < 6:
+        return f"{v:,.{max(0, 3 - magnitude)}f}"
+    return f"{v:.3e}"
 
 
 def _spread(indices: Sequence[int], count: int) -> list[int]:
@@ -68,15 +82,31 @@ def shared_scale(maps_NxHxW: np.ndarray, *, percentile: float = 99.5) -> tuple[f
     return vmin, vmax
 
 
+def map_label(density: str = "gde", *, patch_size: int | None = None) -> str:
+    """What a defect map's value is, for its colour bar."""
+    patches = f"{patch_size} px patches" if patch_size else "patches"
+    kind = "squared Mahalanobis distances (GDE)" if density == "gde" else "KDE scores"
+    return f"defect score of a pixel: the {kind} of the\n{patches} covering it, Gaussian-weighted and summed (RFU)"
+
+
+def threshold_scale(threshold: float | None) -> tuple[float, float] | None:
+    """The colour scale of every defect map of a run, in ``heatmaps.png`` and ``predict``'s overlays alike:
+    0 to twice the decision threshold, so the threshold sits mid-scale (green in jet) and red means well above
+    it. None when the threshold is not a positive number (the maps' own range is then used)."""
+    if threshold is None or not np.isfinite(threshold) or threshold <= 0:
+        return None
+    return 0.0, 2.0 * float(threshold)
+
+
 def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_NxHxW: np.ndarray, *,
                       path: str, titles: Sequence[str] | None = None, max_images: int = 16, columns: int = 4,
-                      title: str = "", score_label: str = "anomaly score",
+                      title: str = "", score_label: str = "anomaly score", threshold: float | None = None,
                       scale: tuple[float, float] | None = None) -> list[int]:
     """Save a grid of images overlaid with their anomaly maps and defect outlines; return the indices shown.
 
     The map is drawn in ``jet`` over the image, the mask's 0.5 contour outlines the true defect
-    (none for good images), and one colourbar states the scale shared by every panel (``scale``, or
-    :func:`shared_scale` of the maps).
+    (none for good images), and one colourbar states the scale shared by every panel: ``scale``, else
+    :func:`threshold_scale` of ``threshold`` (marked on the colour bar), else :func:`shared_scale` of the maps.
     """
     images = np.asarray(images_NxHxWx3)
     masks = np.asarray(masks_NxHxW)
@@ -86,18 +116,27 @@ def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"need one title per image, got {len(titles)} for {len(images)}")
     chosen = select_images(masks, max_images=max_images)
-    norm = Normalize(*(scale or shared_scale(maps)))
+    norm = Normalize(*(scale or threshold_scale(threshold) or shared_scale(maps)))
     n_cols = max(1, min(columns, len(chosen)))
     n_rows = max(1, math.ceil(len(chosen) / n_cols))
+    # The colour-bar label wrapped to the bar's height: a one-image figure (predict's overlays) is short.
+    label = "\n".join(textwrap.fill(part, width=int(11 * PANEL_INCHES * n_rows * 0.9))
+                      for part in (score_label + (", one scale for all" if len(chosen) > 1 else "")).split("\n"))
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, dpi=DPI, layout="constrained",
-                             figsize=(PANEL_INCHES * n_cols + 1.0, PANEL_INCHES * n_rows + 0.5))
+                             figsize=(PANEL_INCHES * n_cols + 0.9 + 0.2 * label.count("\n"), PANEL_INCHES * n_rows + 0.6))
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, i in zip(axes.ravel(), chosen):
         _draw_panel(ax, images[i], masks[i], maps[i], norm=norm, label=titles[i] if titles is not None else f"#{i}")
     extend = "max" if maps.size and float(np.nanmax(maps)) > norm.vmax else "neither"
-    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes.ravel().tolist(), shrink=0.9, extend=extend,
-                 label=f"{score_label} (shared scale)")
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes.ravel().tolist(), shrink=0.9, extend=extend,
+                       label=label,
+                       format=FuncFormatter(lambda v, _: number(v) if v else "0"))
+    if threshold is not None and norm.vmin <= threshold <= norm.vmax:
+        bar.ax.axhline(threshold, color="white", lw=3)
+        bar.ax.axhline(threshold, color="black", lw=1.5)
+        bar.ax.text(-0.15, threshold, f"threshold {number(threshold)}", transform=bar.ax.get_yaxis_transform(),
+                    ha="right", va="center", fontsize=7, rotation=90)
     if title:
         fig.suptitle(title)
     atomic.save_figure(fig, path)
@@ -120,24 +159,32 @@ def _draw_panel(ax, image_HxWx3: np.ndarray, mask_HxW: np.ndarray, map_HxW: np.n
 
 
 def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
-    """ROC curves (overall and per defect type) as a PNG."""
+    """ROC curves (overall and per defect type) as a PNG, readable at AUROC 1.0: the axes leave a margin so
+    a perfect curve does not hide in the frame, the overall curve is drawn on top in black, and when every
+    curve is perfect a note says that they coincide."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     types = np.asarray(split.defect_types)
-    curves = [("all defects", np.ones_like(split.labels, bool))]
-    curves += [(name, (types == name) | (split.labels == 0)) for name in sorted(set(split.defect_types) - {"good"})]
-    drawn = 0
+    curves = [(name, (types == name) | (split.labels == 0)) for name in sorted(set(split.defect_types) - {"good"})]
+    curves.append(("all defects", np.ones_like(split.labels, bool)))  # last: drawn on top
+    aurocs = []
     for name, keep in curves:
         if len(set(split.labels[keep])) < 2:
             continue
         fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
-        auc = float(sk_auc(fpr, tpr))
-        ax.plot(fpr, tpr, lw=2.5 if name == "all defects" else 1.2, label=f"{name} (AUROC {auc:.3f})")
-        drawn += 1
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        aurocs.append(float(sk_auc(fpr, tpr)))
+        overall = name == "all defects"
+        ax.plot(fpr, tpr, lw=2.6 if overall else 1.6, ls="-" if overall else "--", zorder=3 if overall else 2,
+                color="black" if overall else None, alpha=0.75 if overall else 1.0,
+                label=f"{name} (AUROC {aurocs[-1]:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", zorder=1)
     ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",
-           title=title, xlim=(0, 1), ylim=(0, 1.01))
-    if drawn:
-        ax.legend(loc="lower right", fontsize=8)
+           title=title, xlim=(-0.03, 1.01), ylim=(-0.01, 1.03))
+    if aurocs:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[::-1], labels[::-1], loc="lower right", fontsize=8)  # the overall curve first
+        if min(aurocs) == 1.0:
+            ax.text(0.5, 0.45, "every curve is perfect and they coincide:\nevery defective image scores above "
+                    "every good one", ha="center", va="center", fontsize=8.5, color="dimgrey")
     else:  # a test set of one class: say so instead of an empty frame and an empty legend
         ax.text(0.5, 0.55, "no ROC curve: the test set holds\nonly good or only defective images", ha="center",
                 va="center", fontsize=10, bbox=dict(facecolor="white", edgecolor="grey"))
@@ -162,7 +209,7 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, t
         if len(chosen):
             ax.hist(chosen, bins=bins, alpha=0.55, color=color, label=f"{name} ({len(chosen)})")
     if threshold is not None and np.isfinite(threshold):
-        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.4g}")
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {number(threshold)}")
     ax.set(xlabel="anomaly score (squared Mahalanobis distance)", ylabel="test images", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -260,11 +307,17 @@ def plot_analysis(results: dict, path: str, *, every: int, threshold: float) -> 
             row[0].plot(xs, r["cumulative_invalid"], marker="o", label=f"{name.upper()} ({r['invalid_fraction']:.1%})")
             bins = np.linspace(0, 1, len(r["histogram"]) + 1)
             row[1].stairs(r["histogram"], bins, label=name.upper())
+        most = max(max(r["cumulative_invalid"], default=0) for r in per.values())
         row[0].set(title=f"{dataset}: invalid edits (soft label < {threshold})", xlabel="trials",
-                   ylabel="cumulative invalid")
+                   ylabel="cumulative invalid", ylim=(0, max(5, 1.1 * most)), xlim=(0, None))
+        if most == 0:  # a flat line at 0 on an axis from 0: said in words too
+            row[0].text(0.5, 0.5, "no invalid edit in any trial", transform=row[0].transAxes, ha="center",
+                        color="dimgrey")
         row[0].legend(fontsize=8)
         row[1].axvline(threshold, color="grey", ls="--", lw=0.8)
-        row[1].set(title=f"{dataset}: soft labels", xlabel="soft label y", ylabel="edits", yscale="log")
+        row[1].set(title=f"{dataset}: soft labels", xlabel="soft label y", ylabel="edits (log scale)",
+                   yscale="log", xlim=(0, 1))
+        row[1].set_ylim(bottom=0.8)
         row[1].legend(fontsize=8)
     fig.tight_layout()
     atomic.save_figure(fig, path)

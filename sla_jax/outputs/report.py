@@ -109,9 +109,13 @@ def write_run_report(workdir: str) -> str:
     for key, label in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR ≤ 0.3)")):
         if key in results:
             rows.append((label, percent(results[key])))
-    rows += [("decision threshold", f"{results['threshold']:.4g}" if results.get("threshold") is not None else "–"),
-             ("test false-positive rate at it", percent(results.get("test_false_positive_rate"))),
-             ("test true-positive rate at it", percent(results.get("test_true_positive_rate")))]
+    rows += [("test false-positive rate at the threshold", percent(results.get("test_false_positive_rate"))),
+             ("test true-positive rate at the threshold", percent(results.get("test_true_positive_rate")))]
+    quantile = config.get("eval", {}).get("threshold_quantile")
+    decision = [("decision threshold (anomaly score)",
+                 plots.number(results["threshold"]) if results.get("threshold") is not None else "–"),
+                ("set at", f"the {quantile:g} quantile of out-of-fold scores of training images (not the test set)"
+                 if quantile is not None else "–")]
     facts = [("data", html.escape(f"{results.get('data_root', '')}/{results.get('category', '')}")),
              ("images", f"{results.get('n_train', '?')} train, {results.get('n_test_good', '?')} good and "
                         f"{results.get('n_test_defective', '?')} defective test"),
@@ -123,7 +127,8 @@ def write_run_report(workdir: str) -> str:
              ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")]
     if results.get("skipped_files"):
         facts.append(("files left out", "<br>".join(html.escape(s) for s in results["skipped_files"])))
-    body = [html_table([], facts, facts=True), "<h2>Results (%)</h2>", html_table(["metric", "value"], rows),
+    body = [html_table([], facts, facts=True), "<h2>Results (%)</h2>", html_table(["metric", "%"], rows),
+            "<h2>Decision</h2>", html_table([], decision, facts=True),
             "<h2>Figures</h2>", *(figure(os.path.join(workdir, f), caption=c) for f, c in figures)]
     if os.path.isfile(os.path.join(workdir, "heatmaps.png")):
         body += ["<h2>Defect maps</h2>", figure(os.path.join(workdir, "heatmaps.png"),
