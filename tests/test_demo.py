@@ -110,3 +110,23 @@ def test_good_examples_differ(tmp_path):
         b, _, mask = synthetic.make_example(category, "good", rng=np.random.default_rng(1), size=64)
         assert not mask.any()
         assert np.abs(a.astype(int) - b.astype(int)).mean() > 2
+
+
+def test_readme_command_1_category_has_edits_that_change_nothing(tmp_path):
+    """README command 1's demo (configs/demo_patch.py, the washer on a flat black belt) is where soft labels
+    act: its first training steps log a mean soft label below 1 and invalid edits, as its README says."""
+    import json
+
+    from configs import demo_patch
+    from sla_jax import experiment
+
+    config = demo_patch.get_config()
+    config.data.cache_dir = str(tmp_path / "tfds")
+    config.update_from_flattened_dict({"train.steps": 3, "train.log_every": 1, "model.head": (32,),
+                                       "localization.stride": 32, "localization.train_stride": 32,
+                                       "eval.threshold_images": 5, "train.tensorboard": False})
+    experiment.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    assert np.mean([r["mean_label"] for r in records]) < 0.95, records  # about 0.8 over 500 steps
+    assert np.mean([r["invalid_fraction"] for r in records]) > 0.05, records  # about 0.2 over 500 steps
