@@ -194,7 +194,7 @@ def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
 
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, threshold: float | None,
-                         title: str) -> None:
+                         title: str, xlabel: str = "anomaly score (squared Mahalanobis distance)") -> None:
     """Histograms of the anomaly scores of good and of defective test images, with the threshold; on a
     log axis when the positive scores span more than two decades (squared Mahalanobis distances of
     defects often do, and linear bins then put every good image in the first bin)."""
@@ -210,7 +210,9 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, t
             ax.hist(chosen, bins=bins, alpha=0.55, color=color, label=f"{name} ({len(chosen)})")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {number(threshold)}")
-    ax.set(xlabel="anomaly score (squared Mahalanobis distance)", ylabel="test images", title=title)
+    ax.set(xlabel=xlabel, ylabel="test images", title=title)
+    if not logarithmic:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: number(v) if v else "0"))
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic.save_figure(fig, path)
@@ -224,17 +226,19 @@ def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
         return False
     steps = [r["step"] for r in records]
     mean = lambda v: float(np.mean(v))  # noqa: E731  (ensembles log one value per member)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.6, 4.0), dpi=110, layout="constrained")
     ax.plot(steps, [mean(r["loss"]) for r in records], color="tab:blue", label="loss")
     ax.set(xlabel="step", ylabel="pretext loss", title=title)
     other = ax.twinx()
     other.plot(steps, [mean(r["accuracy"]) for r in records], color="tab:orange", label="accuracy")
     if "mean_label" in records[0]:
         other.plot(steps, [mean(r["mean_label"]) for r in records], color="tab:green", ls=":", label="mean soft label")
-    other.set(ylabel="accuracy, mean soft label", ylim=(0, 1.02))
+    if "invalid_fraction" in records[0]:
+        other.plot(steps, [mean(r["invalid_fraction"]) for r in records], color="tab:red", ls="--",
+                   label="invalid edits (soft label < 0.5)")
+    other.set(ylabel="fraction", ylim=(0, 1.02))
     lines = ax.get_legend_handles_labels(), other.get_legend_handles_labels()
-    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="center right")
-    fig.tight_layout()
+    fig.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="outside lower center", ncol=4)
     atomic.save_figure(fig, path)
     plt.close(fig)
     return True

@@ -15,6 +15,8 @@ import json
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 from sla_jax.outputs import atomic, plots
 from sla_jax.outputs.files import read_json, read_scores
 
@@ -76,6 +78,18 @@ def mean_only(cell: dict | None) -> dict | None:
     return None if cell is None else {"mean": cell["mean"]}
 
 
+def soft_label_summary(records: Sequence[dict]) -> str:
+    """"; over training: mean soft label 0.79, invalid edits 20.1 %" from ``metrics.jsonl`` records (each a
+    window's mean, so the mean of records is over the logged steps); "" when they hold no labels."""
+    labelled = [r for r in records if isinstance(r.get("mean_label"), (int, float))
+                and isinstance(r.get("invalid_fraction"), (int, float))]
+    if not labelled:
+        return ""
+    label = float(np.mean([r["mean_label"] for r in labelled]))
+    invalid = float(np.mean([r["invalid_fraction"] for r in labelled]))
+    return f"; over training: mean soft label {label:.2f}, invalid edits {100 * invalid:.1f} %"
+
+
 def write_run_report(workdir: str) -> str:
     """Write ``scores.png``, ``training.png`` and ``report.html`` into a finished run's workdir."""
     results = read_json(os.path.join(workdir, "results.json"))
@@ -91,18 +105,22 @@ def write_run_report(workdir: str) -> str:
     scores_csv = os.path.join(workdir, "scores.csv")
     if os.path.isfile(scores_csv):
         scores, labels, _ = read_scores(scores_csv)
+        density = "KDE score" if results.get("density") == "kde" else "squared Mahalanobis distance"
+        what = "maximum of the defect map" if results.get("image_score") else density
         plots.plot_score_histogram(scores, labels, os.path.join(workdir, "scores.png"), threshold=results.get("threshold"),
-                             title=f"{name}: test scores")
+                                   title=f"{name}: test scores", xlabel=f"anomaly score ({what})")
         figures.append(("scores.png", "Scores of good and defective test images; dashed: the decision threshold "
                                       "(set from the training images, not the test set)."))
     if os.path.isfile(os.path.join(workdir, "roc.png")):
         figures.insert(0, ("roc.png", "ROC curves, overall and per defect type."))
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    records = []
     if os.path.isfile(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:
             records = [json.loads(line) for line in f if line.strip()]
         if plots.plot_training(records, os.path.join(workdir, "training.png"), title=f"{name}: pretext training"):
-            figures.append(("training.png", "Pretext training: loss, accuracy and the mean soft label of edited images."))
+            figures.append(("training.png", "Pretext training: loss, accuracy, the mean soft label of edited images "
+                                            "and the fraction of edits that changed (almost) nothing."))
     rows = [("image AUROC", percent(results.get("image_auroc"))
              + (f" ({html.escape(results['image_auroc_undefined'])})" if results.get("image_auroc_undefined") else ""))]
     rows += [(f"&nbsp;&nbsp;{html.escape(t)}", percent(v)) for t, v in results.get("per_defect_type_auroc", {}).items()]
@@ -123,7 +141,8 @@ def write_run_report(workdir: str) -> str:
              ("training", f"{results.get('steps', '?')} steps of {config.get('train', {}).get('batch_size', '?')}, "
                           f"{html.escape(str(results.get('init', 'random')))} init; every number here is of the "
                           f"checkpoint of step {results.get('checkpoint_step', '?')}"),
-             ("labels", html.escape(f"{results.get('labels')} (α = {results.get('alpha')})")),
+             ("labels", html.escape(f"{results.get('labels')} (α = {results.get('alpha')})")
+              + soft_label_summary(records)),
              ("wall time", f"{timing['seconds']:.0f} s" if "seconds" in timing else "–")]
     if results.get("skipped_files"):
         facts.append(("files left out", "<br>".join(html.escape(s) for s in results["skipped_files"])))
