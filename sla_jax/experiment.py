@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sla_jax import data as data_lib
-from sla_jax import detection, distributed, ensemble, identity, loop, pretext, pretrained
+from sla_jax import detection, distributed, ensemble, identity, loop, pretext, pretrained, timing
 from sla_jax import state as state_lib
 from sla_jax import transforms as transforms_lib
 from sla_jax import workdir as workdir_lib
@@ -143,7 +143,8 @@ def run_title(config: ml_collections.ConfigDict, category: str) -> str:
 
 # ----------------------------------------------------------------------------- train, then evaluate
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+                       startup_seconds: float | None = None) -> dict:
     """Train (resuming from ``workdir`` when it holds a checkpoint of the same run), then evaluate; returns the
     results.
 
@@ -161,8 +162,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     with lock:
         lineage = claim_run(config, workdir) if primary else []
         if "ensemble" in config:
-            return train_ensemble(config, workdir, progress=progress, lineage=lineage)
-        return _train_and_evaluate(config, workdir, progress=progress, lineage=lineage)
+            return train_ensemble(config, workdir, progress=progress, lineage=lineage, startup_seconds=startup_seconds)
+        return _train_and_evaluate(config, workdir, progress=progress, lineage=lineage,
+                                   startup_seconds=startup_seconds)
 
 
 def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -202,74 +204,107 @@ def claim_run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool,
-                        lineage: list[dict]) -> dict:
+                        lineage: list[dict], startup_seconds: float | None = None) -> dict:
     primary = distributed.is_primary()
     os.makedirs(workdir, exist_ok=True)
-    started = time.perf_counter()
-    dataset = distributed.primary_first(lambda: dataset_from_config(config, workdir))
+    phases = timing.Phases()
+    with phases("data"):
+        dataset = distributed.primary_first(lambda: dataset_from_config(config, workdir))
     detection.check_train_size(len(dataset.train.images), eval_spec_from_config(config), where=train_folder(dataset))
-    mesh = state_lib.data_mesh()
-    spec = spec_from_config(config)
-    model = model_from_config(config)
-    total = int(config.train.steps)
-    optimizer = optimizer_from_config(config)
-    root = jax.random.key(config.seed)
-    replicated = NamedSharding(mesh, P())
-    hparams = hparams_from_config(config)
-    state = jax.jit(partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=model_input_size(config)),
-                    out_shardings=replicated)(jax.random.fold_in(root, pretext.KEY_INIT))
-    started_from = pretext.with_label_params(initial_backbone(state, config, optimizer=optimizer), hparams,
-                                             learn=tuple(config.labels.learn), optimizer=optimizer)
-    if started_from is not state:  # loaded weights or label parameters: place the new leaves like the rest
-        state = jax.tree_util.tree_map(lambda x: distributed.replicated_array(np.asarray(x), replicated),
-                                       started_from)
-    workdir_lib.check_free_space(workdir, needed_bytes=(config.train.keep_checkpoints + 1) * state_lib.tree_bytes(state))
-    manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
-    state = state_lib.restore_latest(manager, state)  # a checkpoint takes precedence over model.init
-    resumed_from = int(state.step)
-    if resumed_from:
-        print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
-    train_images = distributed.replicated_array(dataset.train.images, replicated)
-    compiled = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
-    step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
+    with phases("setup"):
+        mesh = state_lib.data_mesh()
+        spec = spec_from_config(config)
+        model = model_from_config(config)
+        total = int(config.train.steps)
+        optimizer = optimizer_from_config(config)
+        root = jax.random.key(config.seed)
+        replicated = NamedSharding(mesh, P())
+        hparams = hparams_from_config(config)
+        init = partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=model_input_size(config))
+        state = jax.jit(init, out_shardings=replicated)(jax.random.fold_in(root, pretext.KEY_INIT))
+        started_from = pretext.with_label_params(initial_backbone(state, config, optimizer=optimizer), hparams,
+                                                 learn=tuple(config.labels.learn), optimizer=optimizer)
+        if started_from is not state:  # loaded weights or label parameters: place the new leaves like the rest
+            state = jax.tree_util.tree_map(lambda x: distributed.replicated_array(np.asarray(x), replicated),
+                                           started_from)
+        workdir_lib.check_free_space(workdir,
+                                     needed_bytes=(config.train.keep_checkpoints + 1) * state_lib.tree_bytes(state))
+        manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
+        state = state_lib.restore_latest(manager, state)  # a checkpoint takes precedence over model.init
+        resumed_from = int(state.step)
+        if resumed_from:
+            print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
+        train_images = distributed.replicated_array(dataset.train.images, replicated)
+        step_key = jax.random.fold_in(root, pretext.KEY_STEP)
     n_train = len(dataset.train.images)
     patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     print(f"training {config.transform.name.upper()} ({config.labels.mode} labels) on {n_train} images of "
           f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)"
           + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
              if jax.process_count() > 1 else ""))
+    compiled = compile_ahead(pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh),
+                             (state, train_images, step_key, hparams), needed=resumed_from < total, phases=phases,
+                             progress=progress and primary)
+    step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
     log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
     writers = board.open_writers(workdir, resumed_from=resumed_from) if config.train.tensorboard and primary else []
+    rates: list[float] = []
     try:
-        with files.run_log(workdir, name=log_name, resumed_from=resumed_from, writers=writers) as log:
-            state = loop.fit(state, train_images, jax.random.fold_in(root, pretext.KEY_STEP), step_fn=step_fn,
+        with files.run_log(workdir, name=log_name, resumed_from=resumed_from, writers=writers) as log, phases("train"):
+            state = loop.fit(state, train_images, step_key, step_fn=step_fn,
                              total_steps=total, images_per_step=spec.batch_size, manager=manager,
                              checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-                             log=log, schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
-                                                                     total_steps=total),
-                             progress=progress and primary, started=started)
+                             log=lambda record: rates.append(record["images_per_s"]) or log(record),
+                             schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
+                                                            total_steps=total),
+                             progress=progress and primary, started=phases.started)
         if not total and manager.latest_step() is None:  # train.steps=0: the features as loaded are the model
             loop.save_checkpoint(manager, 0, state)
     finally:
         manager.close()
-    train_seconds = time.perf_counter() - started
     variables = {"params": pretext.network_params(state.params), "batch_stats": state.batch_stats}
     step = int(state.step)
     results = _evaluate(variables, dataset, model=model, config=config, mesh=mesh,
-                        out_dir=workdir if primary else None, step=step, progress=progress and primary)
+                        out_dir=workdir if primary else None, step=step, progress=progress and primary, phases=phases)
     if "sla" in state.params:
         learned = pretext.effective_hparams(state.params, hparams)
         results["learned_labels"] = {k[len("log_"):]: float(getattr(learned, k[len("log_"):]))
                                      for k in state.params["sla"]}
     results.update(steps=step, init=config.model.init or "random", processes=jax.process_count(),
                    **({"lineage": lineage} if lineage else {}))
+    with phases("files"):
+        if primary:
+            files.write_results(results, workdir)
+            report.write_run_report(workdir)
+        finish_board(writers, workdir, [board_settings(config)], [results], step=step)
     if primary:
-        files.write_results(results, workdir)
-        files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
-                            "seconds": time.perf_counter() - started}, workdir)
-        report.write_run_report(workdir)
-    finish_board(writers, workdir, [board_settings(config)], [results], step=step)
+        files.write_timing(timing_record(phases, resumed_from=resumed_from, rates=rates,
+                                         startup_seconds=startup_seconds), workdir)
     return results
+
+
+def compile_ahead(jitted, args: tuple, *, needed: bool, phases: timing.Phases, progress: bool):
+    """``jitted`` compiled for ``args`` now, as the "compile" phase (said when ``progress``), so that compiling
+    is timed apart from training; ``jitted`` itself when no step is left to run."""
+    if not needed:
+        return jitted
+    with phases("compile"):
+        if progress:
+            print("compiling the training step", flush=True)
+        return jitted.lower(*args).compile()
+
+
+def timing_record(phases: timing.Phases, *, resumed_from: int, rates: list[float],
+                  startup_seconds: float | None) -> dict:
+    """``timing.json``: seconds per phase (``startup``: interpreter start and imports, then data, setup,
+    compile, train, evaluate, files), the steady training rate (median images/s of the logged windows after
+    the first) and the step a run resumed from."""
+    record = phases.record()
+    if startup_seconds is not None:
+        record["phases"] = {"startup": startup_seconds, **record["phases"]}
+    steady = rates[1:] or rates
+    return {**record, "resumed_from_step": resumed_from, "train_seconds": record["phases"].get("train", 0.0),
+            "images_per_s": float(np.median(steady)) if steady else None}
 
 
 def board_settings(config: ml_collections.ConfigDict, member: ensemble.Member | None = None) -> dict:
@@ -296,7 +331,7 @@ def finish_board(writers, workdir: str, settings: list[dict], results: list[dict
 
 
 def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config: ml_collections.ConfigDict, mesh,
-              out_dir: str | None, step: int, progress: bool = False) -> dict:
+              out_dir: str | None, step: int, progress: bool = False, phases: timing.Phases | None = None) -> dict:
     """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
@@ -304,40 +339,51 @@ def _evaluate(variables, dataset: data_lib.Dataset, *, model: PretextNet, config
     if out_dir:
         print(f"evaluating the checkpoint of step {step}: {len(dataset.train.images)} training and "
               f"{len(dataset.test.images)} test images" + (", defect maps" if spec.patches else ""), flush=True)
-    found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress)
-    if out_dir:
-        print(f"writing scores, figures{' and defect maps' if found.maps is not None else ''} into {out_dir}",
-              flush=True)
-        files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold,
-                            checkpoint_step=step)
-        files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"), checkpoint_step=step)
-        plots.plot_roc(found.scores, dataset.test, os.path.join(out_dir, "roc.png"),
-                       title=run_title(config, dataset.category))
-        if found.maps is not None:
-            test = dataset.test
-            files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
-                             masks=found.masks, paths=test.paths)
-            titles = [f"{t}/{atomic.printable(os.path.basename(p))}: {plots.number(v)}"
-                      for t, p, v in zip(test.defect_types, test.paths, found.scores)]
-            plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
-                                    found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
-                                    max_images=config.localization.heatmaps,
-                                    title=f"{dataset.category}: defect maps (outline: ground truth)",
-                                    threshold=found.threshold,
-                                    score_label=plots.map_label(spec.density, patch_size=spec.patches.size))
+    phases = phases or timing.Phases()
+    with phases("evaluate"):
+        found = detection.evaluate(variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress)
+    with phases("files"):
+        _write_evaluation(found, dataset, config=config, spec=spec, out_dir=out_dir, step=step)
     return {"transform": config.transform.name, "labels": config.labels.mode, "alpha": float(config.labels.alpha),
             "image_size": int(config.data.image_size), **found.results, "checkpoint_step": step}
+
+
+def _write_evaluation(found: detection.Evaluation, dataset: data_lib.Dataset, *, config, spec, out_dir: str | None,
+                      step: int) -> None:
+    """gde.npz (kde.npz), scores.csv, roc.png and, for patch models, maps.npz and heatmaps.png."""
+    if not out_dir:  # the other processes of a multi-process run
+        return
+    print(f"writing scores, figures{' and defect maps' if found.maps is not None else ''} into {out_dir}",
+          flush=True)
+    files.write_density(out_dir, found.fitted, kind=spec.density, threshold=found.threshold,
+                        checkpoint_step=step)
+    files.write_scores_csv(found.scores, dataset.test, os.path.join(out_dir, "scores.csv"), checkpoint_step=step)
+    plots.plot_roc(found.scores, dataset.test, os.path.join(out_dir, "roc.png"),
+                   title=run_title(config, dataset.category))
+    if found.maps is not None:
+        test = dataset.test
+        files.write_maps(os.path.join(out_dir, "maps.npz"), maps=found.maps, scores_low=found.scores_low,
+                         masks=found.masks, paths=test.paths)
+        titles = [f"{t}/{atomic.printable(os.path.basename(p))}: {plots.number(v)}"
+                  for t, p, v in zip(test.defect_types, test.paths, found.scores)]
+        plots.plot_heatmap_grid(test.images[:, : found.maps.shape[1], : found.maps.shape[2]], found.masks,
+                                found.maps, path=os.path.join(out_dir, "heatmaps.png"), titles=titles,
+                                max_images=config.localization.heatmaps,
+                                title=f"{dataset.category}: defect maps (outline: ground truth)",
+                                threshold=found.threshold,
+                                score_label=plots.map_label(spec.density, patch_size=spec.patches.size))
 
 
 # ----------------------------------------------------------------------------- an ensemble in one program
 
 def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-                   lineage: list[dict] = ()) -> dict:
+                   lineage: list[dict] = (), startup_seconds: float | None = None) -> dict:
     """Train every member in one program (resuming from ``workdir``), evaluate all, write the sweep table."""
     validate_ensemble(config)
-    started = time.perf_counter()
+    phases = timing.Phases()
     members = members_from_config(config)
-    dataset = dataset_from_config(config, workdir)
+    with phases("data"):
+        dataset = dataset_from_config(config, workdir)
     detection.check_train_size(len(dataset.train.images), eval_spec_from_config(config), where=train_folder(dataset))
     mesh = state_lib.data_mesh()
     replicated = NamedSharding(mesh, P())
@@ -357,33 +403,39 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     if resumed_from:
         print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
     train_images = jax.device_put(dataset.train.images, replicated)
-    compiled = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
-    step_fn = lambda s, images, keys: compiled(s, images, keys[0], hparams, keys[1])  # noqa: E731
     print(f"training {len(members)} members in one program ({config.transform.name.upper()}, "
           f"{len(dataset.train.images)} images of {config.data.image_size} px, {total} steps of {spec.batch_size} "
           f"per member, {jax.device_count()} device(s))")
+    compiled = compile_ahead(ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh),
+                             (states, train_images, step_keys, hparams, data_key), needed=resumed_from < total,
+                             phases=phases, progress=progress)
+    step_fn = lambda s, images, keys: compiled(s, images, keys[0], hparams, keys[1])  # noqa: E731
     writers = (board.open_writers(workdir, members=[m.name for m in members], resumed_from=resumed_from)
                if config.train.tensorboard else [])
+    rates: list[float] = []
     try:
-        with files.run_log(workdir, resumed_from=resumed_from, writers=writers) as log:
+        with files.run_log(workdir, resumed_from=resumed_from, writers=writers) as log, phases("train"):
             states = loop.fit(states, train_images, (step_keys, data_key), step_fn=step_fn, total_steps=total,
                               images_per_step=spec.batch_size * len(members), manager=manager,
                               checkpoint_every=config.train.checkpoint_every, log_every=config.train.log_every,
-                              log=log, schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
-                                                                      total_steps=total), progress=progress,
-                              started=started)
+                              log=lambda record: rates.append(record["images_per_s"]) or log(record),
+                              schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
+                                                             total_steps=total), progress=progress,
+                              started=phases.started)
     finally:
         manager.close()
-    train_seconds = time.perf_counter() - started
 
     eval_spec = eval_spec_from_config(config)
     options = dict(model=model, batch_size=eval_spec.batch_size, mesh=mesh, l2_normalize=eval_spec.l2_normalize,
                    stacked=True)
     variables = ensemble.network_variables(states)
-    train_feats = detection.embed(variables, dataset.train.images, **options,
-                                  progress="embed train" if progress else "")
-    test_feats = detection.embed(variables, dataset.test.images, **options, progress="embed test" if progress else "")
-    gaussians, scores, aurocs = jax.device_get(ensemble.ensemble_scores(train_feats, test_feats, dataset.test.labels))
+    with phases("evaluate"):
+        train_feats = detection.embed(variables, dataset.train.images, **options,
+                                      progress="embed train" if progress else "")
+        test_feats = detection.embed(variables, dataset.test.images, **options,
+                                     progress="embed test" if progress else "")
+        gaussians, scores, aurocs = jax.device_get(ensemble.ensemble_scores(train_feats, test_feats,
+                                                                            dataset.test.labels))
     learned = pretext.effective_hparams(jax.device_get(states.params), ensemble.stack_hparams(members))
     member_results = []
     for k, member in enumerate(members):
@@ -398,7 +450,8 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     note = (f"{len(members)} members trained in one program: {total} steps of batch {spec.batch_size}, "
             f"{config.data.image_size} px, head {tuple(config.model.head)}, stem {config.model.stem}; "
             f"seeds {tuple(config.ensemble.seeds)}; std is the sample standard deviation over seeds.")
-    files.write_sweep(rows, workdir, title=title, note=note)
+    with phases("files"):
+        files.write_sweep(rows, workdir, title=title, note=note)
     reference = [m["image_auroc"] for m in member_results
                  if m["mode"] != "hard" and m["alpha"] == float(config.labels.alpha)]
     results = {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
@@ -410,12 +463,13 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
                                   else "mean over all members"),
                "steps": int(states.step), "checkpoint_step": int(states.step),
                **({"lineage": list(lineage)} if lineage else {})}
-    files.write_results(results, workdir)
-    files.write_timing({"resumed_from_step": resumed_from, "train_seconds": train_seconds,
-                        "seconds": time.perf_counter() - started}, workdir)
-    report.write_run_report(workdir)
-    finish_board(writers, workdir, [board_settings(config, m) for m in members], member_results,
-                 step=int(states.step))
+    with phases("files"):
+        files.write_results(results, workdir)
+        report.write_run_report(workdir)
+        finish_board(writers, workdir, [board_settings(config, m) for m in members], member_results,
+                     step=int(states.step))
+    files.write_timing(timing_record(phases, resumed_from=resumed_from, rates=rates, startup_seconds=startup_seconds),
+                       workdir)
     return results
 
 

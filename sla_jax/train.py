@@ -11,13 +11,14 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from sla_jax import cli, distributed, experiment
+from sla_jax import cli, distributed, experiment, timing
 from sla_jax.outputs import files, report
 
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+    startup_seconds = timing.process_age()  # interpreter start, imports, flags: the "startup" of timing.json
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.require(FLAGS.workdir, "--workdir is required: the folder for checkpoints, metrics and results.json")
@@ -27,7 +28,7 @@ def main(argv):
                                process_id=FLAGS.process_id)
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
-    results = experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    results = experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir, startup_seconds=startup_seconds)
     if distributed.is_primary():
         print("\n".join(files.summary_lines(results)))
         print(f"results: {os.path.join(os.path.abspath(FLAGS.workdir), 'results.json')}")
