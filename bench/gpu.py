@@ -2,16 +2,18 @@
 
 For a GPU owner (about 10 minutes on one GPU): at 256 px, batch 64 and 256, float32 and bfloat16 compute
 (``model.dtype``), the median step time of the real step (edit, soft labels, update in one jitted
-program) after warm-up, network images/s, achieved TFLOP/s (XLA's cost analysis of the compiled step)
-and peak device memory; a ``--members``-member vmapped ensemble (one program, an α grid) at batch 64 in
+program) after warm-up, network images/s, achieved TFLOP/s (FLOPs counted from the step's convolutions and
+matrix products, ``sla_jax.flops``: XLA's cost analysis does not see cuDNN's convolutions), utilisation
+against the device's matrix rate measured by an n×n product in the same dtype (``--matmul_n``), and peak
+device memory; a ``--members``-member vmapped ensemble (one program, an α grid) at batch 64 in
 the faster dtype; dense localization (every 32 px patch at stride 4 of a 256 px image embedded, scored
 by a Gaussian, receptive-field upsampled) in images/s; then one longer run of ``--long_steps`` steps at
 batch 64, its steady rate extrapolated to one paper-length category (65,536 steps of 64). Prints markdown
 tables, writes JSON and markdown. Runs on any backend; on a CPU use small sizes (``--size 64 --batches 8
---steps 3 --long_steps 5 --members 2``) to check the script itself.
+--steps 3 --long_steps 5 --members 2 --matmul_n 1024``) to check the script itself.
 
     python bench/gpu.py [--size 256] [--batches 64,256] [--dtypes float32,bfloat16] [--steps 30]
-        [--members 7] [--long_steps 300] [--transform cps] [--out bench/gpu.json]
+        [--members 7] [--long_steps 300] [--transform cps] [--matmul_n 8192] [--out bench/gpu.json]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import pretext
+    from sla_jax import flops, pretext
     from sla_jax.models import PretextNet
     from sla_jax.state import data_mesh, init_state
 
@@ -48,7 +50,7 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     hparams = pretext.HParams.create()
     key = jax.random.key(1)
     compiled = step.lower(state, images, key, hparams).compile()
-    return compiled, state, images, key, hparams, common.flops(compiled)
+    return compiled, state, images, key, hparams, flops.count(step, state, images, key, hparams)
 
 
 def peak_device_gb() -> float | None:
@@ -57,6 +59,18 @@ def peak_device_gb() -> float | None:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return peak / 2**30 if peak else None
+
+
+def matmul_rate(*, dtype: str, n: int, repeats: int = 10) -> float:
+    """The device's measured matrix rate in FLOP/s: an n×n by n×n product in ``dtype``, median of ``repeats``
+    (the reference for utilisation: what this chip does at best on the work that dominates a ResNet)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.device_put(jnp.ones((n, n), jnp.dtype(dtype)))
+    product = jax.jit(lambda x: x @ x)
+    seconds, _ = common.median_seconds(lambda: product(a).block_until_ready(), repeats=repeats, warmup=2)
+    return 2 * n**3 / seconds
 
 
 def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int) -> dict:
@@ -69,8 +83,8 @@ def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int) ->
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
     return {"size": size, "batch": batch, "dtype": dtype, "seconds_per_step": seconds, "images_per_s": batch / seconds,
-            "tflops": flops / seconds / 1e12, "flops_per_step": flops, "peak_device_gb": peak_device_gb(),
-            "times": times}
+            "tflops": flops / seconds / 1e12, "flops_per_step": flops, "flops_counted_by": "sla_jax.flops (jaxpr)",
+            "peak_device_gb": peak_device_gb(), "times": times}
 
 
 def ensemble_run(*, size: int, batch: int, dtype: str, transform: str, members: int, steps: int) -> dict:
@@ -140,6 +154,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=7, help="members of the vmapped ensemble (0: skip)")
     parser.add_argument("--loc_repeats", type=int, default=3, help="timed dense-localization images (0: skip)")
     parser.add_argument("--transform", default="cps")
+    parser.add_argument("--matmul_n", type=int, default=8192, help="side of the matrix product that measures "
+                        "the device's matrix rate (the utilisation reference; 0: skip)")
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "gpu.json"))
     args = parser.parse_args()
 
@@ -151,9 +167,19 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             print(f"{args.size} px, batch {batch}, {dtype} ...", flush=True)
             rows.append(measure(size=args.size, batch=batch, dtype=dtype, transform=args.transform, steps=args.steps))
+    rates = {}
+    if args.matmul_n:
+        for dtype in args.dtypes.split(","):
+            rates[dtype] = matmul_rate(dtype=dtype, n=args.matmul_n)
+            print(f"matrix rate, {dtype}, {args.matmul_n}²: {rates[dtype] / 1e12:.1f} TFLOP/s", flush=True)
+    for row in rows:
+        if row["dtype"] in rates:
+            row["matmul_tflops"] = rates[row["dtype"]] / 1e12
+            row["utilisation"] = row["tflops"] / row["matmul_tflops"]
     columns = [("size", "px", ""), ("batch", "batch", ""), ("dtype", "dtype", ""),
                ("seconds_per_step", "s/step", ".4f"), ("images_per_s", "images/s", ".0f"),
-               ("tflops", "TFLOP/s", ".1f"), ("peak_device_gb", "peak device GB", ".1f")]
+               ("tflops", "TFLOP/s (counted)", ".2f"), ("matmul_tflops", "matrix rate TFLOP/s", ".2f"),
+               ("utilisation", "of the matrix rate", ".0%"), ("peak_device_gb", "peak device GB", ".1f")]
     tables = ["## Training step", "", common.table(rows, columns)]
     print(tables[-1])
     record = {"rows": rows, "transform": args.transform, "devices": [str(d) for d in jax.devices()],

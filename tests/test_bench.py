@@ -62,9 +62,12 @@ def test_step_parts_times_the_step_and_its_parts(tmp_path):
 @pytest.mark.slow
 def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
     out = run("gpu.py", "--size", "64", "--batches", "8", "--dtypes", "float32,bfloat16", "--steps", "2",
-              "--long_steps", "3", "--members", "2", "--loc_repeats", "1", "--out", str(tmp_path / "gpu.json"))
+              "--long_steps", "3", "--members", "2", "--loc_repeats", "1", "--matmul_n", "256",
+              "--out", str(tmp_path / "gpu.json"))
     record = json.loads((tmp_path / "gpu.json").read_text())
     assert {(r["batch"], r["dtype"]) for r in record["rows"]} == {(8, "float32"), (8, "bfloat16")}
+    for row in record["rows"]:  # counted FLOPs: 3 forward passes less the stem's input gradient (test_flops.py)
+        assert row["flops_per_step"] > 2.5 * 2 * 8 * 0.148e9 and 0 < row["utilisation"] and row["matmul_tflops"] > 0
     assert record["long_run"]["steps"] == 3 and record["long_run"]["paper_category_hours"] > 0
     assert record["ensemble"]["members"] == 2 and record["ensemble"]["images_per_s"] > 0
     assert record["localization"]["patches"] == 81 and record["localization"]["images_per_s"] > 0
