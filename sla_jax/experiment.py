@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import os
 import time
 from functools import partial
@@ -242,10 +243,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
           f"{config.data.image_size} px{patches}, {total} steps of {spec.batch_size}, {jax.device_count()} device(s)"
           + (f" in {jax.process_count()} processes (this is process {jax.process_index()})"
              if jax.process_count() > 1 else ""))
-    compiled = compile_ahead(pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh),
-                             (state, train_images, step_key, hparams), needed=resumed_from < total, phases=phases,
-                             progress=progress and primary)
+    per_call = int(config.train.steps_per_call)  # > 1: chunks of steps in one program each (loop.fit)
+    chunks = functools.cache(lambda k: pretext.compile_train_steps(model=model, optimizer=optimizer, spec=spec,
+                                                                  mesh=mesh, steps=k, summed=loop.AVERAGED_METRICS))
+    first_k = min(per_call, max(total - resumed_from, 1))
+    first = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh) if per_call == 1 \
+        else chunks(first_k)
+    compiled = compile_ahead(first, (state, train_images, step_key, hparams), needed=resumed_from < total,
+                             phases=phases, progress=progress and primary)
     step_fn = lambda s, images, key: compiled(s, images, key, hparams)  # noqa: E731
+
+    def chunk_fn(k):  # a function running k steps (the first chunk's length compiled ahead, others when reached)
+        program = compiled if k == first_k else chunks(k)
+        return lambda s, images, key: program(s, images, key, hparams)
     log_name = "metrics.jsonl" if primary else f"metrics.process{jax.process_index()}.jsonl"
     writers = board.open_writers(workdir, resumed_from=resumed_from) if config.train.tensorboard and primary else []
     rates: list[float] = []
@@ -257,7 +267,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, prog
                              log=lambda record: rates.append(record["images_per_s"]) or log(record),
                              schedule=state_lib.lr_schedule(learning_rate=config.train.learning_rate,
                                                             total_steps=total),
-                             progress=progress and primary, started=phases.started)
+                             progress=progress and primary, started=phases.started, steps_per_call=per_call,
+                             chunk_fn=chunk_fn)
         if not total and manager.latest_step() is None:  # train.steps=0: the features as loaded are the model
             loop.save_checkpoint(manager, 0, state)
     finally:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from sla_jax.errors import ConfigError, WorkdirError
 
 FREE_KEYS = frozenset({"train.steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints",
-                       "train.tensorboard",
+                       "train.tensorboard", "train.steps_per_call",
                        "data.cache_dir", "data.skip_bad_files", "localization.stride", "localization.train_stride",
                        "localization.sigma", "localization.normalize", "localization.gde",
                        "localization.batch_size", "localization.heatmaps"})

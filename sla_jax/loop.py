@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
@@ -75,7 +74,7 @@ AVERAGED_METRICS = ("loss", "accuracy", "mean_label", "invalid_fraction")  # log
 def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
         images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
         log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None,
-        max_in_flight: int = MAX_IN_FLIGHT) -> TrainState:
+        max_in_flight: int = MAX_IN_FLIGHT, steps_per_call: int = 1, chunk_fn=None) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a progress bar and, at every
     log step, a record handed to ``log`` (:func:`sla_jax.experiment.run_log` writes it to ``metrics.jsonl`` and
     TensorBoard). A non-finite loss stops the run before it can overwrite a good checkpoint.
@@ -83,39 +82,67 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
     Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
     (other metrics, such as learned label parameters, as of the record's step), the images/s of that
     window and ``seconds`` since ``started`` (a ``time.perf_counter()`` value; default: now). At most
-    ``max_in_flight`` steps are dispatched ahead of the last finished one, so the bar counts finished
-    steps and its rate and ETA are the device's (``bench/progress.py`` measures it)."""
+    ``max_in_flight`` dispatches are ahead of the last finished one, so the bar counts finished
+    steps and its rate and ETA are the device's (``bench/progress.py`` measures it).
+
+    ``steps_per_call`` > 1 runs that many steps per dispatch through ``chunk_fn(k)``, which returns a function
+    ``(state, images, key) -> (state, {"last": metrics, "sum": sums of AVERAGED_METRICS})`` running k steps
+    (:func:`sla_jax.pretext.compile_train_steps`): chunks end at multiples of ``steps_per_call``, of
+    ``log_every`` and of ``checkpoint_every`` and at ``total_steps``, so a resumed run runs the same chunks as
+    an uninterrupted one (``bench/host_overhead.py`` measures what it saves)."""
     with stop_requests() as received:
         return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
                          images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
                          log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received,
-                         started=time.perf_counter() if started is None else started, max_in_flight=max_in_flight)
+                         started=time.perf_counter() if started is None else started, max_in_flight=max_in_flight,
+                         steps_per_call=steps_per_call, chunk_fn=chunk_fn)
+
+
+def chunk_end(step: int, *, total_steps: int, every: tuple[int, ...]) -> int:
+    """The step a chunk that starts after ``step`` ends at: the next multiple of any of ``every``, or the end."""
+    return min([total_steps] + [(step // n + 1) * n for n in every if n > 0])
+
+
+def _run_chunk(state, train_images, key, *, step, end, step_fn, chunk_fn):
+    """``end - step`` steps: one call of ``step_fn`` or of ``chunk_fn(end - step)``; returns (state, last
+    metrics, the sums of :data:`AVERAGED_METRICS` over the chunk)."""
+    if chunk_fn is None:
+        state, metrics = step_fn(state, train_images, key)
+        return state, metrics, {k: v for k, v in metrics.items() if k in AVERAGED_METRICS}
+    state, out = chunk_fn(end - step)(state, train_images, key)
+    return state, out["last"], out["sum"]
 
 
 def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
-              log_every, log, schedule, progress, stop, started, max_in_flight) -> TrainState:
+              log_every, log, schedule, progress, stop, started, max_in_flight, steps_per_call, chunk_fn) -> TrainState:
     start = int(state.step)
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True, file=sys.stdout)
-    window_start, window_steps, window_sum = time.perf_counter(), 0, None
+    window_start, window_steps, window_sums = time.perf_counter(), 0, []
     in_flight: collections.deque = collections.deque()
-    for step in range(start, total_steps):
-        state, metrics = step_fn(state, train_images, key)
-        in_flight.append(metrics["loss"])
-        averaged = {k: v for k, v in metrics.items() if k in AVERAGED_METRICS}
-        window_sum = averaged if window_sum is None else jax.tree_util.tree_map(jnp.add, window_sum, averaged)
-        window_steps += 1
+    every = (steps_per_call, log_every, checkpoint_every) if steps_per_call > 1 else (1,)
+    step = start
+    while step < total_steps:
+        end = chunk_end(step, total_steps=total_steps, every=every)
+        state, metrics, sums = _run_chunk(state, train_images, key, step=step, end=end, step_fn=step_fn,
+                                          chunk_fn=chunk_fn if steps_per_call > 1 else None)
+        in_flight.append((metrics["loss"], end - step))
+        window_sums.append(sums)  # added up on the host at the log step: no device call per step for them
+        window_steps += end - step
         while len(in_flight) > max_in_flight:
-            jax.block_until_ready(in_flight.popleft())
-            bar.update(1)
-        done = step + 1
+            loss, count = in_flight.popleft()
+            jax.block_until_ready(loss)
+            bar.update(count)
+        done = step = end
         stopping = bool(stop)  # read once: a signal arriving later in this step is handled after the next one
         logging_now = done % log_every == 0 or done == total_steps
         saving_now = manager is not None and (done % checkpoint_every == 0 or done == total_steps or stopping)
         if logging_now or saving_now:
             means = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
-            means.update({k: (np.asarray(v) / window_steps).tolist() for k, v in jax.device_get(window_sum).items()})
-            bar.update(len(in_flight))  # device_get waited for every dispatched step
+            window = jax.device_get(window_sums)
+            means.update({k: (np.sum([np.asarray(w[k], np.float64) for w in window], axis=0) / window_steps).tolist()
+                          for k in window[0]})
+            bar.update(sum(count for _, count in in_flight))  # device_get waited for every dispatched step
             in_flight.clear()
             if not np.all(np.isfinite(means["loss"])):
                 kept = manager.latest_step() if manager is not None else None
@@ -128,12 +155,12 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
             now = time.perf_counter()
             rate = window_steps * images_per_step / max(now - window_start, 1e-9)
             record = {"step": done, **means, "images_per_s": rate,
-                      "learning_rate": float(schedule(step)) if schedule else None, "seconds": now - started}
+                      "learning_rate": float(schedule(done - 1)) if schedule else None, "seconds": now - started}
             if log is not None:
                 log(record)
             bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
                             y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
-            window_steps, window_sum = 0, None
+            window_steps, window_sums = 0, []
         if saving_now:
             save_checkpoint(manager, done, state)
         if logging_now:
@@ -141,6 +168,6 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         if stopping:
             bar.close()
             raise Interrupted(stop[0], done, manager.directory if manager is not None else None)
-    bar.update(len(in_flight))
+    bar.update(sum(count for _, count in in_flight))
     bar.close()
     return state

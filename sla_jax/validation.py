@@ -115,6 +115,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("learning_rate", "checkpoint_every", "log_every", "keep_checkpoints"):
         if not config.train[key] > 0:
             raise ConfigError(f"config.train.{key}={config.train[key]} must be > 0")
+    per_call = config.train.get("steps_per_call", 1)
+    if not (isinstance(per_call, int) and per_call >= 1):
+        raise ConfigError(f"config.train.steps_per_call={per_call!r} must be an integer >= 1")
+    for key in ("log_every", "checkpoint_every"):
+        if config.train[key] % per_call:
+            raise ConfigError(f"config.train.{key}={config.train[key]} is not a multiple of config.train.steps_per_call="
+                              f"{per_call}: a run of steps cut short there compiles a program of its own; choose "
+                              f"a multiple of {per_call}")
     loc = config.localization
     _choice("localization.gde", loc.gde, ("shared", "per_position"))
     if loc.patch_size:
@@ -174,6 +182,8 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
                           "hard-label members come from config.ensemble.hard=True")
     if config.model.init:
         raise ConfigError("config.model.init is not supported with an ensemble yet: members start from random init")
+    if config.train.get("steps_per_call", 1) != 1:
+        raise ConfigError("config.train.steps_per_call > 1 is not supported with an ensemble yet: set it to 1")
     if not ens.seeds:
         raise ConfigError("config.ensemble.seeds is empty: give at least one seed, e.g. (0, 1)")
     if not ens.alphas and not ens.hard:
