@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax import density, detection, localization
+from sla_jax.models import ResNet18, normalize
 from sla_jax.outputs import atomic
 from sla_jax.runtime import source_commit
 
@@ -38,8 +39,14 @@ def inference_function(detector: detection.Detector):
     variables, fitted, spec = detector.variables, detector.fitted, detector.spec
     score = lambda feats: density.score(fitted, feats, chunk=None)  # noqa: E731
 
+    # The backbone alone: scoring needs no projection head, and tracing the head under the symbolic batch size
+    # "N" fails with jax 0.11 (flax's parameter shape check sees a traced feature width).
+    backbone = ResNet18(stem=model.stem, conv_impl=model.conv_impl, dtype=model.dtype, pool_impl=model.pool_impl)
+    backbone_variables = {kind: variables[kind]["backbone"] for kind in ("params", "batch_stats")}
+
     def features(images_uint8):
-        return detection.pooled_features(variables, images_uint8, model=model, l2_normalize=spec.l2_normalize)
+        feats = backbone.apply(backbone_variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
+        return detection.l2_normalized(feats) if spec.l2_normalize else feats
 
     if spec.patches is None:
         return lambda images_uint8: score(features(images_uint8))

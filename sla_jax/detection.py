@@ -68,9 +68,12 @@ class Evaluation(NamedTuple):
 def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2_normalize: bool) -> jax.Array:
     """Eval-mode pooled backbone features of uint8 images, optionally L2-normalised (traceable)."""
     _, feats = model.apply(variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
-    if l2_normalize:
-        feats = feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
-    return feats
+    return l2_normalized(feats) if l2_normalize else feats
+
+
+def l2_normalized(feats: jax.Array) -> jax.Array:
+    """Each feature vector divided by its L2 norm (a zero vector stays zero)."""
+    return feats / jnp.maximum(jnp.linalg.norm(feats, axis=-1, keepdims=True), 1e-12)
 
 
 def padded_batch(n: int, *, batch_size: int, n_dev: int) -> int:

@@ -18,7 +18,8 @@ from sla_jax import experiment
 from tests.tiny import tiny_config
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
-pytest.importorskip("jax2onnx", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
+pytest.importorskip("jax2onnx", reason="jax2onnx is not installed: pip install -e '.[onnx]' installs it on Python "
+                                "3.11 (on 3.12 and jax 0.11 no version fits; see pyproject.toml)")
 
 REPO = Path(__file__).resolve().parents[1]
 

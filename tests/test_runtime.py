@@ -97,5 +97,7 @@ def test_cuda_extra_pins_the_project_jax():
     from pathlib import Path
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
-    pinned = next(re.search(r"==([\d.]+)", d).group(1) for d in project["dependencies"] if d.startswith("jax["))
-    assert project["optional-dependencies"]["cuda"] == [f"jax[cuda12]=={pinned}"]
+    jax_pins = [d for d in project["dependencies"] if d.startswith("jax[")]
+    # one jax per Python: jax[cpu]==0.10.2; python_version < '3.12' → jax[cuda12]==0.10.2; the same marker
+    assert project["optional-dependencies"]["cuda"] == [d.replace("jax[cpu]", "jax[cuda12]") for d in jax_pins]
+    assert len(jax_pins) == 2 and all(re.search(r"; python_version [<>]=? '3\.12'$", d) for d in jax_pins)
