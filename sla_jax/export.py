@@ -28,6 +28,7 @@ def main(argv):
         raise cli.UsageError(f"--out={out} must end in .onnx")
     if os.path.exists(out) and not FLAGS.overwrite:
         raise cli.UsageError(f"--out={out} exists: pass --overwrite to replace it, or choose another file")
+    experiment.load_run_config(workdir)  # a folder that holds no run is named before a missing package
     try:
         import jax2onnx  # noqa: F401
         import onnx  # noqa: F401
