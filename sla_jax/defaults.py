@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 64
     c.train.keep_checkpoints = 2
     c.train.steps_per_call = 1  # steps per dispatch (one compiled lax.scan): > 1 cuts the host's share of a step
+    c.train.ensemble_strategy = "auto"  # an ensemble's members: vmap (batched) | map (one after another) | auto
     c.train.tensorboard = True  # write TensorBoard event files into WORKDIR/tensorboard (scalars, figures, hparams)
     c.train.freeze_steps = 20  # with model.init: backbone frozen for the first N steps (CutPaste); ignored at random init
 

@@ -71,20 +71,43 @@ def init_ensemble(init_keys: jax.Array, hparams: pretext.HParams, *, model: Pret
     return states.replace(step=jnp.int32(0))
 
 
+STRATEGIES = ("vmap", "map")  # how one program runs the members' steps (bench/ensemble_strategy.py)
+PLATFORM_STRATEGY = {"cpu": "vmap"}  # measured; a platform not listed (GPU, TPU: not yet measured) gets vmap
+
+
+def platform_strategy(platform: str) -> str:
+    """The strategy ``ensemble.strategy=auto`` picks on ``platform`` (:data:`PLATFORM_STRATEGY`)."""
+    return PLATFORM_STRATEGY.get(platform, "vmap")
+
+
 def ensemble_train_step(states: TrainState, train_images: jax.Array, keys: jax.Array, hparams: pretext.HParams,
                         data_key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,
-                        spec: pretext.StepSpec, batch_sharding=None):
-    """:func:`sla_jax.train.train_step` vmapped over members (state, step key, hparams); images and the
-    data key are shared. Metrics come back with a leading member axis."""
+                        spec: pretext.StepSpec, batch_sharding=None, strategy: str = "vmap"):
+    """:func:`sla_jax.train.train_step` of every member (state, step key, hparams); images and the data key
+    are shared. Metrics come back with a leading member axis. ``strategy``: ``vmap`` batches the members into
+    one wider program; ``map`` runs them one after another inside the program (``lax.map``), each exactly
+    the single run's step."""
     step = partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec, batch_sharding=batch_sharding)
-    return jax.vmap(step, in_axes=(MEMBER_AXES, None, 0, 0, None), out_axes=(MEMBER_AXES, 0))(
-        states, train_images, keys, hparams, data_key)
+    if strategy == "vmap":
+        return jax.vmap(step, in_axes=(MEMBER_AXES, None, 0, 0, None), out_axes=(MEMBER_AXES, 0))(
+            states, train_images, keys, hparams, data_key)
+    if strategy != "map":
+        raise ValueError(f"ensemble strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+    def one(member):
+        state, key, hp = member
+        return step(state, train_images, key, hp, data_key)
+
+    count = keys.shape[0]
+    per_member = states.replace(step=jnp.broadcast_to(states.step, (count,)))
+    new, metrics_ = jax.lax.map(one, (per_member, keys, hparams))
+    return new.replace(step=new.step[0]), metrics_
 
 
-def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh):
+def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, strategy: str = "vmap"):
     """Jit the ensemble step: everything replicated, each member's batch sharded over ``mesh``."""
     replicated = NamedSharding(mesh, P())
-    step = partial(ensemble_train_step, model=model, optimizer=optimizer, spec=spec,
+    step = partial(ensemble_train_step, model=model, optimizer=optimizer, spec=spec, strategy=strategy,
                    batch_sharding=NamedSharding(mesh, P("data")))
     return jax.jit(step, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))
 

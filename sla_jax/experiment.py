@@ -417,7 +417,10 @@ def train_ensemble(config: ml_collections.ConfigDict, workdir: str, *, progress:
     print(f"training {len(members)} members in one program ({config.transform.name.upper()}, "
           f"{len(dataset.train.images)} images of {config.data.image_size} px, {total} steps of {spec.batch_size} "
           f"per member, {jax.device_count()} device(s))")
-    compiled = compile_ahead(ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh),
+    strategy = config.train.get("ensemble_strategy", "auto")
+    strategy = ensemble.platform_strategy(jax.default_backend()) if strategy == "auto" else strategy
+    compiled = compile_ahead(ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh,
+                                                            strategy=strategy),
                              (states, train_images, step_keys, hparams, data_key), needed=resumed_from < total,
                              phases=phases, progress=progress)
     step_fn = lambda s, images, keys: compiled(s, images, keys[0], hparams, keys[1])  # noqa: E731

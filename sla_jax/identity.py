@@ -22,6 +22,7 @@ from sla_jax.errors import ConfigError, WorkdirError
 
 FREE_KEYS = frozenset({"train.steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints",
                        "train.tensorboard", "train.steps_per_call",
+                       "train.ensemble_strategy",
                        "data.cache_dir", "data.skip_bad_files", "localization.stride", "localization.train_stride",
                        "localization.sigma", "localization.normalize", "localization.gde",
                        "localization.batch_size", "localization.heatmaps"})

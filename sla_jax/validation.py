@@ -10,6 +10,7 @@ import ml_collections
 
 from sla_jax.data.decode import RESAMPLING
 from sla_jax.density import DENSITIES
+from sla_jax.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
 from sla_jax.errors import ConfigError
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
@@ -182,6 +183,7 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
                           "hard-label members come from config.ensemble.hard=True")
     if config.model.init:
         raise ConfigError("config.model.init is not supported with an ensemble yet: members start from random init")
+    _choice("train.ensemble_strategy", config.train.get("ensemble_strategy", "auto"), ("auto", *ENSEMBLE_STRATEGIES))
     if config.train.get("steps_per_call", 1) != 1:
         raise ConfigError("config.train.steps_per_call > 1 is not supported with an ensemble yet: set it to 1")
     if not ens.seeds:

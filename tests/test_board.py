@@ -61,6 +61,7 @@ def test_a_run_writes_scalars_figures_and_hparams_and_a_resume_shows_each_step_o
     assert scalars["final/image_auroc"][-1] == (4, pytest.approx(results["image_auroc"], rel=1e-6))
 
 
+@pytest.mark.slow
 def test_tensorboard_off_writes_no_events(tmp_path):
     workdir = tmp_path / "run"
     experiment.train_and_evaluate(tiny_config(tmp_path, {"train.steps": 1, "train.tensorboard": False}),

@@ -99,7 +99,8 @@ def test_members_sharing_the_data_key_share_the_global_jitter():
 
 
 @pytest.mark.slow
-def test_member_k_equals_single_run_with_its_hparams_and_seed():
+@pytest.mark.parametrize("strategy", ensemble.STRATEGIES)
+def test_member_k_equals_single_run_with_its_hparams_and_seed(strategy):
     """Three steps of a 3-member ensemble (soft α=2, smooth ε=0.05 τ=0.01, hard; seeds 3, 0, 5; 32 px,
     batch 8, one device) against three single runs of ``pretext.train_step`` with each member's hparams,
     keys and the shared data key. Tolerance: all parameters (and all BatchNorm statistics), as one
@@ -127,7 +128,7 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed():
     states = ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=32)
     initial = jax.device_get(states.params)
     assert states.step.shape == () and states.params["head"]["classifier"]["kernel"].shape[0] == 3
-    step = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    step = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=strategy)
     for _ in range(3):
         states, metrics = step(states, images, step_keys, hparams, data_key)
     assert int(states.step) == 3 and metrics["loss"].shape == (3,)
@@ -197,6 +198,14 @@ def test_members_from_config_and_checks():
     bad.localization.patch_size = 32
     with pytest.raises(ConfigError, match="patch_size"):
         validation.validate_ensemble(bad)
+    for key, value, match in [("ensemble_strategy", "pmap", "train.ensemble_strategy='pmap' is not valid"),
+                              ("steps_per_call", 2, "steps_per_call > 1 is not supported with an ensemble")]:
+        bad = sweep_config()
+        bad.train[key] = value
+        with pytest.raises(ConfigError, match=match):
+            validation.validate_ensemble(bad)
+    assert ensemble.platform_strategy("cpu") == ensemble.PLATFORM_STRATEGY["cpu"]
+    assert ensemble.platform_strategy("gpu") == "vmap"  # not measured there yet: the batched program
 
 
 def test_sweep_table_statistics_and_files(tmp_path):

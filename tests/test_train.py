@@ -359,6 +359,7 @@ def _tiny_problem(total_steps: int, *, batch: int = 4, learning_rate: float = 0.
     return init, run, programs
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_train_as_one_step_per_call():
     """train.steps_per_call=2 (2 steps in one lax.scan program) gives the one-step run's parameters and log
     records (same steps, same numbers to float32 rounding), and a chunk stops at the end. Like any change of
@@ -379,6 +380,7 @@ def test_several_steps_per_call_train_as_one_step_per_call():
                                                                                    every=(4,)) == 10
 
 
+@pytest.mark.slow
 def test_a_resumed_run_with_several_steps_per_call_is_bit_identical(tmp_path):
     """Stopped at its step-4 checkpoint and resumed, a steps_per_call=4 run ends with exactly the parameters of
     the uninterrupted one: chunks end at the same absolute steps in both."""
