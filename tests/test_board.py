@@ -33,6 +33,7 @@ def read_events(logdir: Path):
     return scalars, reader.Tags()["images"], hparams, [m.name.tag for m in experiment_info.metric_infos]
 
 
+@pytest.mark.slow
 def test_a_run_writes_scalars_figures_and_hparams_and_a_resume_shows_each_step_once(tmp_path):
     """Every metrics.jsonl number is a TensorBoard scalar at its step; the figures are images; the settings
     and final metrics are an hparams session. A run stopped after logging past its checkpoint (the logs of

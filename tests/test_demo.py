@@ -112,6 +112,7 @@ def test_good_examples_differ(tmp_path):
         assert np.abs(a.astype(int) - b.astype(int)).mean() > 2
 
 
+@pytest.mark.slow
 def test_readme_command_1_category_has_edits_that_change_nothing(tmp_path):
     """README command 1's demo (configs/demo_patch.py, the washer on a flat black belt) is where soft labels
     act: its first training steps log a mean soft label below 1 and invalid edits, as its README says."""

@@ -63,6 +63,7 @@ def test_conv_module_impls_agree_in_gradient():
     np.testing.assert_allclose(np.asarray(ga["params"]["kernel"]), np.asarray(gb["params"]["kernel"]), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(height=st.integers(1, 19), width=st.integers(1, 19), channels=st.integers(1, 4), ties=st.booleans())
 def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ties):

@@ -71,6 +71,7 @@ def run_scores(workdir: Path) -> dict:
         return {Path(row["path"]).resolve(): float(row["score"]) for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_image_model_scores_equal_the_run_without_jax(tmp_path):
     workdir, model = exported(tmp_path, "image")
     import onnxruntime as ort

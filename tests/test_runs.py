@@ -229,6 +229,7 @@ def test_full_disk_is_named_at_start_and_at_the_failing_write(tmp_path):
 
 # ----------------------------------------------------------------------------- determinism, no network
 
+@pytest.mark.slow
 def test_same_command_gives_identical_results_json_without_network(tmp_path):
     """The same command and seed twice (the second with Python sockets refused and, where the kernel allows,
     in an empty network namespace) give byte-identical results.json; the two bad files of the folder are

@@ -195,6 +195,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     manager.close()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL a real training process at a random point after its step-k checkpoint (k drawn at random), run
     the same command again: the final parameters and results equal those of an uninterrupted run."""

@@ -173,6 +173,7 @@ def test_identity_rules_on_plain_dicts():
         identity.check_resume(ensemble, saved, workdir="W", newest=6)
 
 
+@pytest.mark.slow
 def test_more_steps_continue_and_a_density_of_another_checkpoint_is_never_used(tmp_path, capsys):
     workdir = tmp_path / "run"
     config = data_config(tmp_path, demo_root(tmp_path), {"train.steps": 2})
