@@ -32,11 +32,24 @@ def auroc_spread(scores, labels, *, seed: int, resamples: int = 2000) -> dict:
     scores = np.asarray(scores, float)
     defective_idx, good_idx = strata(labels)
     defective, good = scores[defective_idx], scores[good_idx]
-    boot = stats.bootstrap((defective, good), auroc, n_resamples=resamples, vectorized=True, paired=False,
-                           confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
-    return {"image_auroc": float(auroc(defective, good)), "bootstrap_sd": float(boot.standard_error),
-            "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
-            "defective": int(len(defective)), "good": int(len(good)), "resamples": resamples}
+    boot = stats.bootstrap(
+        (defective, good),
+        auroc,
+        n_resamples=resamples,
+        vectorized=True,
+        paired=False,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return {
+        "image_auroc": float(auroc(defective, good)),
+        "bootstrap_sd": float(boot.standard_error),
+        "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+        "defective": int(len(defective)),
+        "good": int(len(good)),
+        "resamples": resamples,
+    }
 
 
 def aligned_scores(workdirs: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,16 +82,29 @@ def paired_difference(scores_a_SxN, scores_b_SxN, labels_N, *, seed: int, resamp
     def mean_difference(defective_idx, good_idx, axis=-1):
         return per_pair(defective_idx, good_idx).mean(axis=0)
 
-    boot = stats.bootstrap((defective, good), mean_difference, n_resamples=resamples, vectorized=True,
-                           paired=False, confidence_level=0.95, method="percentile",
-                           rng=np.random.default_rng(seed))
+    boot = stats.bootstrap(
+        (defective, good),
+        mean_difference,
+        n_resamples=resamples,
+        vectorized=True,
+        paired=False,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     observed = per_pair(defective, good)
     resampled = boot.bootstrap_distribution
     # ties at 0 count half to each side: near AUROC 1 many resamples give both runs the same AUROC
     tie = 0.5 * np.mean(resampled == 0)
     p_two_sided = min(1.0, 2 * min(np.mean(resampled < 0) + tie, np.mean(resampled > 0) + tie))
-    return {"pairs": int(a.shape[0]), "difference": float(observed.mean()), "per_pair": observed.tolist(),
-            "bootstrap_sd": float(boot.standard_error),
-            "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
-            "p_two_sided": float(p_two_sided), "defective": int(len(defective)), "good": int(len(good)),
-            "resamples": resamples}
+    return {
+        "pairs": int(a.shape[0]),
+        "difference": float(observed.mean()),
+        "per_pair": observed.tolist(),
+        "bootstrap_sd": float(boot.standard_error),
+        "ci95": [float(boot.confidence_interval.low), float(boot.confidence_interval.high)],
+        "p_two_sided": float(p_two_sided),
+        "defective": int(len(defective)),
+        "good": int(len(good)),
+        "resamples": resamples,
+    }

@@ -58,8 +58,9 @@ def median_seconds(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -
 def run_worker(script: str, args: Sequence[str], *, env: dict | None = None, timeout: float = 3600) -> dict:
     """Run ``python script --worker ARGS`` and return the JSON object it prints last."""
     command = [sys.executable, script, "--worker", *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -77,18 +78,27 @@ def machine() -> dict:
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
     """A markdown table of ``rows``; ``columns`` are (key, header, format spec)."""
+
     def cell(row, key, spec):
         value = row.get(key)
         return "–" if value is None else format(value, spec) if spec else str(value)
-    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |",
-             "|" + "|".join(" ---: " if spec else " --- " for _, _, spec in columns) + "|"]
+
+    lines = [
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join(" ---: " if spec else " --- " for _, _, spec in columns) + "|",
+    ]
     lines += ["| " + " | ".join(cell(r, k, s) for k, _, s in columns) + " |" for r in rows]
     return "\n".join(lines)
 

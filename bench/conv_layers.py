@@ -19,11 +19,17 @@ from bench import common  # noqa: E402
 def layers(size: int) -> list[tuple]:
     """(name, input side, in channels, out channels, kernel, stride, padding) of ResNet-18's convolutions."""
     s = size // 4  # after the stem's stride-2 convolution and max-pool
-    return [("stem 7×7/2", size, 3, 64, 7, 2, 3), ("layer1 3×3", s, 64, 64, 3, 1, 1),
-            ("layer2 3×3/2", s, 64, 128, 3, 2, 1), ("layer2 3×3", s // 2, 128, 128, 3, 1, 1),
-            ("layer2 1×1/2", s, 64, 128, 1, 2, 0), ("layer3 3×3/2", s // 2, 128, 256, 3, 2, 1),
-            ("layer3 3×3", s // 4, 256, 256, 3, 1, 1), ("layer4 3×3/2", s // 4, 256, 512, 3, 2, 1),
-            ("layer4 3×3", s // 8, 512, 512, 3, 1, 1)]
+    return [
+        ("stem 7×7/2", size, 3, 64, 7, 2, 3),
+        ("layer1 3×3", s, 64, 64, 3, 1, 1),
+        ("layer2 3×3/2", s, 64, 128, 3, 2, 1),
+        ("layer2 3×3", s // 2, 128, 128, 3, 1, 1),
+        ("layer2 1×1/2", s, 64, 128, 1, 2, 0),
+        ("layer3 3×3/2", s // 2, 128, 256, 3, 2, 1),
+        ("layer3 3×3", s // 4, 256, 256, 3, 1, 1),
+        ("layer4 3×3/2", s // 4, 256, 512, 3, 2, 1),
+        ("layer4 3×3", s // 8, 512, 512, 3, 1, 1),
+    ]
 
 
 def worker(size: int, batch: int, repeats: int) -> dict:
@@ -36,9 +42,12 @@ def worker(size: int, batch: int, repeats: int) -> dict:
     for name, side, c_in, c_out, k, stride, pad in layers(size):
         x = jax.random.normal(jax.random.key(0), (batch, side, side, c_in))
         w = jax.random.normal(jax.random.key(1), (k, k, c_in, c_out)) * 0.05
-        impls = {"xla": lambda x, w: jax.lax.conv_general_dilated(
-                     x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")),
-                 "im2col": lambda x, w: im2col_conv(x, w, strides=stride, padding=pad)}
+        impls = {
+            "xla": lambda x, w: jax.lax.conv_general_dilated(
+                x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            ),
+            "im2col": lambda x, w: im2col_conv(x, w, strides=stride, padding=pad),
+        }
         out_side = (side + 2 * pad - k) // stride + 1
         row = {"layer": name, "input": f"{side}×{side}×{c_in}", "output_pixels": out_side**2}
         for impl, fn in impls.items():
@@ -92,15 +101,42 @@ def main() -> None:
         print(f"{size} px, PyTorch ...", flush=True)
         reference = common.run_worker(__file__, ["torch", size, args.batch, args.repeats])["rows"]
         for ours, defaults, theirs in zip(measured["sla_jax"], measured["XLA defaults"], reference):
-            rows.append({"size": size, **ours, "xla_defaults_ms": defaults.get("xla_ms"),
-                         "im2col_defaults_ms": defaults.get("im2col_ms"), "torch_ms": theirs["torch_ms"]})
+            rows.append(
+                {
+                    "size": size,
+                    **ours,
+                    "xla_defaults_ms": defaults.get("xla_ms"),
+                    "im2col_defaults_ms": defaults.get("im2col_ms"),
+                    "torch_ms": theirs["torch_ms"],
+                }
+            )
     print(f"fwd + backward of one convolution, batch {args.batch}, ms (median of {args.repeats})")
-    print(common.table(rows, [("size", "px", ""), ("layer", "layer", ""), ("input", "input", ""),
-                              ("output_pixels", "output px", ""), ("xla_ms", "XLA conv", ".1f"),
-                              ("im2col_ms", "im2col", ".1f"), ("xla_defaults_ms", "XLA conv, XLA defaults", ".1f"),
-                              ("im2col_defaults_ms", "im2col, XLA defaults", ".1f"), ("torch_ms", "PyTorch", ".1f")]))
-    common.write_json(args.out, {"rows": rows, "batch": args.batch, "repeats": args.repeats,
-                                 "machine": common.machine(), "command": " ".join(sys.argv)})
+    print(
+        common.table(
+            rows,
+            [
+                ("size", "px", ""),
+                ("layer", "layer", ""),
+                ("input", "input", ""),
+                ("output_pixels", "output px", ""),
+                ("xla_ms", "XLA conv", ".1f"),
+                ("im2col_ms", "im2col", ".1f"),
+                ("xla_defaults_ms", "XLA conv, XLA defaults", ".1f"),
+                ("im2col_defaults_ms", "im2col, XLA defaults", ".1f"),
+                ("torch_ms", "PyTorch", ".1f"),
+            ],
+        )
+    )
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "batch": args.batch,
+            "repeats": args.repeats,
+            "machine": common.machine(),
+            "command": " ".join(sys.argv),
+        },
+    )
 
 
 if __name__ == "__main__":

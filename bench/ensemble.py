@@ -69,8 +69,9 @@ def main() -> None:
     optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=args.steps)
     spec = pretext.StepSpec(batch_size=args.batch_size, transform="co")
     mesh = data_mesh()
-    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (60, args.image_size, args.image_size, 3),
-                                                            dtype=np.uint8))
+    images = jnp.asarray(
+        np.random.default_rng(0).integers(0, 256, (60, args.image_size, args.image_size, 3), dtype=np.uint8)
+    )
     hparams = ensemble.stack_hparams(members)
     init_keys, step_keys = (jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in members)))
     data_key = ensemble.member_keys(0)[1]
@@ -96,21 +97,33 @@ def main() -> None:
     separate_step = float(np.sum(separate["step_s"]))
 
     result = {
-        "members": len(members), "steps": args.steps, "image_size": args.image_size, "batch_size": args.batch_size,
-        "conv_impl": args.conv_impl, "model": "ResNet-18 (imagenet stem) + head (512, 128)", "transform": "co",
-        "ensemble": together, "separate": separate,
+        "members": len(members),
+        "steps": args.steps,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "conv_impl": args.conv_impl,
+        "model": "ResNet-18 (imagenet stem) + head (512, 128)",
+        "transform": "co",
+        "ensemble": together,
+        "separate": separate,
         "ratio_total_separate_over_ensemble": separate["seconds"] / together["seconds"],
         "ratio_step_separate_over_ensemble": separate_step / together["step_s"],
-        "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
         "jax": jax.__version__,
     }
-    print(f"{len(members)} members, {args.steps} steps of batch {args.batch_size} at {args.image_size} px "
-          f"({args.conv_impl} convolutions), {jax.device_count()} {jax.default_backend()} device(s)")
+    print(
+        f"{len(members)} members, {args.steps} steps of batch {args.batch_size} at {args.image_size} px "
+        f"({args.conv_impl} convolutions), {jax.device_count()} {jax.default_backend()} device(s)"
+    )
     print(f"{'':28s}{'wall s (incl. compile)':>24s}{'steady s/step (all K)':>24s}")
     print(f"{'one program (vmapped)':28s}{together['seconds']:24.1f}{together['step_s']:24.3f}")
     print(f"{'K separate runs':28s}{separate['seconds']:24.1f}{separate_step:24.3f}")
-    print(f"{'separate / one program':28s}{result['ratio_total_separate_over_ensemble']:24.2f}"
-          f"{result['ratio_step_separate_over_ensemble']:24.2f}")
+    print(
+        f"{'separate / one program':28s}{result['ratio_total_separate_over_ensemble']:24.2f}"
+        f"{result['ratio_step_separate_over_ensemble']:24.2f}"
+    )
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {args.out}")

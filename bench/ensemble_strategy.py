@@ -35,14 +35,18 @@ def measure(*, members: int, size: int, batch: int, steps: int, rounds: int) -> 
     optimizer = common.sla_jax_optimizer(total_steps=1000)
     spec = pretext.StepSpec(batch_size=batch, transform="cps")
     mesh = data_mesh()
-    grid = [ensemble.Member(seed=k, alpha=float(a), epsilon=0.02, mode="soft")
-            for k, a in enumerate(([1, 2, 5, 10, 15, 20, 7, 3] * members)[:members])]
+    grid = [
+        ensemble.Member(seed=k, alpha=float(a), epsilon=0.02, mode="soft")
+        for k, a in enumerate(([1, 2, 5, 10, 15, 20, 7, 3] * members)[:members])
+    ]
     hparams = ensemble.stack_hparams(grid)
     init_keys, step_keys = (jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in grid)))
     data_key = ensemble.member_keys(0)[1]
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8))
-    steps_of = {s: ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=s)
-                for s in ensemble.STRATEGIES}
+    steps_of = {
+        s: ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=s)
+        for s in ensemble.STRATEGIES
+    }
     single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     init_single = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))
     one_hparams = pretext.HParams.create()
@@ -56,21 +60,33 @@ def measure(*, members: int, size: int, batch: int, steps: int, rounds: int) -> 
                 def once():
                     holder["s"], out = single(holder["s"], images, step_keys[0], one_hparams)
                     out["loss"].block_until_ready()
+
                 count = 1
             else:
-                holder = {"s": ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer,
-                                                      image_size=size)}
+                holder = {
+                    "s": ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=size)
+                }
                 step = steps_of[name]
 
                 def once(step=step):
                     holder["s"], out = step(holder["s"], images, step_keys, hparams, data_key)
                     out["loss"].block_until_ready()
+
                 count = members
             seconds, _ = common.median_seconds(once, repeats=steps, warmup=2)
-            rows.append({"round": round_ + 1, "strategy": name, "members": count, "seconds_per_step": seconds,
-                         "images_per_s": count * batch / seconds})
-            print(f"round {round_ + 1}: {name}: {seconds * 1000:.1f} ms/step, {rows[-1]['images_per_s']:.0f} "
-                  "images/s", flush=True)
+            rows.append(
+                {
+                    "round": round_ + 1,
+                    "strategy": name,
+                    "members": count,
+                    "seconds_per_step": seconds,
+                    "images_per_s": count * batch / seconds,
+                }
+            )
+            print(
+                f"round {round_ + 1}: {name}: {seconds * 1000:.1f} ms/step, {rows[-1]['images_per_s']:.0f} images/s",
+                flush=True,
+            )
     return rows
 
 
@@ -91,22 +107,45 @@ def main() -> None:
     summary = []
     for name in dict.fromkeys(r["strategy"] for r in rows):
         mine = [r for r in rows if r["strategy"] == name]
-        summary.append({"strategy": name, "members": mine[0]["members"],
-                        "seconds_per_step": float(np.median([r["seconds_per_step"] for r in mine])),
-                        "images_per_s": float(np.median([r["images_per_s"] for r in mine]))})
+        summary.append(
+            {
+                "strategy": name,
+                "members": mine[0]["members"],
+                "seconds_per_step": float(np.median([r["seconds_per_step"] for r in mine])),
+                "images_per_s": float(np.median([r["images_per_s"] for r in mine])),
+            }
+        )
     single = next(s for s in summary if s["strategy"] == "single run")
     for s in summary:
         s["vs_single_run"] = s["images_per_s"] / single["images_per_s"]
-    print(common.table(summary, [("strategy", "strategy", ""), ("members", "members", ""),
-                                 ("seconds_per_step", "s/step (median)", ".3f"),
-                                 ("images_per_s", "images/s, all members", ".0f"),
-                                 ("vs_single_run", "× one run's images/s", ".2f")]))
+    print(
+        common.table(
+            summary,
+            [
+                ("strategy", "strategy", ""),
+                ("members", "members", ""),
+                ("seconds_per_step", "s/step (median)", ".3f"),
+                ("images_per_s", "images/s, all members", ".0f"),
+                ("vs_single_run", "× one run's images/s", ".2f"),
+            ],
+        )
+    )
     fastest = min((s for s in summary if s["strategy"] != "single run"), key=lambda s: s["seconds_per_step"])
     print(f"fastest on {jax.default_backend()}: {fastest['strategy']}")
-    common.write_json(args.out, {"rows": rows, "summary": summary, "platform": jax.default_backend(),
-                                 "fastest": fastest["strategy"], "members": args.members, "size": args.size,
-                                 "batch": args.batch, "machine": common.machine(),
-                                 "command": " ".join(["python bench/ensemble_strategy.py", *sys.argv[1:]])})
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "summary": summary,
+            "platform": jax.default_backend(),
+            "fastest": fastest["strategy"],
+            "members": args.members,
+            "size": args.size,
+            "batch": args.batch,
+            "machine": common.machine(),
+            "command": " ".join(["python bench/ensemble_strategy.py", *sys.argv[1:]]),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     # Correlated features (a random linear map of Gaussians, then L2-normalised), like embeddings.
     mix = rng.normal(size=(args.dim, args.dim)) / np.sqrt(args.dim)
+
     def embeddings(n):
         x = rng.normal(size=(n, args.dim)) @ mix + 0.3
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
     train, test = embeddings(args.n), embeddings(args.m)
     train_j, test_j = jax.device_put(train), jax.device_put(test)
     fit, score = jax.jit(density.fit_gaussian), jax.jit(density.mahalanobis)
@@ -67,7 +69,11 @@ def main() -> None:
         return LedoitWolf().fit(train.astype(np.float64)).mahalanobis(test.astype(np.float64))
 
     rows = []
-    for stage, ours, theirs in (("fit", jax_fit, sk_fit), ("score", jax_score, sk_score), ("fit + score", jax_both, sk_both)):
+    for stage, ours, theirs in (
+        ("fit", jax_fit, sk_fit),
+        ("score", jax_score, sk_score),
+        ("fit + score", jax_both, sk_both),
+    ):
         t_ours, _ = common.median_seconds(ours, repeats=args.repeats)
         t_theirs, _ = common.median_seconds(theirs, repeats=args.repeats)
         rows.append({"stage": stage, "sla_jax_s": t_ours, "sklearn_s": t_theirs, "speedup": t_theirs / t_ours})
@@ -76,14 +82,36 @@ def main() -> None:
     rel = float(np.max(np.abs(ours_scores - theirs_scores) / np.abs(theirs_scores)))
     shrink = abs(float(gaussian.shrinkage) - float(sk["model"].shrinkage_))
     print(f"N={args.n} train, M={args.m} test, D={args.dim}; {jax.default_backend()} backend")
-    print(common.table(rows, [("stage", "stage", ""), ("sla_jax_s", "sla_jax s", ".4f"), ("sklearn_s", "scikit-learn s", ".4f"),
-                              ("speedup", "× faster", ".1f")]))
-    print(f"largest relative score difference {rel:.2e}; shrinkage difference {shrink:.2e}; "
-          f"peak RSS {common.peak_rss_gb():.2f} GB")
-    common.write_json(args.out, {"rows": rows, "n": args.n, "m": args.m, "dim": args.dim, "repeats": args.repeats,
-                                 "max_relative_score_difference": rel, "shrinkage_difference": shrink,
-                                 "peak_rss_gb": common.peak_rss_gb(), "machine": common.machine(),
-                                 "command": " ".join(sys.argv)})
+    print(
+        common.table(
+            rows,
+            [
+                ("stage", "stage", ""),
+                ("sla_jax_s", "sla_jax s", ".4f"),
+                ("sklearn_s", "scikit-learn s", ".4f"),
+                ("speedup", "× faster", ".1f"),
+            ],
+        )
+    )
+    print(
+        f"largest relative score difference {rel:.2e}; shrinkage difference {shrink:.2e}; "
+        f"peak RSS {common.peak_rss_gb():.2f} GB"
+    )
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "n": args.n,
+            "m": args.m,
+            "dim": args.dim,
+            "repeats": args.repeats,
+            "max_relative_score_difference": rel,
+            "shrinkage_difference": shrink,
+            "peak_rss_gb": common.peak_rss_gb(),
+            "machine": common.machine(),
+            "command": " ".join(sys.argv),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -82,9 +82,18 @@ def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int) ->
         metrics["loss"].block_until_ready()
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
-    return {"size": size, "batch": batch, "dtype": dtype, "seconds_per_step": seconds, "images_per_s": batch / seconds,
-            "tflops": flops / seconds / 1e12, "flops_per_step": flops, "flops_counted_by": "sla_jax.flops (jaxpr)",
-            "peak_device_gb": peak_device_gb(), "times": times}
+    return {
+        "size": size,
+        "batch": batch,
+        "dtype": dtype,
+        "seconds_per_step": seconds,
+        "images_per_s": batch / seconds,
+        "tflops": flops / seconds / 1e12,
+        "flops_per_step": flops,
+        "flops_counted_by": "sla_jax.flops (jaxpr)",
+        "peak_device_gb": peak_device_gb(),
+        "times": times,
+    }
 
 
 def ensemble_run(*, size: int, batch: int, dtype: str, transform: str, members: int, steps: int) -> dict:
@@ -100,8 +109,10 @@ def ensemble_run(*, size: int, batch: int, dtype: str, transform: str, members: 
     model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=common.PAPER_HEAD, dtype=jnp.dtype(dtype))
     optimizer = common.sla_jax_optimizer(total_steps=PAPER_STEPS)
     spec = pretext.StepSpec(batch_size=batch, transform=transform)
-    grid = [ensemble.Member(seed=k, alpha=float(a), epsilon=0.02, mode="soft")
-            for k, a in enumerate(([1, 2, 5, 7, 10, 15, 20] * members)[:members])]
+    grid = [
+        ensemble.Member(seed=k, alpha=float(a), epsilon=0.02, mode="soft")
+        for k, a in enumerate(([1, 2, 5, 7, 10, 15, 20] * members)[:members])
+    ]
     hparams = ensemble.stack_hparams(grid)
     init_keys, step_keys = (jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in grid)))
     states = ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=size)
@@ -115,8 +126,15 @@ def ensemble_run(*, size: int, batch: int, dtype: str, transform: str, members: 
         metrics["loss"].block_until_ready()
 
     seconds, _ = common.median_seconds(once, repeats=steps, warmup=2)
-    return {"members": members, "size": size, "batch": batch, "dtype": dtype, "seconds_per_step": seconds,
-            "images_per_s": members * batch / seconds, "peak_device_gb": peak_device_gb()}
+    return {
+        "members": members,
+        "size": size,
+        "batch": batch,
+        "dtype": dtype,
+        "seconds_per_step": seconds,
+        "images_per_s": members * batch / seconds,
+        "peak_device_gb": peak_device_gb(),
+    }
 
 
 def localization_run(*, size: int, repeats: int) -> dict:
@@ -140,8 +158,15 @@ def long_run(*, size: int, batch: int, dtype: str, transform: str, steps: int) -
     float(metrics["loss"])
     seconds = time.perf_counter() - start
     per_step = seconds / steps
-    return {"size": size, "batch": batch, "dtype": dtype, "steps": steps, "seconds": seconds,
-            "images_per_s": batch * steps / seconds, "paper_category_hours": PAPER_STEPS * per_step / 3600}
+    return {
+        "size": size,
+        "batch": batch,
+        "dtype": dtype,
+        "steps": steps,
+        "seconds": seconds,
+        "images_per_s": batch * steps / seconds,
+        "paper_category_hours": PAPER_STEPS * per_step / 3600,
+    }
 
 
 def main() -> None:
@@ -154,8 +179,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=7, help="members of the vmapped ensemble (0: skip)")
     parser.add_argument("--loc_repeats", type=int, default=3, help="timed dense-localization images (0: skip)")
     parser.add_argument("--transform", default="cps")
-    parser.add_argument("--matmul_n", type=int, default=8192, help="side of the matrix product that measures "
-                        "the device's matrix rate (the utilisation reference; 0: skip)")
+    parser.add_argument(
+        "--matmul_n",
+        type=int,
+        default=8192,
+        help="side of the matrix product that measures the device's matrix rate (the utilisation reference; 0: skip)",
+    )
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "gpu.json"))
     args = parser.parse_args()
 
@@ -176,39 +205,85 @@ def main() -> None:
         if row["dtype"] in rates:
             row["matmul_tflops"] = rates[row["dtype"]] / 1e12
             row["utilisation"] = row["tflops"] / row["matmul_tflops"]
-    columns = [("size", "px", ""), ("batch", "batch", ""), ("dtype", "dtype", ""),
-               ("seconds_per_step", "s/step", ".4f"), ("images_per_s", "images/s", ".0f"),
-               ("tflops", "TFLOP/s (counted)", ".2f"), ("matmul_tflops", "matrix rate TFLOP/s", ".2f"),
-               ("utilisation", "of the matrix rate", ".0%"), ("peak_device_gb", "peak device GB", ".1f")]
+    columns = [
+        ("size", "px", ""),
+        ("batch", "batch", ""),
+        ("dtype", "dtype", ""),
+        ("seconds_per_step", "s/step", ".4f"),
+        ("images_per_s", "images/s", ".0f"),
+        ("tflops", "TFLOP/s (counted)", ".2f"),
+        ("matmul_tflops", "matrix rate TFLOP/s", ".2f"),
+        ("utilisation", "of the matrix rate", ".0%"),
+        ("peak_device_gb", "peak device GB", ".1f"),
+    ]
     tables = ["## Training step", "", common.table(rows, columns)]
     print(tables[-1])
-    record = {"rows": rows, "transform": args.transform, "devices": [str(d) for d in jax.devices()],
-              "backend": jax.default_backend(), "jax": jax.__version__, "machine": common.machine(),
-              "command": " ".join(sys.argv)}
+    record = {
+        "rows": rows,
+        "transform": args.transform,
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "machine": common.machine(),
+        "command": " ".join(sys.argv),
+    }
     fastest = min([r for r in rows if r["batch"] == 64] or rows, key=lambda r: r["seconds_per_step"])
     if args.members:
         print(f"ensemble: {args.members} members, batch 64, {fastest['dtype']} ...", flush=True)
-        record["ensemble"] = ensemble_run(size=args.size, batch=64, dtype=fastest["dtype"], transform=args.transform,
-                                          members=args.members, steps=max(3, args.steps // 3))
-        tables += ["", "## Vmapped ensemble", "", common.table([record["ensemble"]], [
-            ("members", "members", ""), ("batch", "batch per member", ""), ("dtype", "dtype", ""),
-            ("seconds_per_step", "s/step", ".4f"), ("images_per_s", "images/s (all members)", ".0f"),
-            ("peak_device_gb", "peak device GB", ".1f")])]
+        record["ensemble"] = ensemble_run(
+            size=args.size,
+            batch=64,
+            dtype=fastest["dtype"],
+            transform=args.transform,
+            members=args.members,
+            steps=max(3, args.steps // 3),
+        )
+        tables += [
+            "",
+            "## Vmapped ensemble",
+            "",
+            common.table(
+                [record["ensemble"]],
+                [
+                    ("members", "members", ""),
+                    ("batch", "batch per member", ""),
+                    ("dtype", "dtype", ""),
+                    ("seconds_per_step", "s/step", ".4f"),
+                    ("images_per_s", "images/s (all members)", ".0f"),
+                    ("peak_device_gb", "peak device GB", ".1f"),
+                ],
+            ),
+        ]
         print(tables[-1])
     if args.loc_repeats:
         print("dense localization ...", flush=True)
         record["localization"] = localization_run(size=args.size, repeats=args.loc_repeats)
-        tables += ["", "## Dense localization", "", common.table([record["localization"]], [
-            ("image_size", "px", ""), ("patches", "patches per image", ""), ("images_per_s", "images/s", ".2f"),
-            ("patches_per_s", "patches/s", ".0f"), ("peak_device_gb", "peak device GB", ".1f")])]
+        tables += [
+            "",
+            "## Dense localization",
+            "",
+            common.table(
+                [record["localization"]],
+                [
+                    ("image_size", "px", ""),
+                    ("patches", "patches per image", ""),
+                    ("images_per_s", "images/s", ".2f"),
+                    ("patches_per_s", "patches/s", ".0f"),
+                    ("peak_device_gb", "peak device GB", ".1f"),
+                ],
+            ),
+        ]
         print(tables[-1])
     if args.long_steps:
         print(f"long run: {args.long_steps} steps of 64 in {fastest['dtype']} ...", flush=True)
-        record["long_run"] = long_run(size=args.size, batch=64, dtype=fastest["dtype"], transform=args.transform,
-                                      steps=args.long_steps)
+        record["long_run"] = long_run(
+            size=args.size, batch=64, dtype=fastest["dtype"], transform=args.transform, steps=args.long_steps
+        )
         lr = record["long_run"]
-        line = (f"{lr['steps']} steps in {lr['seconds']:.1f} s = {lr['images_per_s']:.0f} images/s; one paper-length "
-                f"category ({PAPER_STEPS} steps of 64) ≈ {lr['paper_category_hours']:.2f} h")
+        line = (
+            f"{lr['steps']} steps in {lr['seconds']:.1f} s = {lr['images_per_s']:.0f} images/s; one paper-length "
+            f"category ({PAPER_STEPS} steps of 64) ≈ {lr['paper_category_hours']:.2f} h"
+        )
         tables += ["", "## Long run", "", line]
         print(line)
     with open(os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8") as f:

@@ -40,8 +40,13 @@ def measure(*, size: int, batch: int, steps: int, variants: list[int], rounds: i
     images = jax.device_put(np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8))
     key, hparams = jax.random.key(1), pretext.HParams.create()
     single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
-    programs = {k: pretext.compile_train_steps(model=model, optimizer=optimizer, spec=spec, mesh=mesh, steps=k,
-                                               summed=loop.AVERAGED_METRICS) for k in variants if k > 1}
+    programs = {
+        k: pretext.compile_train_steps(
+            model=model, optimizer=optimizer, spec=spec, mesh=mesh, steps=k, summed=loop.AVERAGED_METRICS
+        )
+        for k in variants
+        if k > 1
+    }
     for k, program in programs.items():  # compile outside the timed loop
         jax.block_until_ready(program(init(jax.random.key(0)), images, key, hparams))
     jax.block_until_ready(single(init(jax.random.key(0)), images, key, hparams))
@@ -52,10 +57,21 @@ def measure(*, size: int, batch: int, steps: int, variants: list[int], rounds: i
             state = init(jax.random.key(0))
             jax.block_until_ready(state)
             start = time.perf_counter()
-            state = loop.fit(state, images, key, step_fn=lambda s, x, r: single(s, x, r, hparams), total_steps=steps,
-                             images_per_step=batch, manager=None, checkpoint_every=steps, log_every=steps,
-                             log=None, progress=False, steps_per_call=k,
-                             chunk_fn=lambda n: (lambda s, x, r: programs[n](s, x, r, hparams)))
+            state = loop.fit(
+                state,
+                images,
+                key,
+                step_fn=lambda s, x, r: single(s, x, r, hparams),
+                total_steps=steps,
+                images_per_step=batch,
+                manager=None,
+                checkpoint_every=steps,
+                log_every=steps,
+                log=None,
+                progress=False,
+                steps_per_call=k,
+                chunk_fn=lambda n: lambda s, x, r: programs[n](s, x, r, hparams),
+            )
             jax.block_until_ready(state)
             seconds = time.perf_counter() - start
             rows.append({"round": round_ + 1, "steps_per_call": k, "ms_per_step": 1000 * seconds / steps})
@@ -80,8 +96,12 @@ def host_only(*, steps: int, rounds: int) -> list[dict]:
     model = PretextNet(num_classes=2, head=common.PAPER_HEAD)
     optimizer = common.sla_jax_optimizer(total_steps=steps)
     init = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=64))
-    metrics = {"loss": jnp.float32(1.0), "accuracy": jnp.float32(0.5), "mean_label": jnp.float32(0.9),
-               "invalid_fraction": jnp.float32(0.0)}
+    metrics = {
+        "loss": jnp.float32(1.0),
+        "accuracy": jnp.float32(0.5),
+        "mean_label": jnp.float32(0.9),
+        "invalid_fraction": jnp.float32(0.0),
+    }
     count = jax.jit(lambda s, x, k: (s.replace(step=s.step + 1), metrics), donate_argnums=(0,))
     leaves = len(jax.tree_util.tree_leaves(init(jax.random.key(0))))
     rows = []
@@ -92,15 +112,31 @@ def host_only(*, steps: int, rounds: int) -> list[dict]:
             jax.block_until_ready(state)
             start = time.perf_counter()
             if how == "loop.fit":
-                state = loop.fit(state, None, None, step_fn=count, total_steps=steps + 1, images_per_step=1,
-                                 manager=None, checkpoint_every=steps + 1, log_every=steps + 1, log=None,
-                                 progress=False)
+                state = loop.fit(
+                    state,
+                    None,
+                    None,
+                    step_fn=count,
+                    total_steps=steps + 1,
+                    images_per_step=1,
+                    manager=None,
+                    checkpoint_every=steps + 1,
+                    log_every=steps + 1,
+                    log=None,
+                    progress=False,
+                )
             else:
                 for _ in range(steps):
                     state, out = count(state, None, None)
             jax.block_until_ready(state)
-            rows.append({"round": round_ + 1, "how": how, "leaves": leaves,
-                         "ms_per_step": 1000 * (time.perf_counter() - start) / steps})
+            rows.append(
+                {
+                    "round": round_ + 1,
+                    "how": how,
+                    "leaves": leaves,
+                    "ms_per_step": 1000 * (time.perf_counter() - start) / steps,
+                }
+            )
             print(f"round {round_ + 1}: host only, {how}: {rows[-1]['ms_per_step']:.3f} ms/step", flush=True)
     return rows
 
@@ -125,23 +161,56 @@ def main() -> None:
     summary = []
     for k in variants:
         times = [r["ms_per_step"] for r in rows if r["steps_per_call"] == k]
-        summary.append({"steps_per_call": k, "ms_per_step": float(np.median(times)), "min": min(times),
-                        "max": max(times)})
+        summary.append(
+            {"steps_per_call": k, "ms_per_step": float(np.median(times)), "min": min(times), "max": max(times)}
+        )
     best = min(s["ms_per_step"] for s in summary)
     for s in summary:
         s["above_best_ms"] = s["ms_per_step"] - best
-    print(common.table(summary, [("steps_per_call", "steps per call", ""), ("ms_per_step", "ms/step (median)", ".3f"),
-                                 ("min", "min", ".3f"), ("max", "max", ".3f"),
-                                 ("above_best_ms", "ms/step above the best", ".3f")]))
-    host_summary = [{"how": how, "leaves": host[0]["leaves"],
-                     "ms_per_step": float(np.median([r["ms_per_step"] for r in host if r["how"] == how]))}
-                    for how in ("loop.fit", "bare dispatch")]
-    print(common.table(host_summary, [("how", "host only (a step that only counts)", ""),
-                                      ("leaves", "state arrays", ""), ("ms_per_step", "ms/step (median)", ".3f")]))
-    common.write_json(args.out, {"rows": rows, "summary": summary, "host_only": host, "host_summary": host_summary,
-                                 "size": args.size, "batch": args.batch,
-                                 "steps": args.steps, "machine": common.machine(),
-                                 "command": " ".join(["python bench/host_overhead.py", *sys.argv[1:]])})
+    print(
+        common.table(
+            summary,
+            [
+                ("steps_per_call", "steps per call", ""),
+                ("ms_per_step", "ms/step (median)", ".3f"),
+                ("min", "min", ".3f"),
+                ("max", "max", ".3f"),
+                ("above_best_ms", "ms/step above the best", ".3f"),
+            ],
+        )
+    )
+    host_summary = [
+        {
+            "how": how,
+            "leaves": host[0]["leaves"],
+            "ms_per_step": float(np.median([r["ms_per_step"] for r in host if r["how"] == how])),
+        }
+        for how in ("loop.fit", "bare dispatch")
+    ]
+    print(
+        common.table(
+            host_summary,
+            [
+                ("how", "host only (a step that only counts)", ""),
+                ("leaves", "state arrays", ""),
+                ("ms_per_step", "ms/step (median)", ".3f"),
+            ],
+        )
+    )
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "summary": summary,
+            "host_only": host,
+            "host_summary": host_summary,
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "machine": common.machine(),
+            "command": " ".join(["python bench/host_overhead.py", *sys.argv[1:]]),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,17 +39,32 @@ def worker(runner: str, workdir: str, model: str, batch: int, repeats: int, thre
     files, _ = collect_files([os.path.join(workdir, "demo_data")])
     images = np.stack([read_image(p, size=detector.image_size) for p in files[:batch]])
     seconds, times = common.median_seconds(lambda: detector.score(images), repeats=repeats, warmup=1)
-    return {"seconds_per_batch": seconds, "times": times, "images_per_s": batch / seconds,
-            "peak_rss_gb": common.peak_rss_gb()}
+    return {
+        "seconds_per_batch": seconds,
+        "times": times,
+        "images_per_s": batch / seconds,
+        "peak_rss_gb": common.peak_rss_gb(),
+    }
 
 
 def train_and_export(scratch: str, name: str, size: int, extra: list[str]) -> tuple[str, str]:
     workdir, model = os.path.join(scratch, name), os.path.join(scratch, f"{name}.onnx")
     config = "configs/demo_patch.py" if "patch" in name else "configs/demo.py"
-    for command in ([sys.executable, "-m", "sla_jax.train", f"--config={config}", f"--workdir={workdir}",
-                     f"--config.data.image_size={size}", "--config.train.steps=1", "--config.train.batch_size=8",
-                     "--config.eval.threshold_images=2", *extra],
-                    [sys.executable, "-m", "sla_jax.export", f"--workdir={workdir}", f"--out={model}"]):
+    for command in (
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.train",
+            f"--config={config}",
+            f"--workdir={workdir}",
+            f"--config.data.image_size={size}",
+            "--config.train.steps=1",
+            "--config.train.batch_size=8",
+            "--config.eval.threshold_images=2",
+            *extra,
+        ],
+        [sys.executable, "-m", "sla_jax.export", f"--workdir={workdir}", f"--out={model}"],
+    ):
         done = subprocess.run(command, cwd=common.REPO, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -84,19 +99,40 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for runner in runs:
                     print(f"{kind} model, {runner}, round {round_ + 1}/{args.rounds} ...", flush=True)
-                    runs[runner].append(common.run_worker(__file__, [runner, workdir, model, batch, args.repeats,
-                                                                     args.threads]))
+                    runs[runner].append(
+                        common.run_worker(__file__, [runner, workdir, model, batch, args.repeats, args.threads])
+                    )
             reference = sorted(m["images_per_s"] for m in runs["jax"])[len(runs["jax"]) // 2]
             for runner, measured in runs.items():
                 middle = sorted(measured, key=lambda m: m["images_per_s"])[len(measured) // 2]
-                rows.append({"model": kind, "runner": runner, "batch": batch, **middle,
-                             "round_images_per_s": [m["images_per_s"] for m in measured],
-                             "vs_jax": middle["images_per_s"] / reference})
-    columns = [("model", "model", ""), ("runner", "runner", ""), ("batch", "batch", ""),
-               ("images_per_s", "images/s", ".2f"), ("vs_jax", "× JAX", ".2f"), ("peak_rss_gb", "peak RSS GB", ".2f")]
+                rows.append(
+                    {
+                        "model": kind,
+                        "runner": runner,
+                        "batch": batch,
+                        **middle,
+                        "round_images_per_s": [m["images_per_s"] for m in measured],
+                        "vs_jax": middle["images_per_s"] / reference,
+                    }
+                )
+    columns = [
+        ("model", "model", ""),
+        ("runner", "runner", ""),
+        ("batch", "batch", ""),
+        ("images_per_s", "images/s", ".2f"),
+        ("vs_jax", "× JAX", ".2f"),
+        ("peak_rss_gb", "peak RSS GB", ".2f"),
+    ]
     print(common.table(rows, columns))
-    common.write_json(args.out, {"rows": rows, "size": args.size, "machine": common.machine(),
-                                 "command": " ".join(["python bench/onnx.py", *sys.argv[1:]])})
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "size": args.size,
+            "machine": common.machine(),
+            "command": " ".join(["python bench/onnx.py", *sys.argv[1:]]),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,9 @@ class Measured:
 
         started = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
-            proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **(env or {})})
+            proc = subprocess.Popen(
+                command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
             peak = {"pss": 0}
             done = threading.Event()
 
@@ -98,22 +99,40 @@ def last_json_line(path: str) -> dict:
 
 def port_command(args, category, run_dir: str, *options: str) -> list[str]:
     """``bench/peer_cutpaste_port.py`` under the port's Python, on ``category`` at ``--size``, in ``run_dir``."""
-    return [args.peer_python, PORT_WORKER, f"--peer_src={args.peer_src}",
-            f"--category_dir={os.path.join(category.root, category.category)}", f"--run_dir={run_dir}",
-            f"--size={args.size}", *options]
+    return [
+        args.peer_python,
+        PORT_WORKER,
+        f"--peer_src={args.peer_src}",
+        f"--category_dir={os.path.join(category.root, category.category)}",
+        f"--run_dir={run_dir}",
+        f"--size={args.size}",
+        *options,
+    ]
 
 
 def run_port(args, category, seed: int, run_dir: str) -> dict:
     os.makedirs(run_dir, exist_ok=True)
-    command = port_command(args, category, run_dir, f"--steps={args.steps}", f"--batch={args.batch}",
-                           f"--seed={seed}", f"--workers={args.port_workers}", f"--at_steps={args.at_steps}",
-                           f"--window={args.window}")
+    command = port_command(
+        args,
+        category,
+        run_dir,
+        f"--steps={args.steps}",
+        f"--batch={args.batch}",
+        f"--seed={seed}",
+        f"--workers={args.port_workers}",
+        f"--at_steps={args.at_steps}",
+        f"--window={args.window}",
+    )
     done = Measured(command, log=os.path.join(run_dir, "run.log"))
     if done.returncode:
         raise RuntimeError(f"the port failed ({done.returncode}); see {done.log}")
     record = last_json_line(done.log)
-    return {**record, "process_seconds": done.seconds, "peak_rss_gb": done.peak_rss_gb,
-            "peak_tree_pss_gb": done.peak_tree_pss_gb}
+    return {
+        **record,
+        "process_seconds": done.seconds,
+        "peak_rss_gb": done.peak_rss_gb,
+        "peak_tree_pss_gb": done.peak_tree_pss_gb,
+    }
 
 
 def port_scores_dir(args, category, run_dir: str) -> str | None:
@@ -128,8 +147,7 @@ def port_scores_dir(args, category, run_dir: str) -> str | None:
     if len(models) != 1:
         return None
     os.makedirs(rescore, exist_ok=True)
-    done = Measured(port_command(args, category, rescore, f"--model={models[0]}"),
-                    log=os.path.join(rescore, "run.log"))
+    done = Measured(port_command(args, category, rescore, f"--model={models[0]}"), log=os.path.join(rescore, "run.log"))
     if done.returncode:
         raise RuntimeError(f"scoring {models[0]} failed ({done.returncode}); see {done.log}")
     return rescore
@@ -189,10 +207,16 @@ def window_accuracy(metrics_path: str, at_steps: list[int], window: int) -> tupl
 
 def run_sla_jax(args, category, seed: int, workdir: str) -> dict:
     os.makedirs(os.path.dirname(workdir), exist_ok=True)
-    overrides = [f"--config.data.root={category.root}", f"--config.data.category={category.category}",
-                 f"--config.seed={seed}", f"--config.data.image_size={args.size}",
-                 f"--config.train.steps={args.steps}", f"--config.train.batch_size={2 * args.batch}",
-                 "--config.transform.pairing=paired", *args.set]
+    overrides = [
+        f"--config.data.root={category.root}",
+        f"--config.data.category={category.category}",
+        f"--config.seed={seed}",
+        f"--config.data.image_size={args.size}",
+        f"--config.train.steps={args.steps}",
+        f"--config.train.batch_size={2 * args.batch}",
+        "--config.transform.pairing=paired",
+        *args.set,
+    ]
     command = [sys.executable, "-m", "sla_jax.train", f"--config={args.config}", f"--workdir={workdir}", *overrides]
     done = Measured(command, log=workdir + ".log")
     if done.returncode:
@@ -205,8 +229,12 @@ def run_sla_jax(args, category, seed: int, workdir: str) -> dict:
     accuracy, seconds_at = window_accuracy(os.path.join(workdir, "metrics.jsonl"), at_steps, args.window)
     checkpoints = {}
     for step in [int(s) for s in args.eval_steps.split(",") if s and int(s) < args.steps]:
-        proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}", f"--step={step}"],
-                              cwd=common.REPO, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}", f"--step={step}"],
+            cwd=common.REPO,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
             raise RuntimeError(f"evaluating step {step} of {workdir} failed: {proc.stderr[-2000:]}")
         with open(os.path.join(workdir, "steps", str(step), "results.json"), encoding="utf-8") as f:
@@ -214,13 +242,26 @@ def run_sla_jax(args, category, seed: int, workdir: str) -> dict:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     with open(metrics_path, encoding="utf-8") as f:
         logged = {r["step"]: r.get("seconds") for r in map(json.loads, filter(str.strip, f))}
-    return {"impl": "sla_jax", "category": category.category, "seed": seed, "size": args.size, "steps": args.steps,
-            "batch": args.batch, "config": args.config, "overrides": overrides, "image_auroc": results["image_auroc"],
-            "accuracy": accuracy, "train_seconds_at": seconds_at,
-            "checkpoint_auroc": {**checkpoints, str(args.steps): results["image_auroc"]},
-            "checkpoint_seconds": {s: logged.get(int(s)) for s in [*checkpoints, str(args.steps)]},
-            "train_seconds": timing["train_seconds"], "seconds": timing["seconds"], "process_seconds": done.seconds,
-            "peak_rss_gb": done.peak_rss_gb, "peak_tree_pss_gb": done.peak_tree_pss_gb}
+    return {
+        "impl": "sla_jax",
+        "category": category.category,
+        "seed": seed,
+        "size": args.size,
+        "steps": args.steps,
+        "batch": args.batch,
+        "config": args.config,
+        "overrides": overrides,
+        "image_auroc": results["image_auroc"],
+        "accuracy": accuracy,
+        "train_seconds_at": seconds_at,
+        "checkpoint_auroc": {**checkpoints, str(args.steps): results["image_auroc"]},
+        "checkpoint_seconds": {s: logged.get(int(s)) for s in [*checkpoints, str(args.steps)]},
+        "train_seconds": timing["train_seconds"],
+        "seconds": timing["seconds"],
+        "process_seconds": done.seconds,
+        "peak_rss_gb": done.peak_rss_gb,
+        "peak_tree_pss_gb": done.peak_tree_pss_gb,
+    }
 
 
 def mean(values):
@@ -248,15 +289,27 @@ def summarize(records: list[dict]) -> dict:
         port = [r for r in records if r["category"] == name and r["impl"] == "pytorch-cutpaste"]
         sla = [r for r in records if r["category"] == name and r["impl"] == "sla_jax"]
         port_aurocs, sla_aurocs = [r["image_auroc"] for r in port], [r["image_auroc"] for r in sla]
-        entry = {"port_auroc": mean(port_aurocs), "port_auroc_sd": sample_sd(port_aurocs),
-                 "port_train_seconds": mean([r["train_seconds"] for r in port]),
-                 "sla_jax_auroc": mean(sla_aurocs), "sla_jax_auroc_sd": sample_sd(sla_aurocs),
-                 "sla_jax_train_seconds": mean([r["train_seconds"] for r in sla]), "seeds": len(sla),
-                 "port_seeds": len(port), "welch_p": welch_p(sla_aurocs, port_aurocs)}
+        entry = {
+            "port_auroc": mean(port_aurocs),
+            "port_auroc_sd": sample_sd(port_aurocs),
+            "port_train_seconds": mean([r["train_seconds"] for r in port]),
+            "sla_jax_auroc": mean(sla_aurocs),
+            "sla_jax_auroc_sd": sample_sd(sla_aurocs),
+            "sla_jax_train_seconds": mean([r["train_seconds"] for r in sla]),
+            "seeds": len(sla),
+            "port_seeds": len(port),
+            "welch_p": welch_p(sla_aurocs, port_aurocs),
+        }
         # a mean over seeds only at steps every seed evaluated, so that no point averages fewer seeds
         steps = sorted(set.intersection(*({int(s) for s in r.get("checkpoint_auroc", {})} for r in sla))) if sla else []
-        curve = [{"step": s, "auroc": mean([r["checkpoint_auroc"].get(str(s)) for r in sla]),
-                  "seconds": mean([r["checkpoint_seconds"].get(str(s)) for r in sla])} for s in steps]
+        curve = [
+            {
+                "step": s,
+                "auroc": mean([r["checkpoint_auroc"].get(str(s)) for r in sla]),
+                "seconds": mean([r["checkpoint_seconds"].get(str(s)) for r in sla]),
+            }
+            for s in steps
+        ]
         entry["sla_jax_curve"] = curve
         if port and sla and entry["port_train_seconds"]:
             budget = entry["port_train_seconds"]
@@ -265,8 +318,10 @@ def summarize(records: list[dict]) -> dict:
             entry["sla_jax_auroc_within_port_time"] = best["auroc"] if best else None
             # AUROCs are ratios of pair counts; sla_jax's are float32, the port's float64
             entry["at_no_more_wall_time"] = bool(best and best["auroc"] >= entry["port_auroc"] - AUROC_TOLERANCE)
-            reach = next((c for c in curve if c["auroc"] is not None
-                          and c["auroc"] >= entry["port_auroc"] - AUROC_TOLERANCE), None)
+            reach = next(
+                (c for c in curve if c["auroc"] is not None and c["auroc"] >= entry["port_auroc"] - AUROC_TOLERANCE),
+                None,
+            )
             entry["reaches_port_auroc_at_fraction"] = reach["seconds"] / budget if reach and reach["seconds"] else None
         out[name] = entry
     return out
@@ -277,44 +332,68 @@ def fmt(value, spec=".3f"):
 
 
 def markdown(records: list[dict], summary: dict, meta: dict) -> str:
-    lines = [f"# sla_jax against pytorch-cutpaste ({meta['size']} px, {meta['steps']} steps of {meta['batch']} "
-             f"originals + {meta['batch']} scars, from scratch)", "",
-             f"sla_jax: `{meta['config']}` {' '.join(meta['set'])}; port: `{meta['peer_src']}` (commit "
-             f"{meta['peer_commit']}), {meta['port_workers']} DataLoader workers"
-             f"{'; its runs reused from `' + meta['port_from'] + '`' if meta.get('port_from') else ''}. "
-             f"sla_jax commit {meta['commit']}. "
-             f"{meta['machine']['cpu']}, {meta['machine']['cpu_count']} cores. Command: `{meta['command']}`", ""]
+    lines = [
+        f"# sla_jax against pytorch-cutpaste ({meta['size']} px, {meta['steps']} steps of {meta['batch']} "
+        f"originals + {meta['batch']} scars, from scratch)",
+        "",
+        f"sla_jax: `{meta['config']}` {' '.join(meta['set'])}; port: `{meta['peer_src']}` (commit "
+        f"{meta['peer_commit']}), {meta['port_workers']} DataLoader workers"
+        f"{'; its runs reused from `' + meta['port_from'] + '`' if meta.get('port_from') else ''}. "
+        f"sla_jax commit {meta['commit']}. "
+        f"{meta['machine']['cpu']}, {meta['machine']['cpu_count']} cores. Command: `{meta['command']}`",
+        "",
+    ]
     at = [s for s in meta["at_steps"].split(",")]
     for name, entry in summary.items():
-        lines += [f"## {name}", "", "| run | seed | image AUROC | " + " | ".join(f"acc@{s}" for s in at)
-                  + " | train s | process s | peak RSS GB | peak tree PSS GB |",
-                  "|" + " --- |" * 2 + " ---: |" * (len(at) + 5)]
+        lines += [
+            f"## {name}",
+            "",
+            "| run | seed | image AUROC | "
+            + " | ".join(f"acc@{s}" for s in at)
+            + " | train s | process s | peak RSS GB | peak tree PSS GB |",
+            "|" + " --- |" * 2 + " ---: |" * (len(at) + 5),
+        ]
         for r in sorted((r for r in records if r["category"] == name), key=lambda r: (r["impl"], r["seed"])):
-            lines.append(f"| {r['impl']} | {r['seed']} | {fmt(r['image_auroc'])} | "
-                         + " | ".join(fmt(r["accuracy"].get(s), ".2f") for s in at)
-                         + f" | {fmt(r['train_seconds'], '.0f')} | {fmt(r['process_seconds'], '.0f')} | "
-                         f"{fmt(r['peak_rss_gb'], '.2f')} | {fmt(r['peak_tree_pss_gb'], '.2f')} |")
-        lines += ["", f"Mean image AUROC (sample sd over seeds): port {fmt(entry['port_auroc'])} "
-                  f"({fmt(entry['port_auroc_sd'], '.4f')}) in {fmt(entry['port_train_seconds'], '.0f')} s of training; "
-                  f"sla_jax {fmt(entry['sla_jax_auroc'])} ({fmt(entry['sla_jax_auroc_sd'], '.4f')}) in "
-                  f"{fmt(entry['sla_jax_train_seconds'], '.0f')} s. Welch's t-test of the difference: "
-                  f"p = {fmt(entry['welch_p'], '.2f')}."]
+            lines.append(
+                f"| {r['impl']} | {r['seed']} | {fmt(r['image_auroc'])} | "
+                + " | ".join(fmt(r["accuracy"].get(s), ".2f") for s in at)
+                + f" | {fmt(r['train_seconds'], '.0f')} | {fmt(r['process_seconds'], '.0f')} | "
+                f"{fmt(r['peak_rss_gb'], '.2f')} | {fmt(r['peak_tree_pss_gb'], '.2f')} |"
+            )
+        lines += [
+            "",
+            f"Mean image AUROC (sample sd over seeds): port {fmt(entry['port_auroc'])} "
+            f"({fmt(entry['port_auroc_sd'], '.4f')}) in {fmt(entry['port_train_seconds'], '.0f')} s of training; "
+            f"sla_jax {fmt(entry['sla_jax_auroc'])} ({fmt(entry['sla_jax_auroc_sd'], '.4f')}) in "
+            f"{fmt(entry['sla_jax_train_seconds'], '.0f')} s. Welch's t-test of the difference: "
+            f"p = {fmt(entry['welch_p'], '.2f')}.",
+        ]
         paired = entry.get("paired")
         if paired:
-            lines.append(f"Paired on the {paired['defective']} + {paired['good']} test images (seeds "
-                         f"{', '.join(map(str, paired['seeds']))}; each resample scores both sides on the same "
-                         f"images): sla_jax − port = {paired['difference']:+.4f}, 95 % interval "
-                         f"{paired['ci95'][0]:+.4f} to {paired['ci95'][1]:+.4f}, p = {paired['p_two_sided']:.3f}.")
+            lines.append(
+                f"Paired on the {paired['defective']} + {paired['good']} test images (seeds "
+                f"{', '.join(map(str, paired['seeds']))}; each resample scores both sides on the same "
+                f"images): sla_jax − port = {paired['difference']:+.4f}, 95 % interval "
+                f"{paired['ci95'][0]:+.4f} to {paired['ci95'][1]:+.4f}, p = {paired['p_two_sided']:.3f}."
+            )
         if entry["sla_jax_curve"]:
-            lines.append("sla_jax's checkpoints (mean over seeds): " + ", ".join(
-                f"step {c['step']}: {fmt(c['auroc'])} at {fmt(c['seconds'], '.0f')} s" for c in entry["sla_jax_curve"]) + ".")
+            lines.append(
+                "sla_jax's checkpoints (mean over seeds): "
+                + ", ".join(
+                    f"step {c['step']}: {fmt(c['auroc'])} at {fmt(c['seconds'], '.0f')} s"
+                    for c in entry["sla_jax_curve"]
+                )
+                + "."
+            )
         if "at_no_more_wall_time" in entry:
             frac = entry["reaches_port_auroc_at_fraction"]
-            lines.append(f"Best sla_jax checkpoint within the port's training time: "
-                         f"{fmt(entry['sla_jax_auroc_within_port_time'])} "
-                         f"({'at least' if entry['at_no_more_wall_time'] else 'below'} the port's mean); "
-                         f"first checkpoint reaching the port's mean AUROC: "
-                         + (f"at {100 * frac:.0f} % of the port's training time." if frac else "none."))
+            lines.append(
+                f"Best sla_jax checkpoint within the port's training time: "
+                f"{fmt(entry['sla_jax_auroc_within_port_time'])} "
+                f"({'at least' if entry['at_no_more_wall_time'] else 'below'} the port's mean); "
+                f"first checkpoint reaching the port's mean AUROC: "
+                + (f"at {100 * frac:.0f} % of the port's training time." if frac else "none.")
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -333,13 +412,24 @@ def plot(records: list[dict], summary: dict, path: str) -> None:
                 continue
             if r["impl"] == "sla_jax":
                 steps = sorted(r["checkpoint_auroc"], key=int)
-                ax.plot([r["checkpoint_seconds"][s] for s in steps], [r["checkpoint_auroc"][s] for s in steps],
-                        color="tab:blue", alpha=0.35, marker=".")
+                ax.plot(
+                    [r["checkpoint_seconds"][s] for s in steps],
+                    [r["checkpoint_auroc"][s] for s in steps],
+                    color="tab:blue",
+                    alpha=0.35,
+                    marker=".",
+                )
             else:
                 ax.scatter([r["train_seconds"]], [r["image_auroc"]], color="tab:red", marker="x")
         curve = summary[name]["sla_jax_curve"]
-        ax.plot([c["seconds"] for c in curve], [c["auroc"] for c in curve], color="tab:blue", lw=2.2,
-                marker="o", label="sla_jax, mean of seeds (checkpoints)")
+        ax.plot(
+            [c["seconds"] for c in curve],
+            [c["auroc"] for c in curve],
+            color="tab:blue",
+            lw=2.2,
+            marker="o",
+            label="sla_jax, mean of seeds (checkpoints)",
+        )
         if summary[name]["port_auroc"] is not None:
             ax.axhline(summary[name]["port_auroc"], color="tab:red", ls="--", lw=1, label="pytorch-cutpaste, mean")
             ax.axvline(summary[name]["port_train_seconds"], color="tab:red", ls=":", lw=1)
@@ -352,7 +442,9 @@ def plot(records: list[dict], summary: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer_src", required=True, help="checkout of Runinho/pytorch-cutpaste (kept in a scratch folder)")
+    parser.add_argument(
+        "--peer_src", required=True, help="checkout of Runinho/pytorch-cutpaste (kept in a scratch folder)"
+    )
     parser.add_argument("--peer_python", required=True, help="python of a venv with the port's requirements")
     parser.add_argument("--root", action="append", required=True, help="a category, a folder of them or of datasets")
     parser.add_argument("--category", action="append", default=[], help="only these categories (repeatable)")
@@ -368,8 +460,11 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=25)
     parser.add_argument("--only", choices=["both", "port", "sla_jax"], default="both")
     parser.add_argument("--out", default="runs/peer")
-    parser.add_argument("--port_from", help="an earlier --out whose port runs stand in for the port's here "
-                                            "(records copied, run folders linked; the port is not trained again)")
+    parser.add_argument(
+        "--port_from",
+        help="an earlier --out whose port runs stand in for the port's here "
+        "(records copied, run folders linked; the port is not trained again)",
+    )
     args = parser.parse_args()
     args.set = [s if s.startswith("--") else f"--config.{s}" for s in args.set]
     args.config = os.path.abspath(args.config)
@@ -377,15 +472,30 @@ def main() -> None:
     os.makedirs(os.path.join(out, "records"), exist_ok=True)
     categories = discover(args.root, only=args.category)
     seeds = [int(s) for s in args.seeds.split(",")]
-    peer_commit = subprocess.run(["git", "-C", args.peer_src, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip() or "unknown"
+    peer_commit = (
+        subprocess.run(
+            ["git", "-C", args.peer_src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
     if args.port_from:
         for path in adopt_port_runs(args.port_from, out, categories=[c.name for c in categories], seeds=seeds):
             print(f"port run adopted from {args.port_from}: {path}", flush=True)
-    meta = {"size": args.size, "steps": args.steps, "batch": args.batch, "config": os.path.relpath(args.config, common.REPO),
-            "set": args.set, "peer_src": args.peer_src, "peer_commit": peer_commit, "port_workers": args.port_workers,
-            "port_from": args.port_from, "commit": source_commit(), "machine": common.machine(), "at_steps": args.at_steps,
-            "command": " ".join(["python bench/peer_cutpaste.py", *sys.argv[1:]])}
+    meta = {
+        "size": args.size,
+        "steps": args.steps,
+        "batch": args.batch,
+        "config": os.path.relpath(args.config, common.REPO),
+        "set": args.set,
+        "peer_src": args.peer_src,
+        "peer_commit": peer_commit,
+        "port_workers": args.port_workers,
+        "port_from": args.port_from,
+        "commit": source_commit(),
+        "machine": common.machine(),
+        "at_steps": args.at_steps,
+        "command": " ".join(["python bench/peer_cutpaste.py", *sys.argv[1:]]),
+    }
     for category in categories:
         for seed in seeds:
             order = ["pytorch-cutpaste", "sla_jax"] if seed % 2 == 0 else ["sla_jax", "pytorch-cutpaste"]
@@ -397,11 +507,16 @@ def main() -> None:
                     continue
                 print(f"{time.strftime('%H:%M:%S')} {category.name} seed {seed}: {impl} ...", flush=True)
                 run_dir = os.path.join(out, "runs", f"{category.name}_{impl}_s{seed}")
-                record = (run_port(args, category, seed, run_dir) if impl == "pytorch-cutpaste"
-                          else run_sla_jax(args, category, seed, run_dir))
+                record = (
+                    run_port(args, category, seed, run_dir)
+                    if impl == "pytorch-cutpaste"
+                    else run_sla_jax(args, category, seed, run_dir)
+                )
                 record.update(category=category.name, meta={k: meta[k] for k in ("commit", "peer_commit")})
                 common.write_json(path, record)
-                print(f"  image AUROC {record['image_auroc']:.4f}, training {record['train_seconds']:.0f} s", flush=True)
+                print(
+                    f"  image AUROC {record['image_auroc']:.4f}, training {record['train_seconds']:.0f} s", flush=True
+                )
     records = [json.loads(p.read_text()) for p in sorted(Path(out, "records").glob("*.json"))]
     summary = summarize(records)
     for category in categories:

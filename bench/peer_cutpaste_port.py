@@ -40,7 +40,9 @@ def image_view(category_dir: Path, view_dir: Path) -> dict:
             continue
         target = view_dir / split_dir.relative_to(category_dir)
         target.mkdir(parents=True, exist_ok=True)
-        files = sorted(p for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        files = sorted(
+            p for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
         for i, path in enumerate(files):
             (target / f"{i:05d}_{path.stem}.png").symlink_to(path.resolve())
         counts[str(split_dir.relative_to(category_dir))] = len(files)
@@ -126,18 +128,40 @@ def main() -> None:
 
     if model:
         auroc = evaluate(args, port_eval, density, model, category_dir.name, run_dir)
-        print(json.dumps({"impl": "pytorch-cutpaste", "category": category_dir.name, "model": str(model),
-                          "size": args.size, "images": counts, "image_auroc": auroc,
-                          "seconds": time.perf_counter() - started}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "impl": "pytorch-cutpaste",
+                    "category": category_dir.name,
+                    "model": str(model),
+                    "size": args.size,
+                    "images": counts,
+                    "image_auroc": auroc,
+                    "seconds": time.perf_counter() - started,
+                }
+            ),
+            flush=True,
+        )
         return
     model_dir = run_dir / "models"
     model_dir.mkdir(exist_ok=True)
     train_start, train_start_wall = time.perf_counter(), time.time()
-    run_training.run_training(category_dir.name, model_dir=model_dir, epochs=args.steps, pretrained=False,
-                              test_epochs=0, freeze_resnet=0, learninig_rate=0.03, optim_name="sgd",
-                              batch_size=args.batch, head_layer=args.head_layer,
-                              cutpate_type=cutpaste.CutPasteScar, device="cpu", workers=args.workers,
-                              size=args.size)
+    run_training.run_training(
+        category_dir.name,
+        model_dir=model_dir,
+        epochs=args.steps,
+        pretrained=False,
+        test_epochs=0,
+        freeze_resnet=0,
+        learninig_rate=0.03,
+        optim_name="sgd",
+        batch_size=args.batch,
+        head_layer=args.head_layer,
+        cutpate_type=cutpaste.CutPasteScar,
+        device="cpu",
+        workers=args.workers,
+        size=args.size,
+    )
     train_seconds = time.perf_counter() - train_start
     (model_path,) = model_dir.glob(f"model-{category_dir.name}-*.tch")
 
@@ -151,25 +175,47 @@ def main() -> None:
     acc, loss = events.Scalars("acc"), events.Scalars("loss")
     at_steps = [int(s) for s in args.at_steps.split(",") if int(s) <= args.steps]
     wall_at = {str(s): next((e.wall_time for e in acc if e.step + 1 == s), None) for s in at_steps}
-    print(json.dumps({
-        "impl": "pytorch-cutpaste", "category": category_dir.name, "seed": args.seed, "size": args.size,
-        "steps": args.steps, "batch": args.batch, "workers": args.workers, "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "images": counts, "image_auroc": float(auroc),
-        "accuracy": window_means(acc, at_steps=at_steps, window=args.window),
-        "loss": window_means(loss, at_steps=at_steps, window=args.window),
-        # wall seconds from the start of training (run_training called) to the end of each step
-        "train_seconds_at": {s: None if w is None else w - train_start_wall for s, w in wall_at.items()},
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "seconds": time.perf_counter() - started,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "impl": "pytorch-cutpaste",
+                "category": category_dir.name,
+                "seed": args.seed,
+                "size": args.size,
+                "steps": args.steps,
+                "batch": args.batch,
+                "workers": args.workers,
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "images": counts,
+                "image_auroc": float(auroc),
+                "accuracy": window_means(acc, at_steps=at_steps, window=args.window),
+                "loss": window_means(loss, at_steps=at_steps, window=args.window),
+                # wall seconds from the start of training (run_training called) to the end of each step
+                "train_seconds_at": {s: None if w is None else w - train_start_wall for s, w in wall_at.items()},
+                "train_seconds": train_seconds,
+                "eval_seconds": eval_seconds,
+                "seconds": time.perf_counter() - started,
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        ),
+        flush=True,
+    )
 
 
 def evaluate(args, port_eval, density, model_path: Path, category: str, run_dir: Path) -> float:
     """The port's ``eval_model`` at the training size and head; writes ``scores.csv``; returns its AUROC."""
     recording = RecordingDensity(density.GaussianDensityTorch())
-    auroc = port_eval.eval_model(str(model_path), category, device="cpu", save_plots=False, size=args.size,
-                                 show_training_data=False, head_layer=args.head_layer, density=recording)
+    auroc = port_eval.eval_model(
+        str(model_path),
+        category,
+        device="cpu",
+        save_plots=False,
+        size=args.size,
+        show_training_data=False,
+        head_layer=args.head_layer,
+        density=recording,
+    )
     write_scores(port_eval.test_data_eval.image_names, recording.scores.tolist(), run_dir / "scores.csv")
     return float(auroc)
 

@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
 
-
 def load_images(data: str, *, size: int):
     """(uint8 N×S×S×3 training images, seconds) through sla_jax's loader (decoded and resized once)."""
     from sla_jax import data as data_lib
@@ -68,8 +67,14 @@ def worker_jax(data: str, size: int, sources: int, steps: int) -> dict:
         metrics["loss"].block_until_ready()
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
-    return {"seconds_per_step": seconds, "times": times, "load_seconds": load_s, "n_images": len(images),
-            "peak_rss_gb": common.peak_rss_gb(), "workers_peak_rss_gb": None}
+    return {
+        "seconds_per_step": seconds,
+        "times": times,
+        "load_seconds": load_s,
+        "n_images": len(images),
+        "peak_rss_gb": common.peak_rss_gb(),
+        "workers_peak_rss_gb": None,
+    }
 
 
 def worker_torch(data: str, size: int, sources: int, steps: int, workers: int) -> dict:
@@ -84,8 +89,9 @@ def worker_torch(data: str, size: int, sources: int, steps: int, workers: int) -
     model = torch_reference.PretextNet(head=common.PAPER_HEAD).to(memory_format=torch.channels_last).train()
     optimizer = torch_reference.make_optimizer(model)
     dataset = torch_reference.CutPasteDataset(pil, length=sources * (steps + 4))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=sources, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=sources, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0
+    )
     labels = torch.cat([torch.zeros(sources, dtype=torch.long), torch.ones(sources, dtype=torch.long)])
     targets = torch.nn.functional.one_hot(labels, 2).float()
     batches = iter(loader)
@@ -98,9 +104,16 @@ def worker_torch(data: str, size: int, sources: int, steps: int, workers: int) -
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
     batches._shutdown_workers()  # RUSAGE_CHILDREN counts the workers once they have exited
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return {"seconds_per_step": seconds, "times": times, "load_seconds": load_s, "n_images": len(images),
-            "peak_rss_gb": common.peak_rss_gb(), "workers_peak_rss_gb": children, "workers": workers,
-            "threads": torch.get_num_threads()}
+    return {
+        "seconds_per_step": seconds,
+        "times": times,
+        "load_seconds": load_s,
+        "n_images": len(images),
+        "peak_rss_gb": common.peak_rss_gb(),
+        "workers_peak_rss_gb": children,
+        "workers": workers,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def worker_pil(data: str, size: int, sources: int, steps: int, workers: int) -> dict:
@@ -112,8 +125,9 @@ def worker_pil(data: str, size: int, sources: int, steps: int, workers: int) -> 
 
     images, _ = load_images(data, size=size)
     dataset = torch_reference.CutPasteDataset([Image.fromarray(i) for i in images], length=sources * (4 * steps + 8))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=sources, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=sources, num_workers=workers, persistent_workers=workers > 0
+    )
     batches = iter(loader)
     seconds, times = common.median_seconds(lambda: next(batches), repeats=4 * steps, warmup=4)
     return {"seconds_per_step": seconds, "times": times}
@@ -140,28 +154,64 @@ def main() -> None:
         if not data:
             from sla_jax.data import synthetic
 
-            data = os.path.join(synthetic.write_demo_dataset(os.path.join(scratch, "demo"), categories=("weave",)), "weave")
+            data = os.path.join(
+                synthetic.write_demo_dataset(os.path.join(scratch, "demo"), categories=("weave",)), "weave"
+            )
         common_args = [data, args.size, args.sources, args.steps]
         measured = {}
-        for name, extra in (("sla_jax", ["jax", *common_args]), ("pytorch", ["torch", *common_args, args.workers]),
-                            ("pytorch loading only", ["pil", *common_args, args.workers])):
+        for name, extra in (
+            ("sla_jax", ["jax", *common_args]),
+            ("pytorch", ["torch", *common_args, args.workers]),
+            ("pytorch loading only", ["pil", *common_args, args.workers]),
+        ):
             print(f"{name} ...", flush=True)
             measured[name] = common.run_worker(__file__, extra)
     per_step = 2 * args.sources
     reference = measured["pytorch"]["seconds_per_step"]
-    rows = [{"pipeline": name, "seconds_per_step": m["seconds_per_step"], "images_per_s": per_step / m["seconds_per_step"],
-             "vs_torch": reference / m["seconds_per_step"], "load_seconds": m.get("load_seconds"),
-             "peak_rss_gb": m.get("peak_rss_gb"), "workers_peak_rss_gb": m.get("workers_peak_rss_gb"),
-             "times": m["times"]} for name, m in measured.items()]
-    print(f"{args.size} px, {args.sources} sources + {args.sources} CutPaste per step, "
-          f"{measured['sla_jax']['n_images']} training images from {data}")
-    print(common.table(rows, [("pipeline", "pipeline", ""), ("seconds_per_step", "s/step", ".3f"),
-                              ("images_per_s", "network images/s", ".1f"), ("vs_torch", "× PyTorch", ".2f"),
-                              ("load_seconds", "decode s", ".1f"), ("peak_rss_gb", "peak RSS GB", ".2f"),
-                              ("workers_peak_rss_gb", "workers RSS GB", ".2f")]))
-    common.write_json(args.out, {"rows": rows, "size": args.size, "sources": args.sources, "steps": args.steps,
-                                 "workers": args.workers, "data": data, "machine": common.machine(),
-                                 "command": " ".join(sys.argv)})
+    rows = [
+        {
+            "pipeline": name,
+            "seconds_per_step": m["seconds_per_step"],
+            "images_per_s": per_step / m["seconds_per_step"],
+            "vs_torch": reference / m["seconds_per_step"],
+            "load_seconds": m.get("load_seconds"),
+            "peak_rss_gb": m.get("peak_rss_gb"),
+            "workers_peak_rss_gb": m.get("workers_peak_rss_gb"),
+            "times": m["times"],
+        }
+        for name, m in measured.items()
+    ]
+    print(
+        f"{args.size} px, {args.sources} sources + {args.sources} CutPaste per step, "
+        f"{measured['sla_jax']['n_images']} training images from {data}"
+    )
+    print(
+        common.table(
+            rows,
+            [
+                ("pipeline", "pipeline", ""),
+                ("seconds_per_step", "s/step", ".3f"),
+                ("images_per_s", "network images/s", ".1f"),
+                ("vs_torch", "× PyTorch", ".2f"),
+                ("load_seconds", "decode s", ".1f"),
+                ("peak_rss_gb", "peak RSS GB", ".2f"),
+                ("workers_peak_rss_gb", "workers RSS GB", ".2f"),
+            ],
+        )
+    )
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "size": args.size,
+            "sources": args.sources,
+            "steps": args.steps,
+            "workers": args.workers,
+            "data": data,
+            "machine": common.machine(),
+            "command": " ".join(sys.argv),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -58,9 +58,20 @@ def worker(variant: str, size: int, batch: int, steps: int, log_every: int) -> d
     limit = VARIANTS[variant] or loop.MAX_IN_FLIGHT
     records: list[dict] = []
     started = time.perf_counter()
-    state = loop.fit(state, images, jax.random.key(1), step_fn=step_fn, total_steps=steps, images_per_step=batch,
-                     manager=None, checkpoint_every=10**9, log_every=log_every, log=records.append, progress=True,
-                     max_in_flight=limit)
+    state = loop.fit(
+        state,
+        images,
+        jax.random.key(1),
+        step_fn=step_fn,
+        total_steps=steps,
+        images_per_step=batch,
+        manager=None,
+        checkpoint_every=10**9,
+        log_every=log_every,
+        log=records.append,
+        progress=True,
+        max_in_flight=limit,
+    )
     jax.block_until_ready(state)
     seconds = time.perf_counter() - started
     times = np.array([t for t, _, _ in updates])
@@ -73,11 +84,18 @@ def worker(variant: str, size: int, batch: int, steps: int, log_every: int) -> d
         bar = [rate for _, n, rate in updates if n <= record["step"] and rate]
         if bar:
             ratios.append(bar[-1] * batch / record["images_per_s"])
-    return {"variant": variant, "max_in_flight": limit, "steps": steps, "seconds": seconds,
-            "images_per_s": steps * batch / seconds, "median_step_seconds": median_step,
-            "largest_gap_in_steps": float(gaps.max()), "bar_over_log_rate": ratios,
-            "worst_rate_deviation": float(max(abs(r - 1) for r in ratios)) if ratios else None,
-            "updates": len(updates)}
+    return {
+        "variant": variant,
+        "max_in_flight": limit,
+        "steps": steps,
+        "seconds": seconds,
+        "images_per_s": steps * batch / seconds,
+        "median_step_seconds": median_step,
+        "largest_gap_in_steps": float(gaps.max()),
+        "bar_over_log_rate": ratios,
+        "worst_rate_deviation": float(max(abs(r - 1) for r in ratios)) if ratios else None,
+        "updates": len(updates),
+    }
 
 
 def main() -> None:
@@ -97,15 +115,35 @@ def main() -> None:
     for round_ in range(args.rounds):
         for variant in VARIANTS:
             print(f"round {round_ + 1}/{args.rounds}: {variant} ...", flush=True)
-            rows.append({"round": round_ + 1, **common.run_worker(
-                __file__, [variant, args.size, args.batch, args.steps, args.log_every], timeout=3600)})
-    columns = [("round", "round", ""), ("variant", "queue", ""), ("seconds", "s for all steps", ".1f"),
-               ("images_per_s", "images/s", ".1f"), ("largest_gap_in_steps", "longest bar stall (steps)", ".2f"),
-               ("worst_rate_deviation", "worst |bar rate / logged rate − 1|", ".1%")]
+            rows.append(
+                {
+                    "round": round_ + 1,
+                    **common.run_worker(
+                        __file__, [variant, args.size, args.batch, args.steps, args.log_every], timeout=3600
+                    ),
+                }
+            )
+    columns = [
+        ("round", "round", ""),
+        ("variant", "queue", ""),
+        ("seconds", "s for all steps", ".1f"),
+        ("images_per_s", "images/s", ".1f"),
+        ("largest_gap_in_steps", "longest bar stall (steps)", ".2f"),
+        ("worst_rate_deviation", "worst |bar rate / logged rate − 1|", ".1%"),
+    ]
     print(common.table(rows, columns))
-    common.write_json(args.out, {"rows": rows, "size": args.size, "batch": args.batch, "steps": args.steps,
-                                 "log_every": args.log_every, "machine": common.machine(),
-                                 "command": " ".join(["python bench/progress.py", *sys.argv[1:]])})
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "size": args.size,
+            "batch": args.batch,
+            "steps": args.steps,
+            "log_every": args.log_every,
+            "machine": common.machine(),
+            "command": " ".join(["python bench/progress.py", *sys.argv[1:]]),
+        },
+    )
 
 
 if __name__ == "__main__":

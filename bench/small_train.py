@@ -39,8 +39,13 @@ def main() -> None:
     from sla_jax import detection, state as state_lib
     from sla_jax.models import PretextNet
 
-    dataset = data_lib.load_dataset(args.root, category=args.category, image_size=args.image_size,
-                                    require_masks=False, cache_dir=os.path.join("/tmp", "small_train_tfds"))
+    dataset = data_lib.load_dataset(
+        args.root,
+        category=args.category,
+        image_size=args.image_size,
+        require_masks=False,
+        cache_dir=os.path.join("/tmp", "small_train_tfds"),
+    )
     model = PretextNet(num_classes=2, head=(128,), stem="small")
     variables = model.init(jax.random.key(0), np.zeros((1, args.image_size, args.image_size, 3)), train=False)
     mesh = state_lib.data_mesh()
@@ -54,19 +59,44 @@ def main() -> None:
         fprs, below_all = [], 0
         for _ in range(args.draws):
             pick = rng.choice(len(train_feats), size=n, replace=False)
-            threshold, _ = detection.decision_threshold(None, None, model=model, spec=spec, mesh=mesh,
-                                                        train_feats=train_feats[pick])
+            threshold, _ = detection.decision_threshold(
+                None, None, model=model, spec=spec, mesh=mesh, train_feats=train_feats[pick]
+            )
             _, scores = detection.image_scores(train_feats[pick], good_test)
             fprs.append(float(np.mean(scores > threshold)))
             below_all += bool(np.all(scores > threshold))
-        rows.append({"n_train": n, "fpr_median": float(np.median(fprs)), "fpr_p90": float(np.quantile(fprs, 0.9)),
-                     "draws_all_good_flagged": below_all, "draws": args.draws})
-        print(common.table(rows[-1:], [("n_train", "n", "d"), ("fpr_median", "test FPR median", ".3f"),
-                                       ("fpr_p90", "p90", ".3f"), ("draws_all_good_flagged", "all good flagged", "d")]),
-              flush=True)
-    common.write_json(args.out, {"command": " ".join(sys.argv), "category": args.category,
-                                 "image_size": args.image_size, "n_test_good": int(len(good_test)),
-                                 "machine": common.machine(), "rows": rows})
+        rows.append(
+            {
+                "n_train": n,
+                "fpr_median": float(np.median(fprs)),
+                "fpr_p90": float(np.quantile(fprs, 0.9)),
+                "draws_all_good_flagged": below_all,
+                "draws": args.draws,
+            }
+        )
+        print(
+            common.table(
+                rows[-1:],
+                [
+                    ("n_train", "n", "d"),
+                    ("fpr_median", "test FPR median", ".3f"),
+                    ("fpr_p90", "p90", ".3f"),
+                    ("draws_all_good_flagged", "all good flagged", "d"),
+                ],
+            ),
+            flush=True,
+        )
+    common.write_json(
+        args.out,
+        {
+            "command": " ".join(sys.argv),
+            "category": args.category,
+            "image_size": args.image_size,
+            "n_test_good": int(len(good_test)),
+            "machine": common.machine(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ from functools import partial
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
-VARIANTS = {"whole step": {}, "whole step, no whole-image jitter": {"transform.global_jitter": 0.0},
-            "whole step, Cutout for the edit": {"transform.name": "co"}}
+VARIANTS = {
+    "whole step": {},
+    "whole step, no whole-image jitter": {"transform.global_jitter": 0.0},
+    "whole step, Cutout for the edit": {"transform.name": "co"},
+}
 
 
 def build(config) -> dict:
@@ -43,8 +46,11 @@ def build(config) -> dict:
     for name, changes in VARIANTS.items():
         c = config.copy_and_resolve_references()
         c.update_from_flattened_dict(changes)
-        model, optimizer, spec = (experiment.model_from_config(c), experiment.optimizer_from_config(c),
-                                  experiment.spec_from_config(c))
+        model, optimizer, spec = (
+            experiment.model_from_config(c),
+            experiment.optimizer_from_config(c),
+            experiment.spec_from_config(c),
+        )
         state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
         step = jax.jit(partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec))
         calls[name] = partial(lambda fn, s: jax.block_until_ready(fn(s, images, key, hparams)), step, state)
@@ -58,10 +64,14 @@ def build(config) -> dict:
         data_fn = jax.jit(data_part)
         calls["data part: sources, jitter, edit, labels"] = partial(lambda fn: jax.block_until_ready(fn(key)), data_fn)
         inputs, targets = data_fn(key)
-        update = jax.jit(lambda s, x, t, model=model, optimizer=optimizer: pretext.apply_gradients(
-            s, normalize(x), lambda p: (t, None), model=model, optimizer=optimizer)[:2])  # the state too: no dead code
-        calls["network update alone"] = partial(lambda fn, s: jax.block_until_ready(fn(s, inputs, targets)),
-                                                update, state)
+        update = jax.jit(
+            lambda s, x, t, model=model, optimizer=optimizer: pretext.apply_gradients(
+                s, normalize(x), lambda p: (t, None), model=model, optimizer=optimizer
+            )[:2]
+        )  # the state too: no dead code
+        calls["network update alone"] = partial(
+            lambda fn, s: jax.block_until_ready(fn(s, inputs, targets)), update, state
+        )
     return calls
 
 
@@ -71,8 +81,13 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="runs/step_parts.json")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config change, as a Python literal: --set data.image_size=32")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config change, as a Python literal: --set data.image_size=32",
+    )
     args = parser.parse_args()
     import numpy as np
 
@@ -87,14 +102,26 @@ def main():
         for name, call in calls.items():
             times[name] += common.median_seconds(call, repeats=args.steps)[1]
     whole = float(np.median(times["whole step"]))
-    rows = [{"part": name, "ms": 1e3 * float(np.median(t)), "of_whole_step": float(np.median(t)) / whole,
-             "times": t} for name, t in times.items()]
-    meta = {"config": args.config, "set": args.set, "size": config.data.image_size, "batch": config.train.batch_size,
-            "steps": args.steps, "rounds": args.rounds, "machine": common.machine(), "commit": source_commit(),
-            "command": " ".join(["python bench/step_parts.py", *sys.argv[1:]])}
+    rows = [
+        {"part": name, "ms": 1e3 * float(np.median(t)), "of_whole_step": float(np.median(t)) / whole, "times": t}
+        for name, t in times.items()
+    ]
+    meta = {
+        "config": args.config,
+        "set": args.set,
+        "size": config.data.image_size,
+        "batch": config.train.batch_size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "machine": common.machine(),
+        "commit": source_commit(),
+        "command": " ".join(["python bench/step_parts.py", *sys.argv[1:]]),
+    }
     common.write_json(args.out, {"meta": meta, "rows": rows})
     print(f"{args.config}: {config.data.image_size} px, batch {config.train.batch_size}, median ms per call")
-    print(common.table(rows, [("part", "part", ""), ("ms", "ms", ".1f"), ("of_whole_step", "of the whole step", ".2f")]))
+    print(
+        common.table(rows, [("part", "part", ""), ("ms", "ms", ".1f"), ("of_whole_step", "of the whole step", ".2f")])
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,20 @@ class PretextNet(nn.Module):
         return self.head(self.backbone(x)["pooled"])
 
 
-def make_optimizer(model: nn.Module, *, lr=common.SGD["learning_rate"], momentum=common.SGD["momentum"],
-                   weight_decay=common.SGD["weight_decay"]) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module,
+    *,
+    lr=common.SGD["learning_rate"],
+    momentum=common.SGD["momentum"],
+    weight_decay=common.SGD["weight_decay"],
+) -> torch.optim.SGD:
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                           lr=lr, momentum=momentum)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=momentum,
+    )
 
 
 def train_step(model, optimizer, images_NCHW, targets_NxK, *, bf16: bool = False) -> torch.Tensor:

@@ -60,8 +60,9 @@ def jax_step(*, size: int, batch: int, impl: str, dtype: str):
     targets = jax.nn.softmax(jax.random.normal(jax.random.key(2), (batch, 2)))
 
     def step(state, inputs, targets):
-        state, loss, _, _ = pretext.apply_gradients(state, inputs, lambda params: (targets, None), model=model,
-                                                    optimizer=optimizer)
+        state, loss, _, _ = pretext.apply_gradients(
+            state, inputs, lambda params: (targets, None), model=model, optimizer=optimizer
+        )
         return state, loss
 
     compiled = jax.jit(step, donate_argnums=(0,)).lower(state, inputs, targets).compile()
@@ -79,8 +80,13 @@ def worker_jax(size: int, batch: int, steps: int, impl: str, dtype: str) -> dict
         loss.block_until_ready()
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=2)
-    return {"seconds_per_step": seconds, "times": times, "peak_rss_gb": common.peak_rss_gb(),
-            "backend": jax.default_backend(), "jax": jax.__version__}
+    return {
+        "seconds_per_step": seconds,
+        "times": times,
+        "peak_rss_gb": common.peak_rss_gb(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+    }
 
 
 def worker_flops(size: int, batch: int) -> dict:
@@ -101,9 +107,16 @@ def worker_torch(size: int, batch: int, steps: int, dtype: str) -> dict:
     targets = torch.softmax(torch.randn(batch, 2), -1)
     seconds, times = common.median_seconds(
         lambda: torch_reference.train_step(model, optimizer, inputs, targets, bf16=dtype == "bfloat16"),
-        repeats=steps, warmup=2)
-    return {"seconds_per_step": seconds, "times": times, "peak_rss_gb": common.peak_rss_gb(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+        repeats=steps,
+        warmup=2,
+    )
+    return {
+        "seconds_per_step": seconds,
+        "times": times,
+        "peak_rss_gb": common.peak_rss_gb(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def profile(size: int, batch: int, steps: int) -> None:
@@ -140,8 +153,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="64,128,256")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement (after 2 warm-up)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure every variant this many times, interleaved; report the median round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every variant this many times, interleaved; report the median round",
+    )
     parser.add_argument("--variants", default="jax,jax-xla-defaults,torch,torch-bf16")
     parser.add_argument("--profile", action="store_true", help="profile sla_jax's step instead")
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "train_step.json"))
@@ -153,8 +170,11 @@ def main() -> None:
     if args.worker:
         name, size, batch, steps = args.worker[0], *map(int, args.worker[1:])
         framework, options, _ = VARIANTS[name]
-        result = (worker_jax(size, batch, steps, **options) if framework == "jax"
-                  else worker_torch(size, batch, steps, **options))
+        result = (
+            worker_jax(size, batch, steps, **options)
+            if framework == "jax"
+            else worker_torch(size, batch, steps, **options)
+        )
         common.emit(result)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -172,26 +192,57 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in variants:
                 print(f"{size} px, {name}, round {round_ + 1}/{args.rounds} ...", flush=True)
-                rounds[name].append(common.run_worker(__file__, [name, size, args.batch, args.steps],
-                                                      env=VARIANTS[name][2]))
-        measured = {name: {**sorted(runs, key=lambda m: m["seconds_per_step"])[len(runs) // 2],
-                           "round_seconds": [m["seconds_per_step"] for m in runs]} for name, runs in rounds.items()}
+                rounds[name].append(
+                    common.run_worker(__file__, [name, size, args.batch, args.steps], env=VARIANTS[name][2])
+                )
+        measured = {
+            name: {
+                **sorted(runs, key=lambda m: m["seconds_per_step"])[len(runs) // 2],
+                "round_seconds": [m["seconds_per_step"] for m in runs],
+            }
+            for name, runs in rounds.items()
+        }
         flops = common.run_worker(__file__, ["flops", size, args.batch])["flops_per_step"]
         reference = measured.get("torch")
         for name, m in measured.items():
-            rows.append({"size": size, "batch": args.batch, "variant": name, "seconds_per_step": m["seconds_per_step"],
-                         "images_per_s": args.batch / m["seconds_per_step"],
-                         "gflops": flops / m["seconds_per_step"] / 1e9, "flops_per_step": flops,
-                         "vs_torch": reference["seconds_per_step"] / m["seconds_per_step"] if reference else None,
-                         "peak_rss_gb": m["peak_rss_gb"], "times": m["times"], "round_seconds": m["round_seconds"]})
-    columns = [("size", "px", ""), ("variant", "variant", ""), ("seconds_per_step", "s/step", ".3f"),
-               ("images_per_s", "images/s", ".1f"), ("gflops", "GFLOP/s", ".0f"), ("vs_torch", "× torch fp32", ".2f"),
-               ("peak_rss_gb", "peak RSS GB", ".2f")]
+            rows.append(
+                {
+                    "size": size,
+                    "batch": args.batch,
+                    "variant": name,
+                    "seconds_per_step": m["seconds_per_step"],
+                    "images_per_s": args.batch / m["seconds_per_step"],
+                    "gflops": flops / m["seconds_per_step"] / 1e9,
+                    "flops_per_step": flops,
+                    "vs_torch": reference["seconds_per_step"] / m["seconds_per_step"] if reference else None,
+                    "peak_rss_gb": m["peak_rss_gb"],
+                    "times": m["times"],
+                    "round_seconds": m["round_seconds"],
+                }
+            )
+    columns = [
+        ("size", "px", ""),
+        ("variant", "variant", ""),
+        ("seconds_per_step", "s/step", ".3f"),
+        ("images_per_s", "images/s", ".1f"),
+        ("gflops", "GFLOP/s", ".0f"),
+        ("vs_torch", "× torch fp32", ".2f"),
+        ("peak_rss_gb", "peak RSS GB", ".2f"),
+    ]
     print(common.table(rows, columns))
-    common.write_json(args.out, {"rows": rows, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                                 "head": common.PAPER_HEAD,
-                                 "flops_source": "XLA cost analysis of the sla_jax step with direct convolutions",
-                                 "machine": common.machine(), "command": " ".join(sys.argv)})
+    common.write_json(
+        args.out,
+        {
+            "rows": rows,
+            "batch": args.batch,
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "head": common.PAPER_HEAD,
+            "flops_source": "XLA cost analysis of the sla_jax step with direct convolutions",
+            "machine": common.machine(),
+            "command": " ".join(sys.argv),
+        },
+    )
 
 
 if __name__ == "__main__":

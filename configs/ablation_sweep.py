@@ -10,8 +10,14 @@ docs/results.md has the measured one. The paper trains 65,536 steps of 64 at 256
 def get_sweep():
     return dict(
         config="cps.py",  # relative to this file's folder
-        fixed={"data.image_size": 64, "train.batch_size": 32, "train.steps": 300, "model.head": (512, 128),
-               "train.checkpoint_every": 100, "train.log_every": 50},
+        fixed={
+            "data.image_size": 64,
+            "train.batch_size": 32,
+            "train.steps": 300,
+            "model.head": (512, 128),
+            "train.checkpoint_every": 100,
+            "train.log_every": 50,
+        },
         grid={"transform.name": ["co", "cp", "cps"], "labels.mode": ["hard", "soft"], "seed": [0, 1, 2]},
         executor=dict(timeout_min=60, cpus_per_task=2, mem_gb=8),
     )

@@ -19,9 +19,14 @@ def get_sweep():
     return dict(
         config="cps_cpu.py",  # relative to this file's folder
         fixed={"train.steps": 300, "train.checkpoint_every": 100, "train.keep_checkpoints": 3},
-        points=[{}, {"transform.scar_size": "relative"}, {"transform.global_jitter": 0.0},
-                {"transform.jitter_order": "fixed"}, {"data.resize": "bicubic"},
-                {"train.weight_decay_on": "all"}],
+        points=[
+            {},
+            {"transform.scar_size": "relative"},
+            {"transform.global_jitter": 0.0},
+            {"transform.jitter_order": "fixed"},
+            {"data.resize": "bicubic"},
+            {"train.weight_decay_on": "all"},
+        ],
         grid={"seed": [0, 1, 2]},
         executor=dict(timeout_min=60, cpus_per_task=2, mem_gb=8),
     )

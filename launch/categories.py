@@ -34,21 +34,28 @@ def discover(roots: Sequence[str], *, only: Sequence[str] = ()) -> list[Category
         else:
             level1 = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
             candidates = [p for p in level1 if is_category(p)]
-            candidates += sorted(q for p in level1 if not is_category(p) for q in p.iterdir()
-                                 if q.is_dir() and is_category(q))
+            candidates += sorted(
+                q for p in level1 if not is_category(p) for q in p.iterdir() if q.is_dir() and is_category(q)
+            )
         if not candidates:
-            raise sweep_lib.FolderError(f"--root={root}: no category under {base} (a category is a folder with "
-                                       "train/good/, at most two levels down)")
+            raise sweep_lib.FolderError(
+                f"--root={root}: no category under {base} (a category is a folder with "
+                "train/good/, at most two levels down)"
+            )
         known = {(c.root, c.category) for c in found}
-        found += [Category(name=p.name, root=str(p.parent), category=p.name) for p in candidates
-                  if (str(p.parent), p.name) not in known]
+        found += [
+            Category(name=p.name, root=str(p.parent), category=p.name)
+            for p in candidates
+            if (str(p.parent), p.name) not in known
+        ]
     names = [c.name for c in found]
     clashing = {n for n in names if names.count(n) > 1}
     found = [dataclasses.replace(c, name=f"{Path(c.root).name}_{c.name}") if c.name in clashing else c for c in found]
     if only:
         missing = sorted(set(only) - {c.name for c in found})
         if missing:
-            raise sweep_lib.SweepError(f"--category {missing} not found; the roots hold: "
-                                       f"{', '.join(c.name for c in found)}")
+            raise sweep_lib.SweepError(
+                f"--category {missing} not found; the roots hold: {', '.join(c.name for c in found)}"
+            )
         found = [c for c in found if c.name in only]
     return found

@@ -59,8 +59,12 @@ def gather(sweep_dir: str) -> tuple[list[dict], list[str]]:
 
 def default_x(rows: Sequence[dict], keys: Sequence[str]) -> str | None:
     """``labels.alpha`` when it varies, else the first numeric varying key other than ``seed``."""
-    numeric = [k for k in keys if k != REPLICATE_KEY
-               and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for r in rows)]
+    numeric = [
+        k
+        for k in keys
+        if k != REPLICATE_KEY
+        and all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for r in rows)
+    ]
     return "labels.alpha" if "labels.alpha" in numeric else (numeric[0] if numeric else None)
 
 
@@ -95,7 +99,7 @@ def plot(rows: Sequence[dict], keys: Sequence[str], path: str, *, metric: str, x
             xs = sorted({r[x] for r in members})
             values = [[r[metric] for r in members if r[x] == v] for v in xs]
             label = ", ".join(f"{k}={v}" for k, v in zip(others, group)) or None
-            line, = ax.plot(xs, [np.mean(v) for v in values], marker="o", label=label)
+            (line,) = ax.plot(xs, [np.mean(v) for v in values], marker="o", label=label)
             ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
             ax.scatter([r[x] for r in members], [r[metric] for r in members], color=line.get_color(), s=10)
         if all(r[x] > 0 for r in done) and len({r[x] for r in done}) > 2:
@@ -120,8 +124,14 @@ def collect(sweep_dir: str, *, metric: str = "image_auroc", x: str | None = None
     files = write_tables(rows, keys, sweep_dir)
     png = os.path.join(sweep_dir, OUTPUT + ".png")
     done = sum(r["status"] == "done" for r in rows)
-    plot(rows, keys, png, metric=metric, x=x, title=f"{os.path.basename(os.path.abspath(sweep_dir))}: "
-         f"{done}/{len(rows)} points finished")
+    plot(
+        rows,
+        keys,
+        png,
+        metric=metric,
+        x=x,
+        title=f"{os.path.basename(os.path.abspath(sweep_dir))}: {done}/{len(rows)} points finished",
+    )
     return {"rows": rows, "files": [*files, png], "x": x}
 
 

@@ -87,25 +87,35 @@ def load_sweep(path: str, *, extra_fixed: Mapping[str, Any] | None = None) -> Sw
     declared = dict(module.get_sweep())
     unknown = set(declared) - set(SWEEP_KEYS)
     if unknown:
-        raise SweepError(f"{path}: get_sweep() returned unknown key(s) {sorted(unknown)}; known: {', '.join(SWEEP_KEYS)}")
+        raise SweepError(
+            f"{path}: get_sweep() returned unknown key(s) {sorted(unknown)}; known: {', '.join(SWEEP_KEYS)}"
+        )
     if "config" not in declared:
         raise SweepError(f"{path}: get_sweep() must name the base config, e.g. config='demo.py'")
     config = os.path.join(os.path.dirname(path), declared["config"])
     if not os.path.isfile(config):
-        raise SweepError(f"{path}: config={declared['config']!r} not found at {config} "
-                         "(a relative path is relative to the sweep file's folder)")
+        raise SweepError(
+            f"{path}: config={declared['config']!r} not found at {config} "
+            "(a relative path is relative to the sweep file's folder)"
+        )
     grid = {key: list(values) for key, values in dict(declared.get("grid", {})).items()}
     for key, values in grid.items():
         if not values:
             raise SweepError(f"{path}: grid[{key!r}] is empty; give at least one value")
     varied = sorted(set(extra_fixed or {}) & ({*grid} | {k for p in declared.get("points", []) for k in p}))
     if varied:
-        raise SweepError(f"--set {', '.join(varied)}: {path} varies {'it' if len(varied) == 1 else 'them'} per "
-                         "point, which would override the --set value; edit the sweep file instead")
-    sweep = Sweep(source=path, config=os.path.abspath(config), grid=grid,
-                  points=[dict(p) for p in declared.get("points", [])] or [{}],
-                  fixed={**dict(declared.get("fixed", {})), **dict(extra_fixed or {})},
-                  executor={**DEFAULT_EXECUTOR, **dict(declared.get("executor", {}))})
+        raise SweepError(
+            f"--set {', '.join(varied)}: {path} varies {'it' if len(varied) == 1 else 'them'} per "
+            "point, which would override the --set value; edit the sweep file instead"
+        )
+    sweep = Sweep(
+        source=path,
+        config=os.path.abspath(config),
+        grid=grid,
+        points=[dict(p) for p in declared.get("points", [])] or [{}],
+        fixed={**dict(declared.get("fixed", {})), **dict(extra_fixed or {})},
+        executor={**DEFAULT_EXECUTOR, **dict(declared.get("executor", {}))},
+    )
     check_keys(sweep)
     return sweep
 
@@ -146,11 +156,16 @@ def expand(sweep: Sweep, sweep_dir: str) -> list[Point]:
     names = [point_name(v) for v in varying]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise SweepError(f"{sweep.source}: points {duplicates} occur more than once; give each point a "
-                         "different override")
+        raise SweepError(
+            f"{sweep.source}: points {duplicates} occur more than once; give each point a different override"
+        )
     root = os.path.abspath(sweep_dir)
-    return [Point(name=name, config=sweep.config, workdir=os.path.join(root, name),
-                  overrides={**sweep.fixed, **v}, varying=v) for name, v in zip(names, varying)]
+    return [
+        Point(
+            name=name, config=sweep.config, workdir=os.path.join(root, name), overrides={**sweep.fixed, **v}, varying=v
+        )
+        for name, v in zip(names, varying)
+    ]
 
 
 def check_points(points: Sequence[Point]) -> None:
@@ -163,8 +178,9 @@ def check_points(points: Sequence[Point]) -> None:
         config = configs.setdefault(point.config, base_config(point.config))
         config = config.copy_and_resolve_references()
         try:
-            config.update_from_flattened_dict({k: tuple(v) if isinstance(v, list) else v
-                                               for k, v in point.overrides.items()})
+            config.update_from_flattened_dict(
+                {k: tuple(v) if isinstance(v, list) else v for k, v in point.overrides.items()}
+            )
             validate_ensemble(config) if "ensemble" in config else validate(config)
         except (ConfigError, KeyError, TypeError, ValueError) as error:
             reason = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -191,8 +207,14 @@ def format_value(value: Any) -> str:
 
 
 def train_command(point: Point, *, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "sla_jax.train", f"--config={point.config}", f"--workdir={point.workdir}",
-            *(f"--config.{key}={format_value(value)}" for key, value in point.overrides.items())]
+    return [
+        python,
+        "-m",
+        "sla_jax.train",
+        f"--config={point.config}",
+        f"--workdir={point.workdir}",
+        *(f"--config.{key}={format_value(value)}" for key, value in point.overrides.items()),
+    ]
 
 
 def is_finished(point: Point) -> bool:
@@ -217,11 +239,17 @@ def run_point(point: Point) -> dict:
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        returncode = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
-                                    env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
+        returncode = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        ).returncode
     status = "done" if returncode == 0 and is_finished(point) else "failed"
-    return {"name": point.name, "status": status, "returncode": returncode,
-            "seconds": time.perf_counter() - started, "log": log}
+    return {
+        "name": point.name,
+        "status": status,
+        "returncode": returncode,
+        "seconds": time.perf_counter() - started,
+        "log": log,
+    }
 
 
 def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
@@ -231,11 +259,17 @@ def check_same_runs(path: str, entries: Sequence[dict], *, folder: str) -> None:
         return
     with open(path, encoding="utf-8") as f:
         before = {e["name"]: e["overrides"] for e in json.load(f)["points"]}
-    changed = [e["name"] for e in entries if e["name"] in before
-               and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)]
+    changed = [
+        e["name"]
+        for e in entries
+        if e["name"] in before
+        and json.dumps(before[e["name"]], sort_keys=True) != json.dumps(e["overrides"], sort_keys=True)
+    ]
     if changed:
-        raise SweepError(f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
-                         "are skipped by name, so they must mean the same run)")
+        raise SweepError(
+            f"{folder} holds runs {changed[:3]} with other overrides; use a new folder (finished runs "
+            "are skipped by name, so they must mean the same run)"
+        )
 
 
 def check_out_folder(folder: str, *, flag: str) -> None:
@@ -249,9 +283,16 @@ def write_point_records(points: Sequence[Point]) -> None:
     """Each point's ``sweep_point.json`` (overrides and command) in its workdir."""
     for point in points:
         os.makedirs(point.workdir, exist_ok=True)
-        atomic.write_json(os.path.join(point.workdir, POINT_RECORD),
-                          {"name": point.name, "config": point.config, "overrides": point.overrides,
-                           "varying": point.varying, "command": train_command(point)})
+        atomic.write_json(
+            os.path.join(point.workdir, POINT_RECORD),
+            {
+                "name": point.name,
+                "config": point.config,
+                "overrides": point.overrides,
+                "varying": point.varying,
+                "command": train_command(point),
+            },
+        )
 
 
 def record(sweep: Sweep, points: Sequence[Point], sweep_dir: str) -> None:
@@ -260,8 +301,9 @@ def record(sweep: Sweep, points: Sequence[Point], sweep_dir: str) -> None:
     path = os.path.join(sweep_dir, SWEEP_RECORD)
     entries = [{"name": p.name, "overrides": p.overrides, "varying": p.varying} for p in points]
     check_same_runs(path, entries, folder=sweep_dir)
-    atomic.write_json(path, {"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points),
-                             "points": entries})
+    atomic.write_json(
+        path, {"sweep": sweep.source, "config": sweep.config, "varying_keys": _varying_keys(points), "points": entries}
+    )
     write_point_records(points)
 
 
@@ -272,8 +314,11 @@ def run_local(points: Sequence[Point], *, jobs: int = 1) -> list[dict]:
         futures = [pool.submit(run_point, p) for p in points]
         for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
             result = future.result()
-            print(f"[{i}/{len(points)}] {result['status']:7s} {result['name']} "
-                  f"({result['seconds']:.0f} s, log: {result['log']})", flush=True)
+            print(
+                f"[{i}/{len(points)}] {result['status']:7s} {result['name']} "
+                f"({result['seconds']:.0f} s, log: {result['log']})",
+                flush=True,
+            )
             results.append(result)
     return results
 
@@ -293,8 +338,9 @@ def submit(points: Sequence[Point], *, cluster: str, folder: str, parameters: Ma
     try:
         executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
     except RuntimeError as e:  # no srun/sbatch on this machine
-        raise SweepError(f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local "
-                         "run without them)") from None
+        raise SweepError(
+            f"{e} (--backend=slurm needs SLURM's commands here; --backend=local or submitit_local run without them)"
+        ) from None
     try:
         executor.update_parameters(**parameters)
     except (NameError, AssertionError) as e:
@@ -311,8 +357,14 @@ def wait(jobs: Sequence, points: Sequence[Point]) -> list[dict]:
         try:
             result = job.result()
         except Exception as e:  # submitit raises the job's error, or UncompletedJobError when it was killed
-            result = {"name": point.name, "status": "failed", "returncode": None, "seconds": 0.0,
-                      "log": str(job.paths.stderr), "error": str(e).strip().splitlines()[-1:]}
+            result = {
+                "name": point.name,
+                "status": "failed",
+                "returncode": None,
+                "seconds": 0.0,
+                "log": str(job.paths.stderr),
+                "error": str(e).strip().splitlines()[-1:],
+            }
         print(f"{result['status']:7s} {result['name']} (job {job.job_id}, log: {result['log']})", flush=True)
         results.append(result)
     return results
@@ -324,12 +376,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="python -m launch.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="sweep file defining get_sweep(), e.g. configs/demo_sweep.py")
     parser.add_argument("--sweep_dir", required=True, help="folder of the sweep: one workdir per point")
-    parser.add_argument("--backend", choices=BACKENDS, default="local",
-                        help="local: a pool of subprocesses; slurm: sbatch through submitit; submitit_local: "
-                             "submitit's local executor (no scheduler, for testing the submitit path)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: a pool of subprocesses; slurm: sbatch through submitit; submitit_local: "
+        "submitit's local executor (no scheduler, for testing the submitit path)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="local backend: points run at once")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra fixed override for every point (repeatable), e.g. --set=train.steps=3")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra fixed override for every point (repeatable), e.g. --set=train.steps=3",
+    )
     parser.add_argument("--no_wait", action="store_true", help="slurm: submit and return without waiting")
     args = parser.parse_args(argv)
     try:
@@ -341,16 +402,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SweepError as e:
         return fail(e)
     pending = [p for p in points if not is_finished(p)]
-    print(f"sweep {sweep.source}: {len(points)} points in {os.path.abspath(args.sweep_dir)}, "
-          f"{len(points) - len(pending)} finished (skipped), {len(pending)} to run ({args.backend})", flush=True)
+    print(
+        f"sweep {sweep.source}: {len(points)} points in {os.path.abspath(args.sweep_dir)}, "
+        f"{len(points) - len(pending)} finished (skipped), {len(pending)} to run ({args.backend})",
+        flush=True,
+    )
     if not pending:
         return 0
     if args.backend == "local":
         results = run_local(pending, jobs=args.jobs)
     else:
         try:
-            jobs = submit(pending, cluster="slurm" if args.backend == "slurm" else "local",
-                          folder=os.path.join(args.sweep_dir, "submitit"), parameters=sweep.executor)
+            jobs = submit(
+                pending,
+                cluster="slurm" if args.backend == "slurm" else "local",
+                folder=os.path.join(args.sweep_dir, "submitit"),
+                parameters=sweep.executor,
+            )
         except SweepError as e:
             return fail(e)
         print("submitted jobs " + ", ".join(j.job_id for j in jobs), flush=True)
@@ -359,8 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = wait(jobs, pending)
     failed = [r["name"] for r in results if r["status"] == "failed"]
     if failed:
-        print(f"{len(failed)} point(s) failed: {', '.join(failed)} (see each point's train.log); run the "
-              "same command again to retry them", file=sys.stderr)
+        print(
+            f"{len(failed)} point(s) failed: {', '.join(failed)} (see each point's train.log); run the "
+            "same command again to retry them",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

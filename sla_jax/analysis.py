@@ -26,8 +26,9 @@ ANALYZED = ("co", "cp", "cps")
 
 
 @partial(jax.jit, static_argnames=("name", "chunk"))
-def trial_labels(images_uint8: jax.Array, trials_keys: jax.Array, *, name: str, alpha: float, epsilon: float,
-                 chunk: int = 50) -> jax.Array:
+def trial_labels(
+    images_uint8: jax.Array, trials_keys: jax.Array, *, name: str, alpha: float, epsilon: float, chunk: int = 50
+) -> jax.Array:
     """Soft label of one edit per key in ``trials_keys``; trial ``t`` edits image ``t mod N`` of the
     N×H×W×C stack. Edits run ``chunk`` at a time (``lax.map``) to bound memory at 256 px."""
     n = images_uint8.shape[0]
@@ -48,8 +49,18 @@ def invalid_counts(labels_T: np.ndarray, *, threshold: float, every: int) -> lis
     return [int(invalid[i - 1]) for i in range(every, len(invalid) + 1, every)]
 
 
-def analyze_images(key: jax.Array, images_uint8: np.ndarray, *, transforms: tuple[str, ...], trials: int,
-                   alpha: float, epsilon: float, threshold: float, every: int, bins: int = 20) -> dict:
+def analyze_images(
+    key: jax.Array,
+    images_uint8: np.ndarray,
+    *,
+    transforms: tuple[str, ...],
+    trials: int,
+    alpha: float,
+    epsilon: float,
+    threshold: float,
+    every: int,
+    bins: int = 20,
+) -> dict:
     """Per transform: the soft labels' summary, cumulative invalid counts and histogram."""
     out = {}
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -68,30 +79,70 @@ def analyze_images(key: jax.Array, images_uint8: np.ndarray, *, transforms: tupl
     return out
 
 
-def analyze_folders(folders, *, transforms: tuple[str, ...] = ANALYZED, trials: int = 2000, every: int = 500,
-                    images: int = 4, image_size: int = 256, threshold: float = 0.5, alpha: float = 10.0,
-                    epsilon: float = 0.02, seed: int = 0, out_dir: str, command: str = "", log=print) -> dict:
+def analyze_folders(
+    folders,
+    *,
+    transforms: tuple[str, ...] = ANALYZED,
+    trials: int = 2000,
+    every: int = 500,
+    images: int = 4,
+    image_size: int = 256,
+    threshold: float = 0.5,
+    alpha: float = 10.0,
+    epsilon: float = 0.02,
+    seed: int = 0,
+    out_dir: str,
+    command: str = "",
+    log=print,
+) -> dict:
     """Analyse the training images of each category folder (``ROOT/CATEGORY``) and write analysis.json,
     .md and .png into ``out_dir``; returns the results. A folder that cannot be read raises DataError
     before ``out_dir`` is created."""
-    results = {"trials": trials, "every": every, "threshold": threshold, "alpha": alpha, "epsilon": epsilon,
-               "image_size": image_size, "images_per_dataset": images, "seed": seed, "command": command,
-               "datasets": {}}
+    results = {
+        "trials": trials,
+        "every": every,
+        "threshold": threshold,
+        "alpha": alpha,
+        "epsilon": epsilon,
+        "image_size": image_size,
+        "images_per_dataset": images,
+        "seed": seed,
+        "command": command,
+        "datasets": {},
+    }
     key = jax.random.key(seed)
     splits = []
     for folder in folders:
         folder = os.path.abspath(folder)
         root, category = os.path.dirname(folder), os.path.basename(folder)
-        splits.append((folder, category, data_lib.load_split(root, category=category, split="train",
-                                                             image_size=image_size, require_masks=False)))
+        splits.append(
+            (
+                folder,
+                category,
+                data_lib.load_split(root, category=category, split="train", image_size=image_size, require_masks=False),
+            )
+        )
     for i, (folder, category, train) in enumerate(splits):
         started = time.perf_counter()
-        pick = np.sort(np.random.default_rng(seed).choice(len(train.images), size=min(images, len(train.images)),
-                                                          replace=False))
-        per = analyze_images(jax.random.fold_in(key, i), train.images[pick], transforms=tuple(transforms),
-                             trials=trials, alpha=alpha, epsilon=epsilon, threshold=threshold, every=every)
-        results["datasets"][category] = {"path": folder, "images": [train.paths[j] for j in pick],
-                                         "transforms": per, "seconds": time.perf_counter() - started}
+        pick = np.sort(
+            np.random.default_rng(seed).choice(len(train.images), size=min(images, len(train.images)), replace=False)
+        )
+        per = analyze_images(
+            jax.random.fold_in(key, i),
+            train.images[pick],
+            transforms=tuple(transforms),
+            trials=trials,
+            alpha=alpha,
+            epsilon=epsilon,
+            threshold=threshold,
+            every=every,
+        )
+        results["datasets"][category] = {
+            "path": folder,
+            "images": [train.paths[j] for j in pick],
+            "transforms": per,
+            "seconds": time.perf_counter() - started,
+        }
         summary = ", ".join(f"{n.upper()} {r['invalid']}/{trials}" for n, r in per.items())
         log(f"{category}: invalid edits {summary} ({time.perf_counter() - started:.1f} s)")
     os.makedirs(out_dir, exist_ok=True)

@@ -29,12 +29,23 @@ def main(argv):
     if FLAGS.trials < FLAGS.every or FLAGS.every < 1:
         raise cli.UsageError("--trials must be >= --every >= 1")
     if os.path.exists(os.path.join(FLAGS.out, "analysis.json")) and not FLAGS.overwrite:
-        raise cli.UsageError(f"--out={FLAGS.out} holds an earlier analysis: pass --overwrite to replace it, or "
-                             "choose another --out")
-    analysis.analyze_folders(FLAGS.dataset, transforms=tuple(FLAGS.transforms), trials=FLAGS.trials,
-                             every=FLAGS.every, images=FLAGS.images, image_size=FLAGS.image_size,
-                             threshold=FLAGS.threshold, alpha=FLAGS.alpha, epsilon=FLAGS.epsilon, seed=FLAGS.seed,
-                             out_dir=FLAGS.out, command=" ".join(["python -m sla_jax.analyze", *sys.argv[1:]]))
+        raise cli.UsageError(
+            f"--out={FLAGS.out} holds an earlier analysis: pass --overwrite to replace it, or choose another --out"
+        )
+    analysis.analyze_folders(
+        FLAGS.dataset,
+        transforms=tuple(FLAGS.transforms),
+        trials=FLAGS.trials,
+        every=FLAGS.every,
+        images=FLAGS.images,
+        image_size=FLAGS.image_size,
+        threshold=FLAGS.threshold,
+        alpha=FLAGS.alpha,
+        epsilon=FLAGS.epsilon,
+        seed=FLAGS.seed,
+        out_dir=FLAGS.out,
+        command=" ".join(["python -m sla_jax.analyze", *sys.argv[1:]]),
+    )
     print(f"written: {os.path.join(os.path.abspath(FLAGS.out), 'analysis.png')} (and .json, .md)")
 
 

@@ -25,16 +25,32 @@ from typing import NoReturn
 from absl import app, flags, logging
 
 from sla_jax import runtime
-from sla_jax.errors import (CheckpointWriteError, ConfigError, DataError, Interrupted, UsageError, WeightsError,
-                            WorkdirError)
+from sla_jax.errors import (
+    CheckpointWriteError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    UsageError,
+    WeightsError,
+    WorkdirError,
+)
 
 MAX_LINES = 3
 USAGE = 2  # a flag, a config key or value, a missing argument: the command itself must change
 FAILURE = 1  # the data, the workdir or the run: the command was right, something it met was not
 
 
-RUN_FAILURES = (DataError, WorkdirError, CheckpointWriteError, FloatingPointError, FileNotFoundError,
-                NotADirectoryError, PermissionError, IsADirectoryError, WeightsError)
+RUN_FAILURES = (
+    DataError,
+    WorkdirError,
+    CheckpointWriteError,
+    FloatingPointError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+    IsADirectoryError,
+    WeightsError,
+)
 
 
 def fail(message: str, *, code: int) -> NoReturn:
@@ -50,7 +66,7 @@ def fail(message: str, *, code: int) -> NoReturn:
 def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
     """The message for a ``--config.KEY=VALUE`` that names no key of the config or has the wrong type: the
     key as typed and, for a misspelt one, the key it was probably meant to be."""
-    overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    overrides = [a.split("=", 1)[0][len("--config.") :] for a in argv if a.startswith("--config.")]
     if not overrides:
         return None
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
@@ -69,14 +85,19 @@ def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
 def _config_file_failure(error: BaseException, argv: Sequence[str]) -> str | None:
     """The message for a config file that raised while it was imported or while its ``get_config()`` ran:
     the file, the line and the error (None when the error did not come from a config file)."""
-    given = {os.path.abspath(a.split("=", 1)[1]) for a in argv if re.match(r"--\w+=", a)
-             and a.split("=", 1)[1].endswith(".py")}
+    given = {
+        os.path.abspath(a.split("=", 1)[1])
+        for a in argv
+        if re.match(r"--\w+=", a) and a.split("=", 1)[1].endswith(".py")
+    }
     frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) in given]
     if not frames:
         return None
     where = frames[-1]
-    return (f"the config file {where.filename} failed at line {where.lineno} ({type(error).__name__}: "
-            f"{str(error).strip()[:200]}); fix the file")
+    return (
+        f"the config file {where.filename} failed at line {where.lineno} ({type(error).__name__}: "
+        f"{str(error).strip()[:200]}); fix the file"
+    )
 
 
 def parse_flags(argv: Sequence[str], *, config_flag: str | None = None) -> list[str]:
@@ -89,10 +110,17 @@ def parse_flags(argv: Sequence[str], *, config_flag: str | None = None) -> list[
         if failure:
             fail(failure, code=USAGE)
         _flag_error(error, argv)
-    if config_flag and config_flag in flags.FLAGS and flags.FLAGS[config_flag].present \
-            and flags.FLAGS[config_flag].value is None:
-        fail(f"--{config_flag}={flags.FLAGS[config_flag].config_filename}: get_config() returned None; it must "
-             "return the config (an ml_collections.ConfigDict, see configs/)", code=USAGE)
+    if (
+        config_flag
+        and config_flag in flags.FLAGS
+        and flags.FLAGS[config_flag].present
+        and flags.FLAGS[config_flag].value is None
+    ):
+        fail(
+            f"--{config_flag}={flags.FLAGS[config_flag].config_filename}: get_config() returned None; it must "
+            "return the config (an ml_collections.ConfigDict, see configs/)",
+            code=USAGE,
+        )
     return rest
 
 
@@ -103,8 +131,11 @@ def _flag_error(error: Exception, argv: Sequence[str]) -> NoReturn:
         message = str(error)
         unknown = re.search(r"Unknown command line flag '([^']+)'", message)
         if unknown:
-            names = [name for name in flags.FLAGS if not name.startswith(("help", "only_check", "pdb", "run_with",
-                                                                           "use_cprofile", "profile_file"))]
+            names = [
+                name
+                for name in flags.FLAGS
+                if not name.startswith(("help", "only_check", "pdb", "run_with", "use_cprofile", "profile_file"))
+            ]
             close = difflib.get_close_matches(unknown.group(1), names, n=1)
             message = f"unknown flag --{unknown.group(1)}." + (f" Did you mean --{close[0]}?" if close else "")
         elif "config" in flags.FLAGS and overrides:
@@ -131,9 +162,9 @@ def config_file(flag: str, argv: Sequence[str]) -> None:
                 fail(f"--{flag}={path} defines no get_config(): it is not a config file (see configs/)", code=USAGE)
 
 
-def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True,
-        config_flag: str | None = None) -> None:
+def run(main: Callable[[list[str]], object], *, compilation_cache: bool = True, config_flag: str | None = None) -> None:
     """``absl.app.run(main)`` under the contract: usage and library errors become ``error:`` lines."""
+
     def wrapped(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax and TFDS log every file operation at INFO
         if threading.current_thread() is threading.main_thread():  # outside training (which checkpoints first)
@@ -183,8 +214,10 @@ STOP_GRACE_SECONDS = 30.0  # then the process ends even if the interrupt never r
 
 
 def _stopped_message(signum: int) -> str:
-    return (f"stopped by {signal.Signals(signum).name}. Every file written so far is whole (a result is written "
-            "at once or not at all); run the same command to resume.")
+    return (
+        f"stopped by {signal.Signals(signum).name}. Every file written so far is whole (a result is written "
+        "at once or not at all); run the same command to resume."
+    )
 
 
 def _stop(signum, frame) -> NoReturn:
@@ -193,9 +226,11 @@ def _stop(signum, frame) -> NoReturn:
     while it runs a garbage-collection or finalizer callback; :func:`_unraisable` then delivers it again, and
     a timer ends the process after :data:`STOP_GRACE_SECONDS` should it still not arrive."""
     if _STOP["signum"] is None:
+
         def end():
             print(f"\n{_stopped_message(signum)}", file=sys.stderr, flush=True)
             os._exit(128 + signum)
+
         timer = threading.Timer(STOP_GRACE_SECONDS, end)
         timer.daemon = True
         timer.start()
@@ -250,8 +285,9 @@ def require(value, message: str):
 
 def run_workdir(value) -> str:
     """The ``--workdir`` of a command that reads a finished run: given, and a folder."""
-    return existing_dir(require(value, "--workdir is required: a run folder written by sla_jax.train"),
-                        what="--workdir")
+    return existing_dir(
+        require(value, "--workdir is required: a run folder written by sla_jax.train"), what="--workdir"
+    )
 
 
 def existing_dir(path: str, *, what: str) -> str:

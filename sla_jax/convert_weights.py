@@ -34,8 +34,10 @@ def main(argv):
         print(f"  matches the hash prefix {report['checked_prefix']} in its name")
     else:
         print("  (no hash prefix in the name to check against)")
-    print(f"wrote {os.path.abspath(target)}: {report['arrays']} arrays, {report['scalars']:,} numbers "
-          f"(backbone{' + fc' if FLAGS.keep_fc else ''}); use --config.model.init={target}")
+    print(
+        f"wrote {os.path.abspath(target)}: {report['arrays']} arrays, {report['scalars']:,} numbers "
+        f"(backbone{' + fc' if FLAGS.keep_fc else ''}); use --config.model.init={target}"
+    )
 
 
 if __name__ == "__main__":

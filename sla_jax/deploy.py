@@ -60,8 +60,9 @@ def inference_function(detector: detection.Detector):
         flat = patches.reshape((-1, chunk, loc.size, loc.size, images_uint8.shape[-1]))
         feats = jax.lax.map(features, flat)
         low = score(feats.reshape((-1, feats.shape[-1]))).reshape((-1, n_h, n_w))
-        maps = localization.receptive_field_upsample(low, field=loc.size, stride=loc.stride, sigma=loc.sigma,
-                                                     normalize=loc.normalize, method="matmul")
+        maps = localization.receptive_field_upsample(
+            low, field=loc.size, stride=loc.stride, sigma=loc.sigma, normalize=loc.normalize, method="matmul"
+        )
         return localization.image_scores_from_maps(maps), maps
 
     return patch_model
@@ -94,13 +95,19 @@ def model_metadata(detector: detection.Detector, **facts) -> dict[str, str]:
         version = importlib_metadata.version("sla_jax")
     except importlib_metadata.PackageNotFoundError:
         version = "unknown"
-    info = {"threshold": repr(float(detector.threshold)), "image_size": str(detector.image_size),
-            "resize": detector.resample, "density": detector.spec.density, "step": str(detector.step),
-            "input": f"{INPUT}: N×{detector.image_size}×{detector.image_size}×3 uint8 RGB",
-            "outputs": SCORES if detector.spec.patches is None else f"{SCORES},{MAPS}",
-            **({"patch_size": str(detector.spec.patches.size)} if detector.spec.patches is not None else {}),
-            "sla_jax_version": version, "sla_jax_commit": source_commit(),
-            **{k: str(v) for k, v in facts.items()}}
+    info = {
+        "threshold": repr(float(detector.threshold)),
+        "image_size": str(detector.image_size),
+        "resize": detector.resample,
+        "density": detector.spec.density,
+        "step": str(detector.step),
+        "input": f"{INPUT}: N×{detector.image_size}×{detector.image_size}×3 uint8 RGB",
+        "outputs": SCORES if detector.spec.patches is None else f"{SCORES},{MAPS}",
+        **({"patch_size": str(detector.spec.patches.size)} if detector.spec.patches is not None else {}),
+        "sla_jax_version": version,
+        "sla_jax_commit": source_commit(),
+        **{k: str(v) for k, v in facts.items()},
+    }
     if detector.spec.patches is not None:
         loc = detector.spec.patches
         n = localization.num_patches(detector.image_size, size=loc.size, stride=loc.stride)
@@ -119,8 +126,13 @@ def to_onnx(detector: detection.Detector, *, metadata: dict[str, str]):
     with _quiet_converter():
         from jax2onnx import to_onnx as convert
 
-        proto = convert(fn, [jax.ShapeDtypeStruct(("N", size, size, 3), jnp.uint8)], model_name="sla_jax",
-                        input_names=[INPUT], output_names=outputs)
+        proto = convert(
+            fn,
+            [jax.ShapeDtypeStruct(("N", size, size, 3), jnp.uint8)],
+            model_name="sla_jax",
+            input_names=[INPUT],
+            output_names=outputs,
+        )
     del proto.graph.value_info[:]  # the converter records some NCHW tensors with NHWC shapes: onnxruntime
     # infers the intermediate shapes itself when it loads the model
     for output in proto.graph.output:  # after the patch model's Loop the converter fixes N to 1; N stays free
@@ -141,5 +153,10 @@ def export_detector(detector: detection.Detector, path: str, **facts) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic.replacing(path, "wb") as f:
         f.write(proto.SerializeToString())
-    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "nodes": len(proto.graph.node),
-            "metadata": info, "megabytes": math.ceil(os.path.getsize(path) / 2**20)}
+    return {
+        "path": os.path.abspath(path),
+        "bytes": os.path.getsize(path),
+        "nodes": len(proto.graph.node),
+        "metadata": info,
+        "megabytes": math.ceil(os.path.getsize(path) / 2**20),
+    }

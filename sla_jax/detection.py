@@ -88,12 +88,20 @@ def padded_batch(n: int, *, batch_size: int, n_dev: int) -> int:
 
 def phase_bar(total: int, *, progress: str) -> tqdm:
     """A progress bar over the images of one evaluation phase named ``progress``; silent when it is ""."""
-    return tqdm(total=total, desc=progress, unit="image", disable=not progress, dynamic_ncols=True,
-                file=sys.stdout)
+    return tqdm(total=total, desc=progress, unit="image", disable=not progress, dynamic_ncols=True, file=sys.stdout)
 
 
-def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
-          l2_normalize: bool = True, stacked: bool = False, progress: str = "") -> np.ndarray:
+def embed(
+    variables,
+    images_uint8,
+    *,
+    model: PretextNet,
+    batch_size: int,
+    mesh,
+    l2_normalize: bool = True,
+    stacked: bool = False,
+    progress: str = "",
+) -> np.ndarray:
     """Pooled backbone features (N, 512) of uint8 images in eval mode, batched and sharded over ``mesh``;
     a progress bar named ``progress`` when that is given.
 
@@ -109,7 +117,7 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     out = []
     with phase_bar(len(images_uint8), progress=progress) as bar:
         for start in range(0, len(images_uint8), batch_size):
-            chunk = np.asarray(images_uint8[start:start + batch_size])
+            chunk = np.asarray(images_uint8[start : start + batch_size])
             padded = padded_batch(len(chunk), batch_size=batch_size, n_dev=n_dev)
             pad = padded - len(chunk)
             if pad:
@@ -122,8 +130,18 @@ def embed(variables, images_uint8, *, model: PretextNet, batch_size: int, mesh,
     return np.concatenate(out, axis=-2)
 
 
-def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: int, stride: int, batch_size: int,
-                   mesh, l2_normalize: bool = True, progress: str = "") -> np.ndarray:
+def patch_features(
+    variables,
+    images_uint8,
+    *,
+    model: PretextNet,
+    patch_size: int,
+    stride: int,
+    batch_size: int,
+    mesh,
+    l2_normalize: bool = True,
+    progress: str = "",
+) -> np.ndarray:
     """Features (N, Nh, Nw, 512) of every ``patch_size`` patch at ``stride`` of each image.
 
     Patches are cut inside jit (``localization.extract_patches``) and embedded in chunks of at most
@@ -135,13 +153,22 @@ def patch_features(variables, images_uint8, *, model: PretextNet, patch_size: in
     n_w = localization.num_patches(width, size=patch_size, stride=stride)
     group = max(1, batch_size // (n_h * n_w))
     replicated = NamedSharding(mesh, P())
-    forward = _patch_program(model, patch_size=patch_size, stride=stride, n_h=n_h, n_w=n_w, group=group,
-                             batch_size=batch_size, l2_normalize=l2_normalize, mesh=mesh)
+    forward = _patch_program(
+        model,
+        patch_size=patch_size,
+        stride=stride,
+        n_h=n_h,
+        n_w=n_w,
+        group=group,
+        batch_size=batch_size,
+        l2_normalize=l2_normalize,
+        mesh=mesh,
+    )
     variables = jax.device_put(variables, replicated)
     out = []
     with phase_bar(n, progress=progress) as bar:
         for start in range(0, n, group):
-            chunk = np.asarray(images_uint8[start:start + group])
+            chunk = np.asarray(images_uint8[start : start + group])
             pad = group - len(chunk)
             if pad:
                 chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
@@ -161,8 +188,18 @@ def _embedding_program(model: PretextNet, *, l2_normalize: bool, stacked: bool, 
 
 
 @functools.lru_cache(maxsize=32)
-def _patch_program(model: PretextNet, *, patch_size: int, stride: int, n_h: int, n_w: int, group: int,
-                   batch_size: int, l2_normalize: bool, mesh):
+def _patch_program(
+    model: PretextNet,
+    *,
+    patch_size: int,
+    stride: int,
+    n_h: int,
+    n_w: int,
+    group: int,
+    batch_size: int,
+    l2_normalize: bool,
+    mesh,
+):
     """The jitted patch embedding of :func:`patch_features` for ``group`` images at a time."""
     per_pass = min(batch_size, group * n_h * n_w)
     n_passes = -(-group * n_h * n_w // per_pass)
@@ -183,8 +220,9 @@ def _patch_program(model: PretextNet, *, patch_size: int, stride: int, n_h: int,
     return jax.jit(forward, out_shardings=NamedSharding(mesh, P()))
 
 
-def image_scores(train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray, *,
-                 kind: str = "gde") -> tuple[density.Gaussian | density.KDE, np.ndarray]:
+def image_scores(
+    train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray, *, kind: str = "gde"
+) -> tuple[density.Gaussian | density.KDE, np.ndarray]:
     """Fit the density ``kind`` on training embeddings; the anomaly scores of the test embeddings (squared
     Mahalanobis distances for the GDE)."""
     fitted = jax.jit(partial(density.fit, kind=kind))(jnp.asarray(train_feats_NxD))
@@ -211,16 +249,21 @@ def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
     for name in sorted(set(split.defect_types) - {"good"}):
         keep = (types == name) | (labels == 0)
         per_type[name] = None if reason else float(metrics.auroc(scores[keep], labels[keep]))
-    report = {"image_auroc": None if reason else float(metrics.auroc(scores, labels)),
-              "per_defect_type_auroc": per_type, "n_test": int(len(labels)), "n_test_good": int(np.sum(labels == 0)),
-              "n_test_defective": int(np.sum(labels == 1))}
+    report = {
+        "image_auroc": None if reason else float(metrics.auroc(scores, labels)),
+        "per_defect_type_auroc": per_type,
+        "n_test": int(len(labels)),
+        "n_test_good": int(np.sum(labels == 0)),
+        "n_test_defective": int(np.sum(labels == 1)),
+    }
     if reason:
         report["image_auroc_undefined"] = reason
     return report
 
 
-def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *, gde: str,
-                 kind: str = "gde") -> tuple[density.Gaussian | density.KDE, np.ndarray]:
+def patch_scores(
+    train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarray, *, gde: str, kind: str = "gde"
+) -> tuple[density.Gaussian | density.KDE, np.ndarray]:
     """Fit the patch GDE (one ``shared`` Gaussian, or one ``per_position``) on training patch features; the
     squared Mahalanobis scores (M, h', w') of the query patches. For ``per_position`` the returned Gaussian
     is the centre one (for the record)."""
@@ -231,15 +274,21 @@ def patch_scores(train_feats_NxhxwxD: np.ndarray, query_feats_Mxhxw_xD: np.ndarr
         scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(query_feats_Mxhxw_xD))
         centre = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)
         return centre, np.asarray(scores).T.reshape(m, n_h, n_w)
-    fitted, scores = image_scores(train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim),
-                                  kind=kind)
+    fitted, scores = image_scores(
+        train_feats_NxhxwxD.reshape(-1, dim), query_feats_Mxhxw_xD.reshape(-1, dim), kind=kind
+    )
     return fitted, scores.reshape(m, n_h, n_w)
 
 
 def upsample_scores(scores_low_Mxhxw: np.ndarray, *, patches: PatchSpec) -> np.ndarray:
     """Patch scores at the test stride → pixel maps (RFU with the run's field, stride and sigma)."""
-    upsample = partial(localization.receptive_field_upsample, field=patches.size, stride=patches.stride,
-                       sigma=patches.sigma, normalize=patches.normalize)
+    upsample = partial(
+        localization.receptive_field_upsample,
+        field=patches.size,
+        stride=patches.stride,
+        sigma=patches.sigma,
+        normalize=patches.normalize,
+    )
     return np.asarray(jax.jit(upsample)(jnp.asarray(scores_low_Mxhxw)))
 
 
@@ -255,12 +304,16 @@ def check_train_size(n_train: int, spec: EvalSpec, *, where: str) -> None:
     needed = MIN_TRAIN_IMAGES_PATCHES if spec.patches is not None else MIN_TRAIN_IMAGES
     if n_train < needed:
         kind = "a patch model" if spec.patches is not None else "an image-level model"
-        hint = "" if spec.patches is not None else (f"; a patch model (localization.patch_size > 0) needs "
-                                                     f"{MIN_TRAIN_IMAGES_PATCHES}")
+        hint = (
+            ""
+            if spec.patches is not None
+            else (f"; a patch model (localization.patch_size > 0) needs {MIN_TRAIN_IMAGES_PATCHES}")
+        )
         raise data_lib.DataError(
             f"{where} holds {n_train} usable training image(s), but {kind} needs at least {needed} to fit its "
             f"density and set the decision threshold from out-of-fold scores (with fewer, that threshold "
-            f"calls good images defective){hint}. Add defect-free images to train/good.")
+            f"calls good images defective){hint}. Add defect-free images to train/good."
+        )
 
 
 def fold_of(n: int, *, folds: int) -> np.ndarray:
@@ -268,8 +321,9 @@ def fold_of(n: int, *, folds: int) -> np.ndarray:
     return np.arange(n) % max(2, min(folds, n))
 
 
-def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpec, mesh,
-                       train_feats: np.ndarray, progress: bool = False) -> tuple[float, np.ndarray]:
+def decision_threshold(
+    variables, train: data_lib.Split, *, model, spec: EvalSpec, mesh, train_feats: np.ndarray, progress: bool = False
+) -> tuple[float, np.ndarray]:
     """The score above which a new image is called defective: the ``spec.threshold_quantile`` quantile of
     out-of-fold scores of training images (each scored by a GDE fitted without its fold, as a new
     defect-free image would be). Returns (threshold, the out-of-fold scores).
@@ -287,17 +341,24 @@ def decision_threshold(variables, train: data_lib.Split, *, model, spec: EvalSpe
     loc = spec.patches
     n = len(train.images)
     held = np.unique(np.linspace(0, n - 1, min(n, int(loc.threshold_images))).round().astype(int))
-    held_feats = patch_features(variables, train.images[held], model=model, patch_size=loc.size,
-                                stride=loc.stride, batch_size=loc.batch_size, mesh=mesh,
-                                l2_normalize=spec.l2_normalize, progress="threshold maps" if progress else "")
+    held_feats = patch_features(
+        variables,
+        train.images[held],
+        model=model,
+        patch_size=loc.size,
+        stride=loc.stride,
+        batch_size=loc.batch_size,
+        mesh=mesh,
+        l2_normalize=spec.l2_normalize,
+        progress="threshold maps" if progress else "",
+    )
     fold = fold_of(len(held), folds=folds)
     oof = np.empty(len(held), np.float64)
     for k in np.unique(fold):
         keep = np.ones(n, bool)
         keep[held[fold == k]] = False
         _, low = patch_scores(train_feats[keep], held_feats[fold == k], gde=loc.gde, kind=spec.density)
-        oof[fold == k] = np.asarray(localization.image_scores_from_maps(
-            jnp.asarray(upsample_scores(low, patches=loc))))
+        oof[fold == k] = np.asarray(localization.image_scores_from_maps(jnp.asarray(upsample_scores(low, patches=loc))))
     return float(np.quantile(oof, spec.threshold_quantile)), oof
 
 
@@ -305,8 +366,11 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict:
     """Pixel AUROC and AUPRO; None with ``KEY_undefined`` saying why when the masks hold one class only."""
     if np.any(masks > 0) and not np.all(masks > 0):
         return {"pixel_auroc": localization.pixel_auroc(maps, masks), "pixel_aupro": localization.aupro(maps, masks)}
-    reason = ("undefined: no test mask marks a defect pixel" if not np.any(masks > 0)
-              else "undefined: the test masks mark every pixel defective")
+    reason = (
+        "undefined: no test mask marks a defect pixel"
+        if not np.any(masks > 0)
+        else "undefined: the test masks mark every pixel defective"
+    )
     return {"pixel_auroc": None, "pixel_auroc_undefined": reason, "pixel_aupro": None, "pixel_aupro_undefined": reason}
 
 
@@ -317,68 +381,103 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
     features, the maps, the patch scores before upsampling and the masks cropped to the maps.
     """
     loc = spec.patches
-    options = dict(model=model, patch_size=loc.size, batch_size=loc.batch_size, mesh=mesh,
-                   l2_normalize=spec.l2_normalize)
-    train_feats = patch_features(variables, dataset.train.images, stride=loc.train_stride, **options,
-                                 progress="train patches" if progress else "")
-    test_feats = patch_features(variables, dataset.test.images, stride=loc.stride, **options,
-                                progress="test patches" if progress else "")
+    options = dict(
+        model=model, patch_size=loc.size, batch_size=loc.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize
+    )
+    train_feats = patch_features(
+        variables,
+        dataset.train.images,
+        stride=loc.train_stride,
+        **options,
+        progress="train patches" if progress else "",
+    )
+    test_feats = patch_features(
+        variables, dataset.test.images, stride=loc.stride, **options, progress="test patches" if progress else ""
+    )
     n, n_h, n_w, dim = test_feats.shape
     fitted, scores_low = patch_scores(train_feats, test_feats, gde=loc.gde, kind=spec.density)
     maps = upsample_scores(scores_low, patches=loc)
     masks = dataset.test.masks[:, : maps.shape[1], : maps.shape[2]]
     image_scores_n = np.asarray(localization.image_scores_from_maps(jnp.asarray(maps)))
-    report = {**pixel_metrics(maps, masks), "image_score": "maximum of the defect map", "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
-              "patches_per_test_image": int(n_h * n_w), "train_patches": int(train_feats.shape[0] * train_feats.shape[1]
-                                                                             * train_feats.shape[2])}
+    report = {
+        **pixel_metrics(maps, masks),
+        "image_score": "maximum of the defect map",
+        "map_shape": [int(maps.shape[1]), int(maps.shape[2])],
+        "patches_per_test_image": int(n_h * n_w),
+        "train_patches": int(train_feats.shape[0] * train_feats.shape[1] * train_feats.shape[2]),
+    }
     return image_scores_n, fitted, report, train_feats, maps, scores_low, masks
 
 
-def evaluate(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh,
-             progress: bool = False) -> Evaluation:
+def evaluate(
+    variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh, progress: bool = False
+) -> Evaluation:
     """Embed, fit, score, threshold (and map, for patch models) the dataset's test images; with ``progress``,
     a named progress bar for each phase that embeds images."""
     pixel_report, maps, scores_low, masks = {}, None, None, None
     if spec.patches is not None:
         scores, fitted, pixel_report, train_feats, maps, scores_low, masks = localize(
-            variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress)
+            variables, dataset, model=model, spec=spec, mesh=mesh, progress=progress
+        )
     else:
         options = dict(model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
         train_feats = embed(variables, dataset.train.images, **options, progress="embed train" if progress else "")
         test_feats = embed(variables, dataset.test.images, **options, progress="embed test" if progress else "")
         fitted, scores = image_scores(train_feats, test_feats, kind=spec.density)
-    threshold, _ = decision_threshold(variables, dataset.train, model=model, spec=spec, mesh=mesh,
-                                      train_feats=train_feats, progress=progress)
+    threshold, _ = decision_threshold(
+        variables, dataset.train, model=model, spec=spec, mesh=mesh, train_feats=train_feats, progress=progress
+    )
     report = detection_report(scores, dataset.test)
     flagged = scores > threshold
     labels = dataset.test.labels
-    results = {"category": dataset.category, "data_root": os.path.abspath(dataset.root),
-               "n_train": int(len(dataset.train.images)), "density": spec.density,
-               **({"gde_shrinkage": float(fitted.shrinkage)} if isinstance(fitted, density.Gaussian)
-                  else {"kde_gamma": float(fitted.gamma)}),
-               "threshold": threshold, "threshold_quantile": float(spec.threshold_quantile),
-               "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,
-               "test_true_positive_rate": float(np.mean(flagged[labels == 1])) if np.any(labels == 1) else None,
-               "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
-               "nonbinary_masks": len(dataset.test.nonbinary_masks), **report, **pixel_report}
+    results = {
+        "category": dataset.category,
+        "data_root": os.path.abspath(dataset.root),
+        "n_train": int(len(dataset.train.images)),
+        "density": spec.density,
+        **(
+            {"gde_shrinkage": float(fitted.shrinkage)}
+            if isinstance(fitted, density.Gaussian)
+            else {"kde_gamma": float(fitted.gamma)}
+        ),
+        "threshold": threshold,
+        "threshold_quantile": float(spec.threshold_quantile),
+        "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,
+        "test_true_positive_rate": float(np.mean(flagged[labels == 1])) if np.any(labels == 1) else None,
+        "skipped_files": list(dataset.train.skipped + dataset.test.skipped),
+        "nonbinary_masks": len(dataset.test.nonbinary_masks),
+        **report,
+        **pixel_report,
+    }
     return Evaluation(results, scores, fitted, threshold, maps, scores_low, masks)
 
 
-def score_images(images_uint8: np.ndarray, *, variables, model, fitted: density.Gaussian | density.KDE,
-                 spec: EvalSpec, mesh) -> tuple[np.ndarray, np.ndarray | None]:
+def score_images(
+    images_uint8: np.ndarray, *, variables, model, fitted: density.Gaussian | density.KDE, spec: EvalSpec, mesh
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Scores of images under a fitted density, by the same path as evaluation (maps for patch models)."""
     score = jax.jit(density.score)
     loc = spec.patches
     if loc is None:
-        feats = embed(variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh,
-                      l2_normalize=spec.l2_normalize)
+        feats = embed(
+            variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize
+        )
         return np.asarray(score(fitted, jnp.asarray(feats))), None
-    feats = patch_features(variables, images_uint8, model=model, patch_size=loc.size, stride=loc.stride,
-                           batch_size=loc.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize)
+    feats = patch_features(
+        variables,
+        images_uint8,
+        model=model,
+        patch_size=loc.size,
+        stride=loc.stride,
+        batch_size=loc.batch_size,
+        mesh=mesh,
+        l2_normalize=spec.l2_normalize,
+    )
     n, n_h, n_w, dim = feats.shape
     low = np.asarray(score(fitted, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
     maps = upsample_scores(low, patches=loc)
     return np.asarray(localization.image_scores_from_maps(jnp.asarray(maps))), maps
+
 
 @dataclasses.dataclass(frozen=True)
 class Detector:
@@ -396,5 +495,6 @@ class Detector:
 
     def score(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Anomaly scores (N,) and, for patch models, defect maps (N, H, W)."""
-        return score_images(images_uint8, variables=self.variables, model=self.model, fitted=self.fitted,
-                            spec=self.spec, mesh=self.mesh)
+        return score_images(
+            images_uint8, variables=self.variables, model=self.model, fitted=self.fitted, spec=self.spec, mesh=self.mesh
+        )

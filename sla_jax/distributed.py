@@ -22,8 +22,13 @@ ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
 
 
-def requested_job(*, coordinator_address: str | None = None, num_processes: int | None = None,
-                  process_id: int | None = None, environ: Mapping[str, str] = os.environ) -> dict | None:
+def requested_job(
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict | None:
     """The multi-process job asked for, as ``jax.distributed.initialize`` keyword arguments, or None.
 
     Explicit arguments win over ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``;
@@ -34,29 +39,40 @@ def requested_job(*, coordinator_address: str | None = None, num_processes: int 
     count = num_processes if num_processes is not None else _env_int(environ, ENV_NUM_PROCESSES)
     index = process_id if process_id is not None else _env_int(environ, ENV_PROCESS_ID)
     if address is not None or count is not None or index is not None:
-        missing = [name for name, value in (("coordinator_address", address), ("num_processes", count),
-                                            ("process_id", index)) if value is None]
+        missing = [
+            name
+            for name, value in (("coordinator_address", address), ("num_processes", count), ("process_id", index))
+            if value is None
+        ]
         if missing:
             raise ValueError(
                 f"a multi-process run needs all of --coordinator_address, --num_processes and --process_id "
-                f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); missing: {', '.join(missing)}")
+                f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); missing: {', '.join(missing)}"
+            )
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"--process_id must be in [0, --num_processes); got process_id={index}, "
-                             f"num_processes={count}")
+            raise ValueError(
+                f"--process_id must be in [0, --num_processes); got process_id={index}, num_processes={count}"
+            )
         return None if count == 1 else dict(coordinator_address=address, num_processes=count, process_id=index)
     if _env_int(environ, "SLURM_NTASKS", default=1) > 1 and "SLURM_STEP_NODELIST" in environ:
         return {}
     return None
 
 
-def initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, environ: Mapping[str, str] = os.environ) -> bool:
+def initialize(
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> bool:
     """Call ``jax.distributed.initialize`` when :func:`requested_job` asks for a job; True if it did.
 
     Must run before any JAX computation in the process.
     """
-    job = requested_job(coordinator_address=coordinator_address, num_processes=num_processes,
-                        process_id=process_id, environ=environ)
+    job = requested_job(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id, environ=environ
+    )
     if job is None:
         return False
     jax.distributed.initialize(**job)

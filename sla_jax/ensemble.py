@@ -50,8 +50,12 @@ class Member:
 
 def stack_hparams(members: list[Member]) -> pretext.HParams:
     """Member hyper-parameters stacked on a leading axis (traced: a new grid does not recompile)."""
-    return pretext.HParams.create(alpha=[m.alpha for m in members], epsilon=[m.epsilon for m in members],
-                                    tau=[m.tau for m in members], hard=[float(m.mode == "hard") for m in members])
+    return pretext.HParams.create(
+        alpha=[m.alpha for m in members],
+        epsilon=[m.epsilon for m in members],
+        tau=[m.tau for m in members],
+        hard=[float(m.mode == "hard") for m in members],
+    )
 
 
 def member_keys(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -60,9 +64,17 @@ def member_keys(seed: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.fold_in(root, pretext.KEY_INIT), jax.random.fold_in(root, pretext.KEY_STEP)
 
 
-def init_ensemble(init_keys: jax.Array, hparams: pretext.HParams, *, model: PretextNet,
-                  optimizer: optax.GradientTransformation, image_size: int, learn: tuple[str, ...] = ()) -> TrainState:
+def init_ensemble(
+    init_keys: jax.Array,
+    hparams: pretext.HParams,
+    *,
+    model: PretextNet,
+    optimizer: optax.GradientTransformation,
+    image_size: int,
+    learn: tuple[str, ...] = (),
+) -> TrainState:
     """Stacked states, member k initialised exactly as a single run from ``init_keys[k]``; one shared step."""
+
     def one(key, hp):
         state = init_state(key, model=model, optimizer=optimizer, image_size=image_size)
         return pretext.with_label_params(state, hp, learn=learn, optimizer=optimizer)
@@ -80,9 +92,19 @@ def platform_strategy(platform: str) -> str:
     return PLATFORM_STRATEGY.get(platform, "vmap")
 
 
-def ensemble_train_step(states: TrainState, train_images: jax.Array, keys: jax.Array, hparams: pretext.HParams,
-                        data_key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,
-                        spec: pretext.StepSpec, batch_sharding=None, strategy: str = "vmap"):
+def ensemble_train_step(
+    states: TrainState,
+    train_images: jax.Array,
+    keys: jax.Array,
+    hparams: pretext.HParams,
+    data_key: jax.Array,
+    *,
+    model: PretextNet,
+    optimizer: optax.GradientTransformation,
+    spec: pretext.StepSpec,
+    batch_sharding=None,
+    strategy: str = "vmap",
+):
     """:func:`sla_jax.train.train_step` of every member (state, step key, hparams); images and the data key
     are shared. Metrics come back with a leading member axis. ``strategy``: ``vmap`` batches the members into
     one wider program; ``map`` runs them one after another inside the program (``lax.map``), each exactly
@@ -90,7 +112,8 @@ def ensemble_train_step(states: TrainState, train_images: jax.Array, keys: jax.A
     step = partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec, batch_sharding=batch_sharding)
     if strategy == "vmap":
         return jax.vmap(step, in_axes=(MEMBER_AXES, None, 0, 0, None), out_axes=(MEMBER_AXES, 0))(
-            states, train_images, keys, hparams, data_key)
+            states, train_images, keys, hparams, data_key
+        )
     if strategy != "map":
         raise ValueError(f"ensemble strategy must be one of {STRATEGIES}, got {strategy!r}")
 
@@ -107,8 +130,14 @@ def ensemble_train_step(states: TrainState, train_images: jax.Array, keys: jax.A
 def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, strategy: str = "vmap"):
     """Jit the ensemble step: everything replicated, each member's batch sharded over ``mesh``."""
     replicated = NamedSharding(mesh, P())
-    step = partial(ensemble_train_step, model=model, optimizer=optimizer, spec=spec, strategy=strategy,
-                   batch_sharding=NamedSharding(mesh, P("data")))
+    step = partial(
+        ensemble_train_step,
+        model=model,
+        optimizer=optimizer,
+        spec=spec,
+        strategy=strategy,
+        batch_sharding=NamedSharding(mesh, P("data")),
+    )
     return jax.jit(step, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
@@ -134,8 +163,17 @@ def sweep_table(members: list[Member], aurocs: np.ndarray) -> list[dict]:
     rows = []
     for (mode, alpha, epsilon), runs in groups.items():
         values = np.array([v for _, v in runs])
-        rows.append({"labels": mode, "alpha": alpha, "epsilon": epsilon, "seeds": [s for s, _ in runs],
-                     "image_auroc": [float(v) for v in values], "mean": float(values.mean()),
-                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                     "min": float(values.min()), "max": float(values.max())})
+        rows.append(
+            {
+                "labels": mode,
+                "alpha": alpha,
+                "epsilon": epsilon,
+                "seeds": [s for s, _ in runs],
+                "image_auroc": [float(v) for v in values],
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+        )
     return rows

@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-SKIP_HINT = (
-    "or set --config.data.skip_bad_files=True to leave such files out (they are "
-    "listed in results.json)"
-)
+SKIP_HINT = "or set --config.data.skip_bad_files=True to leave such files out (they are listed in results.json)"
 
 
 class UsageError(Exception):

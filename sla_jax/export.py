@@ -34,15 +34,19 @@ def main(argv):
         import onnx  # noqa: F401
     except ImportError as error:
         if sys.version_info >= (3, 12):
-            raise cli.UsageError(f"exporting needs jax2onnx ({error}), which the onnx extra installs on Python 3.11 "
-                                 "only: jax2onnx 0.12.5 does not trace jax 0.11, and later ones need an older "
-                                 "orbax-checkpoint; export from a Python 3.11 environment (pip install -e "
-                                 "'.[onnx]'). Scoring an exported model (sla_jax.run_onnx) works here.") from None
+            raise cli.UsageError(
+                f"exporting needs jax2onnx ({error}), which the onnx extra installs on Python 3.11 "
+                "only: jax2onnx 0.12.5 does not trace jax 0.11, and later ones need an older "
+                "orbax-checkpoint; export from a Python 3.11 environment (pip install -e "
+                "'.[onnx]'). Scoring an exported model (sla_jax.run_onnx) works here."
+            ) from None
         raise cli.UsageError(f"exporting needs the onnx extra ({error}): pip install -e '.[onnx]'") from None
     written = experiment.export_workdir(workdir, out)
     meta = written["metadata"]
-    print(f"wrote {written['path']}: {written['megabytes']} MB, {written['nodes']} nodes; input "
-          f"{meta['input']}, output(s) {meta['outputs']}, threshold {float(meta['threshold']):.4g}")
+    print(
+        f"wrote {written['path']}: {written['megabytes']} MB, {written['nodes']} nodes; input "
+        f"{meta['input']}, output(s) {meta['outputs']}, threshold {float(meta['threshold']):.4g}"
+    )
 
 
 if __name__ == "__main__":

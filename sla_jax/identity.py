@@ -20,12 +20,26 @@ from collections.abc import Mapping
 
 from sla_jax.errors import ConfigError, WorkdirError
 
-FREE_KEYS = frozenset({"train.steps", "train.checkpoint_every", "train.log_every", "train.keep_checkpoints",
-                       "train.tensorboard", "train.steps_per_call",
-                       "train.ensemble_strategy",
-                       "data.cache_dir", "data.skip_bad_files", "localization.stride", "localization.train_stride",
-                       "localization.sigma", "localization.normalize", "localization.gde",
-                       "localization.batch_size", "localization.heatmaps"})
+FREE_KEYS = frozenset(
+    {
+        "train.steps",
+        "train.checkpoint_every",
+        "train.log_every",
+        "train.keep_checkpoints",
+        "train.tensorboard",
+        "train.steps_per_call",
+        "train.ensemble_strategy",
+        "data.cache_dir",
+        "data.skip_bad_files",
+        "localization.stride",
+        "localization.train_stride",
+        "localization.sigma",
+        "localization.normalize",
+        "localization.gde",
+        "localization.batch_size",
+        "localization.heatmaps",
+    }
+)
 FREE_SECTIONS = ("eval.",)
 OPTIONAL_SECTIONS = ("ensemble.",)  # a config has it or not: present on one side only is a difference
 ABSENT = "(absent)"
@@ -53,8 +67,11 @@ def differences(saved: Mapping, new: Mapping) -> list[tuple[str, object, object]
     """(key, old, new) for every identity key whose value differs; keys one side lacks (a setting added by a
     later version) are left out."""
     old_flat, new_flat = flatten(saved), flatten(new)
-    changed = [(k, old_flat[k], new_flat[k]) for k in sorted(old_flat.keys() & new_flat.keys())
-               if not is_free(k) and not _same(old_flat[k], new_flat[k])]
+    changed = [
+        (k, old_flat[k], new_flat[k])
+        for k in sorted(old_flat.keys() & new_flat.keys())
+        if not is_free(k) and not _same(old_flat[k], new_flat[k])
+    ]
     optional = sorted(k for k in old_flat.keys() ^ new_flat.keys() if k.startswith(OPTIONAL_SECTIONS))
     return changed + [(k, old_flat.get(k, ABSENT), new_flat.get(k, ABSENT)) for k in optional]
 
@@ -71,8 +88,9 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
     folder = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(folder):
         return []
-    return sorted(int(name) for name in os.listdir(folder)
-                  if name.isdigit() and os.path.isdir(os.path.join(folder, name)))
+    return sorted(
+        int(name) for name in os.listdir(folder) if name.isdigit() and os.path.isdir(os.path.join(folder, name))
+    )
 
 
 def read_saved_config(workdir: str | os.PathLike) -> dict | None:
@@ -85,14 +103,18 @@ def read_saved_config(workdir: str | os.PathLike) -> dict | None:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
     except json.JSONDecodeError as error:
-        raise WorkdirError(f"{path} cannot be read: {error.msg} at line {error.lineno}, column {error.colno} (cut "
-                           "short or edited by hand?). Restore it from the run's command, or use another "
-                           "--workdir.") from None
+        raise WorkdirError(
+            f"{path} cannot be read: {error.msg} at line {error.lineno}, column {error.colno} (cut "
+            "short or edited by hand?). Restore it from the run's command, or use another "
+            "--workdir."
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise WorkdirError(f"{path} cannot be read ({error}). Restore it, or use another --workdir.") from None
     if not isinstance(saved, dict):
-        raise WorkdirError(f"{path} holds a JSON {type(saved).__name__}, not a config. Restore it from the run's "
-                           "command, or use another --workdir.")
+        raise WorkdirError(
+            f"{path} holds a JSON {type(saved).__name__}, not a config. Restore it from the run's "
+            "command, or use another --workdir."
+        )
     return saved
 
 
@@ -110,18 +132,24 @@ def check_resume(saved: Mapping, new: Mapping, *, workdir: str, newest: int | No
     changed = differences(saved, new)
     if changed:
         listed = "; ".join(f"{k}: {_show(a)} → {_show(b)}" for k, a, b in changed)
-        raise ConfigError(f"the workdir {workdir} holds a run with other settings ({listed}). Its checkpoints are "
-                          "of that run: use another --workdir for this one (nothing was written).")
+        raise ConfigError(
+            f"the workdir {workdir} holds a run with other settings ({listed}). Its checkpoints are "
+            "of that run: use another --workdir for this one (nothing was written)."
+        )
     old_steps, new_steps = int(flatten(saved).get("train.steps", 0)), int(flatten(new)["train.steps"])
     if newest is not None and new_steps < newest:
-        raise ConfigError(f"--config.train.steps={new_steps} is below the newest checkpoint of {workdir} (step "
-                          f"{newest}), which cannot be un-trained. To evaluate an earlier kept checkpoint run "
-                          f"`python -m sla_jax.evaluate --workdir={workdir} --step=N`; to train {new_steps} steps, "
-                          "use another --workdir (nothing was written).")
+        raise ConfigError(
+            f"--config.train.steps={new_steps} is below the newest checkpoint of {workdir} (step "
+            f"{newest}), which cannot be un-trained. To evaluate an earlier kept checkpoint run "
+            f"`python -m sla_jax.evaluate --workdir={workdir} --step=N`; to train {new_steps} steps, "
+            "use another --workdir (nothing was written)."
+        )
     if newest is not None and new_steps != old_steps:
-        return (f"train.steps {old_steps} → {new_steps}: training continues from the checkpoint of step {newest} "
-                f"with the learning-rate schedule of a {new_steps}-step run (the result is not that of a fresh "
-                f"{new_steps}-step run; {LINEAGE} records each part)")
+        return (
+            f"train.steps {old_steps} → {new_steps}: training continues from the checkpoint of step {newest} "
+            f"with the learning-rate schedule of a {new_steps}-step run (the result is not that of a fresh "
+            f"{new_steps}-step run; {LINEAGE} records each part)"
+        )
     return None
 
 

@@ -43,12 +43,14 @@ def map_label(detector) -> str:
     if spec is not None:
         return plots.map_label(spec.density, patch_size=spec.patches.size if spec.patches else None)
     meta = getattr(detector, "metadata", {})
-    return plots.map_label(meta.get("density", "gde"), patch_size=int(meta["patch_size"]) if "patch_size" in meta
-                           else None)
+    return plots.map_label(
+        meta.get("density", "gde"), patch_size=int(meta["patch_size"]) if "patch_size" in meta else None
+    )
 
 
-def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_dir: str | None = None,
-                overlays: bool = True) -> list[dict]:
+def score_files(
+    detector, image_files: Sequence[Path], *, out_dir: str, overlay_dir: str | None = None, overlays: bool = True
+) -> list[dict]:
     """Score ``image_files`` in chunks with ``detector`` (``image_size``, ``resample``, ``threshold`` and
     ``score(images_uint8) -> (scores, maps or None)``); returns one record per file, in order: path, score,
     threshold, decision, or the error that kept the file from being scored. Patch models' defect-map
@@ -56,26 +58,37 @@ def score_files(detector, image_files: Sequence[Path], *, out_dir: str, overlay_
     they will have once ``out_dir`` is renamed into place; default ``out_dir``)."""
     records = []
     for start in range(0, len(image_files), CHUNK):
-        chunk = image_files[start:start + CHUNK]
+        chunk = image_files[start : start + CHUNK]
         decoded = [read_image(p, size=detector.image_size, resample=detector.resample) for p in chunk]
         good = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-        scores, maps = (detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None))
+        scores, maps = detector.score(np.stack([decoded[i] for i in good])) if good else (np.zeros(0), None)
         by_index = dict(zip(good, range(len(good))))
         for i, path in enumerate(chunk):
             if i not in by_index:
                 records.append({"path": atomic.printable(path), "error": atomic.printable(decoded[i])})
                 continue
             score = float(scores[by_index[i]])
-            record = {"path": atomic.printable(path), "score": score, "threshold": detector.threshold,
-                      "decision": "defective" if score > detector.threshold else "good"}
+            record = {
+                "path": atomic.printable(path),
+                "score": score,
+                "threshold": detector.threshold,
+                "decision": "defective" if score > detector.threshold else "good",
+            }
             if maps is not None and overlays:
                 os.makedirs(os.path.join(out_dir, "heatmaps"), exist_ok=True)
                 name = overlay_name(start + i, path)
                 image_map = maps[by_index[i]]
                 plots.plot_heatmap_grid(
-                    decoded[i][None, : image_map.shape[0], : image_map.shape[1]], np.zeros((1,) + image_map.shape),
-                    image_map[None], path=os.path.join(out_dir, "heatmaps", name), titles=[overlay_title(path, record)],
-                    max_images=1, columns=1, threshold=detector.threshold, score_label=map_label(detector))
+                    decoded[i][None, : image_map.shape[0], : image_map.shape[1]],
+                    np.zeros((1,) + image_map.shape),
+                    image_map[None],
+                    path=os.path.join(out_dir, "heatmaps", name),
+                    titles=[overlay_title(path, record)],
+                    max_images=1,
+                    columns=1,
+                    threshold=detector.threshold,
+                    score_label=map_label(detector),
+                )
                 record["heatmap"] = os.path.join(overlay_dir or out_dir, "heatmaps", name)
             records.append(record)
     return records
@@ -95,15 +108,27 @@ def check_out_dir(out_dir: str, *, overwrite: bool) -> None:
     if not entries:
         return
     if PREDICTIONS not in entries:
-        raise UsageError(f"--out={out_dir} holds other files ({len(entries)} entries, no {PREDICTIONS}): choose "
-                         "a new or empty folder for the predictions")
+        raise UsageError(
+            f"--out={out_dir} holds other files ({len(entries)} entries, no {PREDICTIONS}): choose "
+            "a new or empty folder for the predictions"
+        )
     if not overwrite:
-        raise UsageError(f"{out_dir} holds the predictions of an earlier scoring: pass --overwrite to replace "
-                         "them, or --out=DIR to write these elsewhere")
+        raise UsageError(
+            f"{out_dir} holds the predictions of an earlier scoring: pass --overwrite to replace "
+            "them, or --out=DIR to write these elsewhere"
+        )
 
 
-def inspect(detector, paths: Sequence[str], *, out_dir: str, overwrite: bool = False, overlays: bool = True,
-            log=print, warn=lambda message: print(message, file=sys.stderr)) -> int:
+def inspect(
+    detector,
+    paths: Sequence[str],
+    *,
+    out_dir: str,
+    overwrite: bool = False,
+    overlays: bool = True,
+    log=print,
+    warn=lambda message: print(message, file=sys.stderr),
+) -> int:
     """Score every image named or found in ``paths`` (folders recursively) and write ``predictions.jsonl`` and
     ``.csv`` (and overlays) into ``out_dir`` as one folder that appears whole once every image is scored;
     report each skipped file (``warn``) and a summary (``log``). A named path that does not exist, no image
@@ -112,22 +137,29 @@ def inspect(detector, paths: Sequence[str], *, out_dir: str, overwrite: bool = F
     if missing:
         raise FileNotFoundError(f"{missing[0]['path']}: no such file or folder (nothing was scored)")
     if not image_files:
-        raise DataError(f"no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(atomic.printable, paths))} "
-                        "(nothing was scored)")
+        raise DataError(
+            f"no image file ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(atomic.printable, paths))} "
+            "(nothing was scored)"
+        )
     check_out_dir(out_dir, overwrite=overwrite)
     with atomic.replacing_folder(out_dir) as folder:
-        records = score_files(detector, image_files, out_dir=folder, overlay_dir=os.path.abspath(out_dir),
-                              overlays=overlays)
+        records = score_files(
+            detector, image_files, out_dir=folder, overlay_dir=os.path.abspath(out_dir), overlays=overlays
+        )
         errors = [r for r in records if "error" in r]
         if len(errors) == len(records):
-            raise DataError(f"none of the {len(records)} image file(s) could be read; the first: {errors[0]['error']} "
-                            "(nothing was written)")
+            raise DataError(
+                f"none of the {len(records)} image file(s) could be read; the first: {errors[0]['error']} "
+                "(nothing was written)"
+            )
         files.write_predictions(records, folder)
     for r in errors:
         warn(f"skipped {r['path']}: {r['error']}")
     flagged = sum(r.get("decision") == "defective" for r in records)
-    log(f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {plots.number(detector.threshold)}), "
-        f"{len(errors)} skipped")
+    log(
+        f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {plots.number(detector.threshold)}), "
+        f"{len(errors)} skipped"
+    )
     log(f"predictions: {os.path.join(os.path.abspath(out_dir), PREDICTIONS)} (and .csv)")
     return 0
 
@@ -149,12 +181,15 @@ class OnnxDetector:
         try:
             self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for a file that is no model
-            raise WorkdirError(f"{path} is not an ONNX model onnxruntime can load ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0][:200]})") from None
+            raise WorkdirError(
+                f"{path} is not an ONNX model onnxruntime can load ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200]})"
+            ) from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         if "threshold" not in self.metadata or "image_size" not in self.metadata:
-            raise WorkdirError(f"{path} has no sla_jax metadata (threshold, image_size): export it with "
-                               "python -m sla_jax.export")
+            raise WorkdirError(
+                f"{path} has no sla_jax metadata (threshold, image_size): export it with python -m sla_jax.export"
+            )
         self.threshold = float(self.metadata["threshold"])
         self.image_size = int(self.metadata["image_size"])
         self.resample = self.metadata.get("resize", "bilinear")

@@ -24,14 +24,16 @@ def changed_fraction(original: jax.Array, edited: jax.Array, mask: jax.Array, *,
     return jnp.clip(jnp.where(area > 0, changed / jnp.maximum(area, 1.0), 0.0), 0.0, 1.0)
 
 
-def soft_label(original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha: float = 10.0,
-               epsilon: float = 0.02) -> jax.Array:
+def soft_label(
+    original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha: float = 10.0, epsilon: float = 0.02
+) -> jax.Array:
     """y = 2 / (1 + exp(−α V')) − 1 = tanh(α V' / 2) (eq. 9): 0 when nothing changed, < 1 always."""
     return jnp.tanh(alpha * changed_fraction(original, edited, mask, epsilon=epsilon) / 2.0)
 
 
-def smooth_changed_fraction(original: jax.Array, edited: jax.Array, mask: jax.Array, *,
-                            epsilon: float = 0.02, tau: float = 0.005) -> jax.Array:
+def smooth_changed_fraction(
+    original: jax.Array, edited: jax.Array, mask: jax.Array, *, epsilon: float = 0.02, tau: float = 0.005
+) -> jax.Array:
     """V' with the indicator ``1{Δ > ε}`` replaced by ``sigmoid((Δ − ε)/τ)``: differentiable in ε, images.
 
     Unchanged pixels (Δ = 0) count 0 rather than ``sigmoid(−ε/τ)``, so the tails of the many untouched
@@ -43,22 +45,33 @@ def smooth_changed_fraction(original: jax.Array, edited: jax.Array, mask: jax.Ar
     return jnp.clip(jnp.where(area > 0, changed / jnp.maximum(area, 1.0), 0.0), 0.0, 1.0)
 
 
-def smooth_soft_label(original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha: float = 10.0,
-                      epsilon: float = 0.02, tau: float = 0.005) -> jax.Array:
+def smooth_soft_label(
+    original: jax.Array,
+    edited: jax.Array,
+    mask: jax.Array,
+    *,
+    alpha: float = 10.0,
+    epsilon: float = 0.02,
+    tau: float = 0.005,
+) -> jax.Array:
     """Differentiable SLA: ``tanh(α V'_τ / 2)`` with the smooth count of :func:`smooth_changed_fraction`."""
     return jnp.tanh(alpha * smooth_changed_fraction(original, edited, mask, epsilon=epsilon, tau=tau) / 2.0)
 
 
-def label_strength(original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha=10.0, epsilon=0.02,
-                   tau=0.0, hard=0.0) -> jax.Array:
+def label_strength(
+    original: jax.Array, edited: jax.Array, mask: jax.Array, *, alpha=10.0, epsilon=0.02, tau=0.0, hard=0.0
+) -> jax.Array:
     """y with every option a (traceable) value, so one compiled step serves all label settings.
 
     ``tau > 0`` selects :func:`smooth_soft_label`, ``tau == 0`` :func:`soft_label`; ``hard`` blends
     towards the hard label: ``y = hard + (1 − hard)·y_SLA`` (1 gives ``hard_label``, 0 the SLA).
     """
     safe_tau = jnp.where(tau > 0, tau, 1.0)  # keeps the unselected branch's gradient finite
-    fraction = jnp.where(tau > 0, smooth_changed_fraction(original, edited, mask, epsilon=epsilon, tau=safe_tau),
-                         changed_fraction(original, edited, mask, epsilon=epsilon))
+    fraction = jnp.where(
+        tau > 0,
+        smooth_changed_fraction(original, edited, mask, epsilon=epsilon, tau=safe_tau),
+        changed_fraction(original, edited, mask, epsilon=epsilon),
+    )
     return hard + (1.0 - hard) * jnp.tanh(alpha * fraction / 2.0)
 
 
@@ -76,20 +89,47 @@ def targets(classes: jax.Array, strengths: jax.Array, *, num_classes: int) -> ja
     return (1.0 - strengths)[:, None] * normal + strengths[:, None] * onehot
 
 
-def batch_labels(originals: jax.Array, edited: jax.Array, masks: jax.Array, classes: jax.Array, *,
-                 mode: str = "soft", alpha=10.0, epsilon=0.02, tau=0.005) -> jax.Array:
+def batch_labels(
+    originals: jax.Array,
+    edited: jax.Array,
+    masks: jax.Array,
+    classes: jax.Array,
+    *,
+    mode: str = "soft",
+    alpha=10.0,
+    epsilon=0.02,
+    tau=0.005,
+) -> jax.Array:
     """Per-sample label strength y for a batch (0 for originals); ``tau`` only matters for mode "smooth"."""
     if mode not in LABEL_MODES:
         raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
-    return traced_batch_labels(originals, edited, masks, classes, alpha=alpha, epsilon=epsilon,
-                               tau=tau if mode == "smooth" else 0.0, hard=1.0 if mode == "hard" else 0.0)
+    return traced_batch_labels(
+        originals,
+        edited,
+        masks,
+        classes,
+        alpha=alpha,
+        epsilon=epsilon,
+        tau=tau if mode == "smooth" else 0.0,
+        hard=1.0 if mode == "hard" else 0.0,
+    )
 
 
-def traced_batch_labels(originals: jax.Array, edited: jax.Array, masks: jax.Array, classes: jax.Array, *,
-                        alpha=10.0, epsilon=0.02, tau=0.0, hard=0.0) -> jax.Array:
+def traced_batch_labels(
+    originals: jax.Array,
+    edited: jax.Array,
+    masks: jax.Array,
+    classes: jax.Array,
+    *,
+    alpha=10.0,
+    epsilon=0.02,
+    tau=0.0,
+    hard=0.0,
+) -> jax.Array:
     """:func:`batch_labels` with the label mode given as traced values (see :func:`label_strength`)."""
     y = jax.vmap(lambda a, b, m: label_strength(a, b, m, alpha=alpha, epsilon=epsilon, tau=tau, hard=hard))(
-        originals, edited, masks)
+        originals, edited, masks
+    )
     return jnp.where(classes > 0, y, 0.0)
 
 

@@ -63,14 +63,26 @@ def stamp_sum(scores_Bxhxw: jax.Array, kernel_kxk: jax.Array, *, stride: int = 4
     lhs = scores_Bxhxw.reshape(-1, h, w, 1).astype(jnp.float32)
     rhs = kernel_kxk[::-1, ::-1, None, None].astype(jnp.float32)
     out = jax.lax.conv_general_dilated(
-        lhs, rhs, window_strides=(1, 1), padding=((k - 1, k - 1), (k - 1, k - 1)),
-        lhs_dilation=(stride, stride), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST)
+        lhs,
+        rhs,
+        window_strides=(1, 1),
+        padding=((k - 1, k - 1), (k - 1, k - 1)),
+        lhs_dilation=(stride, stride),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     return out.reshape(*lead, out.shape[1], out.shape[2])
 
 
-def receptive_field_upsample(scores_Bxhxw: jax.Array, *, field: int = 32, stride: int = 4, sigma: float = 10.0,
-                             normalize: bool = False, method: str = "conv") -> jax.Array:
+def receptive_field_upsample(
+    scores_Bxhxw: jax.Array,
+    *,
+    field: int = 32,
+    stride: int = 4,
+    sigma: float = 10.0,
+    normalize: bool = False,
+    method: str = "conv",
+) -> jax.Array:
     """RFU (FCDD): patch scores h×w → pixel maps H×W, H = (h − 1)·stride + field, Gaussian stamps summed.
 
     Summed stamps are smaller near the border, where fewer patches overlap (the corner pixel sees
@@ -84,8 +96,13 @@ def receptive_field_upsample(scores_Bxhxw: jax.Array, *, field: int = 32, stride
         window = gaussian_window(field, sigma)
         rows = stamp_matrix(scores_Bxhxw.shape[-2], window, stride=stride)
         cols = stamp_matrix(scores_Bxhxw.shape[-1], window, stride=stride)
-        upsample = lambda s: jnp.einsum("Hh,...hw,Ww->...HW", rows, s.astype(jnp.float32), cols,  # noqa: E731
-                                        precision=jax.lax.Precision.HIGHEST)
+        upsample = lambda s: jnp.einsum(
+            "Hh,...hw,Ww->...HW",
+            rows,
+            s.astype(jnp.float32),
+            cols,  # noqa: E731
+            precision=jax.lax.Precision.HIGHEST,
+        )
     elif method == "conv":
         kernel = gaussian_kernel(field, sigma)
         upsample = lambda s: stamp_sum(s, kernel, stride=stride)  # noqa: E731
@@ -218,8 +235,9 @@ def fpr_grid_thresholds(maps_NxHxW, masks_NxHxW, *, max_fpr: float = 0.3, num_th
     return np.append(levels, np.nextafter(normal_scores.max(), np.inf))
 
 
-def aupro(maps_NxHxW, masks_NxHxW, *, max_fpr: float = 0.3, num_thresholds: int = 200,
-          exact_limit: int = 2**26) -> float:
+def aupro(
+    maps_NxHxW, masks_NxHxW, *, max_fpr: float = 0.3, num_thresholds: int = 200, exact_limit: int = 2**26
+) -> float:
     """Area under the PRO curve up to FPR ``max_fpr``, normalised by ``max_fpr`` (perfect = 1).
 
     Exact (every distinct score a threshold, as MVTec AD's reference) up to ``exact_limit`` pixels,

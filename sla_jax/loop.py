@@ -23,6 +23,7 @@ from tqdm import tqdm
 from sla_jax.errors import CheckpointWriteError, Interrupted
 from sla_jax.state import TrainState
 
+
 @contextlib.contextmanager
 def stop_requests():
     """While inside, SIGINT and SIGTERM are recorded in the yielded list instead of stopping the process, so
@@ -62,7 +63,8 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: TrainState
         raise CheckpointWriteError(
             f"writing the checkpoint of step {step} into {manager.directory} failed ({reason[:300]}). "
             + (f"The checkpoint of step {kept} is intact: " if kept is not None else "")
-            + "free space or fix permissions, then run the same command to resume.") from error
+            + "free space or fix permissions, then run the same command to resume."
+        ) from error
 
 
 MAX_IN_FLIGHT = 2  # dispatched steps not yet finished: enough to keep the device busy, few enough for an honest bar
@@ -71,10 +73,25 @@ MAX_IN_FLIGHT = 2  # dispatched steps not yet finished: enough to keep the devic
 AVERAGED_METRICS = ("loss", "accuracy", "mean_label", "invalid_fraction")  # logged as means over the window
 
 
-def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, total_steps: int,
-        images_per_step: int, manager: ocp.CheckpointManager | None, checkpoint_every: int,
-        log_every: int, log=None, schedule=None, progress: bool = True, started: float | None = None,
-        max_in_flight: int = MAX_IN_FLIGHT, steps_per_call: int = 1, chunk_fn=None) -> TrainState:
+def fit(
+    state: TrainState,
+    train_images: jax.Array,
+    key: jax.Array,
+    *,
+    step_fn,
+    total_steps: int,
+    images_per_step: int,
+    manager: ocp.CheckpointManager | None,
+    checkpoint_every: int,
+    log_every: int,
+    log=None,
+    schedule=None,
+    progress: bool = True,
+    started: float | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    steps_per_call: int = 1,
+    chunk_fn=None,
+) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a progress bar and, at every
     log step, a record handed to ``log`` (:func:`sla_jax.experiment.run_log` writes it to ``metrics.jsonl`` and
     TensorBoard). A non-finite loss stops the run before it can overwrite a good checkpoint.
@@ -91,11 +108,25 @@ def fit(state: TrainState, train_images: jax.Array, key: jax.Array, *, step_fn, 
     ``log_every`` and of ``checkpoint_every`` and at ``total_steps``, so a resumed run runs the same chunks as
     an uninterrupted one (``bench/host_overhead.py`` measures what it saves)."""
     with stop_requests() as received:
-        return _fit_loop(state, train_images, key, step_fn=step_fn, total_steps=total_steps,
-                         images_per_step=images_per_step, manager=manager, checkpoint_every=checkpoint_every,
-                         log_every=log_every, log=log, schedule=schedule, progress=progress, stop=received,
-                         started=time.perf_counter() if started is None else started, max_in_flight=max_in_flight,
-                         steps_per_call=steps_per_call, chunk_fn=chunk_fn)
+        return _fit_loop(
+            state,
+            train_images,
+            key,
+            step_fn=step_fn,
+            total_steps=total_steps,
+            images_per_step=images_per_step,
+            manager=manager,
+            checkpoint_every=checkpoint_every,
+            log_every=log_every,
+            log=log,
+            schedule=schedule,
+            progress=progress,
+            stop=received,
+            started=time.perf_counter() if started is None else started,
+            max_in_flight=max_in_flight,
+            steps_per_call=steps_per_call,
+            chunk_fn=chunk_fn,
+        )
 
 
 def chunk_end(step: int, *, total_steps: int, every: tuple[int, ...]) -> int:
@@ -113,19 +144,51 @@ def _run_chunk(state, train_images, key, *, step, end, step_fn, chunk_fn):
     return state, out["last"], out["sum"]
 
 
-def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step, manager, checkpoint_every,
-              log_every, log, schedule, progress, stop, started, max_in_flight, steps_per_call, chunk_fn) -> TrainState:
+def _fit_loop(
+    state,
+    train_images,
+    key,
+    *,
+    step_fn,
+    total_steps,
+    images_per_step,
+    manager,
+    checkpoint_every,
+    log_every,
+    log,
+    schedule,
+    progress,
+    stop,
+    started,
+    max_in_flight,
+    steps_per_call,
+    chunk_fn,
+) -> TrainState:
     start = int(state.step)
-    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=not progress,
-               dynamic_ncols=True, file=sys.stdout)
+    bar = tqdm(
+        total=total_steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stdout,
+    )
     window_start, window_steps, window_sums = time.perf_counter(), 0, []
     in_flight: collections.deque = collections.deque()
     every = (steps_per_call, log_every, checkpoint_every) if steps_per_call > 1 else (1,)
     step = start
     while step < total_steps:
         end = chunk_end(step, total_steps=total_steps, every=every)
-        state, metrics, sums = _run_chunk(state, train_images, key, step=step, end=end, step_fn=step_fn,
-                                          chunk_fn=chunk_fn if steps_per_call > 1 else None)
+        state, metrics, sums = _run_chunk(
+            state,
+            train_images,
+            key,
+            step=step,
+            end=end,
+            step_fn=step_fn,
+            chunk_fn=chunk_fn if steps_per_call > 1 else None,
+        )
         in_flight.append((metrics["loss"], end - step))
         window_sums.append(sums)  # added up on the host at the log step: no device call per step for them
         window_steps += end - step
@@ -140,26 +203,43 @@ def _fit_loop(state, train_images, key, *, step_fn, total_steps, images_per_step
         if logging_now or saving_now:
             means = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}  # ensemble: lists
             window = jax.device_get(window_sums)
-            means.update({k: (np.sum([np.asarray(w[k], np.float64) for w in window], axis=0) / window_steps).tolist()
-                          for k in window[0]})
+            means.update(
+                {
+                    k: (np.sum([np.asarray(w[k], np.float64) for w in window], axis=0) / window_steps).tolist()
+                    for k in window[0]
+                }
+            )
             bar.update(sum(count for _, count in in_flight))  # device_get waited for every dispatched step
             in_flight.clear()
             if not np.all(np.isfinite(means["loss"])):
                 kept = manager.latest_step() if manager is not None else None
                 raise FloatingPointError(
                     f"loss is {means['loss']} at step {done}; stopped. "
-                    + (f"The last good checkpoint (step {kept}) is kept in {manager.directory}; lower "
-                       "--config.train.learning_rate and run the same command to resume from it."
-                       if kept is not None else "No checkpoint was written yet."))
+                    + (
+                        f"The last good checkpoint (step {kept}) is kept in {manager.directory}; lower "
+                        "--config.train.learning_rate and run the same command to resume from it."
+                        if kept is not None
+                        else "No checkpoint was written yet."
+                    )
+                )
         if logging_now:
             now = time.perf_counter()
             rate = window_steps * images_per_step / max(now - window_start, 1e-9)
-            record = {"step": done, **means, "images_per_s": rate,
-                      "learning_rate": float(schedule(done - 1)) if schedule else None, "seconds": now - started}
+            record = {
+                "step": done,
+                **means,
+                "images_per_s": rate,
+                "learning_rate": float(schedule(done - 1)) if schedule else None,
+                "seconds": now - started,
+            }
             if log is not None:
                 log(record)
-            bar.set_postfix(loss=f"{np.mean(means['loss']):.3f}", acc=f"{np.mean(means['accuracy']):.2f}",
-                            y=f"{np.mean(means['mean_label']):.2f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(
+                loss=f"{np.mean(means['loss']):.3f}",
+                acc=f"{np.mean(means['accuracy']):.2f}",
+                y=f"{np.mean(means['mean_label']):.2f}",
+                img_s=f"{rate:.0f}",
+            )
             window_steps, window_sums = 0, []
         if saving_now:
             save_checkpoint(manager, done, state)

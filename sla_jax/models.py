@@ -50,8 +50,11 @@ def im2col_conv(x_NHWC: jax.Array, kernel_HWIO: jax.Array, *, strides: int, padd
     xp = jnp.pad(x_NHWC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     out_h = (height + 2 * padding - k) // strides + 1
     out_w = (width + 2 * padding - k) // strides + 1
-    cols = [xp[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides, :]
-            for i in range(k) for j in range(k)]
+    cols = [
+        xp[:, i : i + strides * (out_h - 1) + 1 : strides, j : j + strides * (out_w - 1) + 1 : strides, :]
+        for i in range(k)
+        for j in range(k)
+    ]
     return jnp.concatenate(cols, axis=-1) @ kernel_HWIO.reshape(-1, kernel_HWIO.shape[-1])
 
 
@@ -93,13 +96,18 @@ class Conv(nn.Module):
             return im2col_conv(x, kernel, strides=self.strides, padding=self.padding)
         if impl != "xla":
             raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
-        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), pad,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, kernel, (self.strides, self.strides), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
 
 def _pool_taps(x_padded, out_h: int, out_w: int) -> list[jax.Array]:
     """The 9 strided (out_h, out_w) views of a 3×3/2 window, in row-major tap order."""
-    return [x_padded[:, i:i + 2 * (out_h - 1) + 1:2, j:j + 2 * (out_w - 1) + 1:2, :] for i in range(3) for j in range(3)]
+    return [
+        x_padded[:, i : i + 2 * (out_h - 1) + 1 : 2, j : j + 2 * (out_w - 1) + 1 : 2, :]
+        for i in range(3)
+        for j in range(3)
+    ]
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,9 +130,17 @@ def _max_pool_for(height: int, width: int):
         for k in range(9):
             i, j = divmod(k, 3)
             routed = jnp.where(arg == k, grad_NhwC, zero)
-            total = total + jax.lax.pad(routed, zero, ((0, 0, 0), (i, height + 2 - i - (2 * out_h - 1), 1),
-                                                       (j, width + 2 - j - (2 * out_w - 1), 1), (0, 0, 0)))
-        return (total[:, 1:height + 1, 1:width + 1, :],)
+            total = total + jax.lax.pad(
+                routed,
+                zero,
+                (
+                    (0, 0, 0),
+                    (i, height + 2 - i - (2 * out_h - 1), 1),
+                    (j, width + 2 - j - (2 * out_w - 1), 1),
+                    (0, 0, 0),
+                ),
+            )
+        return (total[:, 1 : height + 1, 1 : width + 1, :],)
 
     pool = jax.custom_vjp(lambda x: forward(x)[0])
     pool.defvjp(forward, backward)
@@ -204,8 +220,9 @@ class ResNet18(nn.Module):
         for stage, (blocks, width) in enumerate(zip(STAGE_SIZES, STAGE_WIDTHS)):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(width, strides, conv_impl=self.conv_impl, dtype=self.dtype,
-                               name=f"layer{stage + 1}_{block}")(x, train=train)
+                x = BasicBlock(
+                    width, strides, conv_impl=self.conv_impl, dtype=self.dtype, name=f"layer{stage + 1}_{block}"
+                )(x, train=train)
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
@@ -221,8 +238,9 @@ class ProjectionHead(nn.Module):
         for i, width in enumerate(self.widths):
             x = nn.Dense(width, kernel_init=dense_init, bias_init=_torch_bias_init(x.shape[-1]), name=f"dense{i}")(x)
             x = nn.relu(batch_norm(train, f"bn{i}")(x))
-        return nn.Dense(self.num_classes, kernel_init=dense_init, bias_init=_torch_bias_init(x.shape[-1]),
-                        name="classifier")(x)
+        return nn.Dense(
+            self.num_classes, kernel_init=dense_init, bias_init=_torch_bias_init(x.shape[-1]), name="classifier"
+        )(x)
 
 
 class PretextNet(nn.Module):
@@ -237,8 +255,9 @@ class PretextNet(nn.Module):
 
     @nn.compact
     def __call__(self, images_BxHxWxC, *, train: bool):
-        features = ResNet18(stem=self.stem, conv_impl=self.conv_impl, dtype=self.dtype, pool_impl=self.pool_impl,
-                            name="backbone")(images_BxHxWxC, train=train)
+        features = ResNet18(
+            stem=self.stem, conv_impl=self.conv_impl, dtype=self.dtype, pool_impl=self.pool_impl, name="backbone"
+        )(images_BxHxWxC, train=train)
         logits = ProjectionHead(tuple(self.head), self.num_classes, name="head")(features, train=train)
         return logits, features
 

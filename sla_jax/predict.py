@@ -22,15 +22,23 @@ def main(argv):
     workdir = cli.run_workdir(FLAGS.workdir)
     if len(argv) < 2:
         raise cli.UsageError("name at least one image file or folder to score")
-    return inspection.inspect(experiment.load_detector(workdir), argv[1:],
-                              out_dir=FLAGS.out or os.path.join(workdir, "predictions"), overlays=FLAGS.heatmaps,
-                              overwrite=FLAGS.overwrite)
+    return inspection.inspect(
+        experiment.load_detector(workdir),
+        argv[1:],
+        out_dir=FLAGS.out or os.path.join(workdir, "predictions"),
+        overlays=FLAGS.heatmaps,
+        overwrite=FLAGS.overwrite,
+    )
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A run folder written by sla_jax.train.")
     flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/predictions).")
-    flags.DEFINE_bool("overwrite", False, "Replace the predictions of an earlier scoring in the output folder "
-                      "(without it, such a folder is refused and kept).")
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace the predictions of an earlier scoring in the output folder "
+        "(without it, such a folder is refused and kept).",
+    )
     flags.DEFINE_bool("heatmaps", True, "Patch models: write a defect-map overlay PNG per image.")
     cli.run(main)

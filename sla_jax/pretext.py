@@ -64,8 +64,9 @@ def label_params(hparams: HParams, *, learn: tuple[str, ...]) -> dict:
     return {f"log_{name}": jnp.log(jnp.asarray(getattr(hparams, name), jnp.float32)) for name in learn}
 
 
-def with_label_params(state: TrainState, hparams: HParams, *, learn: tuple[str, ...],
-                      optimizer: optax.GradientTransformation) -> TrainState:
+def with_label_params(
+    state: TrainState, hparams: HParams, *, learn: tuple[str, ...], optimizer: optax.GradientTransformation
+) -> TrainState:
     """``state`` whose params also hold ``label_params`` under ``"sla"`` (updated by the same optimizer)."""
     if not learn:
         return state
@@ -81,7 +82,7 @@ def network_params(params) -> dict:
 def effective_hparams(params, hparams: HParams) -> HParams:
     """``hparams`` with the learned values from ``params["sla"]`` (when present) substituted."""
     learned = params.get("sla", {}) if isinstance(params, dict) else {}
-    return hparams.replace(**{key[len("log_"):]: jnp.exp(value) for key, value in learned.items()})
+    return hparams.replace(**{key[len("log_") :]: jnp.exp(value) for key, value in learned.items()})
 
 
 def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, data_key: jax.Array | None = None):
@@ -100,68 +101,116 @@ def pretext_edit(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, dat
         k_crop, k_edit = jax.random.split(k_edit)
         sources = localization.random_patches(k_crop, sources, size=spec.patch_size)
     if spec.global_jitter:  # part of the data stream: ensemble members sharing the sources share their jitter
-        sources = transforms_lib.jitter_images(jax.random.fold_in(k_idx, 1), sources, strength=spec.global_jitter,
-                                               order=spec.jitter_order)
-    edit = transforms_lib.assemble_batch(k_edit, sources, name=spec.transform, pairing=spec.pairing,
-                                         cutout_fill=spec.cutout_fill, scar_scale=spec.scar_scale,
-                                         jitter_order=spec.jitter_order)
+        sources = transforms_lib.jitter_images(
+            jax.random.fold_in(k_idx, 1), sources, strength=spec.global_jitter, order=spec.jitter_order
+        )
+    edit = transforms_lib.assemble_batch(
+        k_edit,
+        sources,
+        name=spec.transform,
+        pairing=spec.pairing,
+        cutout_fill=spec.cutout_fill,
+        scar_scale=spec.scar_scale,
+        jitter_order=spec.jitter_order,
+    )
     originals = jnp.concatenate([sources, sources]) if spec.pairing == "paired" else sources
     return originals, edit
 
 
 def label_targets(originals: jax.Array, edit: transforms_lib.Edit, hparams: HParams, *, spec: StepSpec):
     """(soft target distributions, label strengths y) of an edited batch."""
-    y = labels_lib.traced_batch_labels(originals, edit.images, edit.masks, edit.classes, alpha=hparams.alpha,
-                                       epsilon=hparams.epsilon, tau=hparams.tau, hard=hparams.hard)
+    y = labels_lib.traced_batch_labels(
+        originals,
+        edit.images,
+        edit.masks,
+        edit.classes,
+        alpha=hparams.alpha,
+        epsilon=hparams.epsilon,
+        tau=hparams.tau,
+        hard=hparams.hard,
+    )
     return labels_lib.targets(edit.classes, y, num_classes=transforms_lib.num_classes(spec.transform)), y
 
 
-def pretext_batch(key: jax.Array, train_images: jax.Array, *, spec: StepSpec, hparams: HParams | None = None,
-                  data_key: jax.Array | None = None):
+def pretext_batch(
+    key: jax.Array,
+    train_images: jax.Array,
+    *,
+    spec: StepSpec,
+    hparams: HParams | None = None,
+    data_key: jax.Array | None = None,
+):
     """Draw sources, edit them and label them: returns (network inputs in [0,1], targets, classes, y)."""
     originals, edit = pretext_edit(key, train_images, spec=spec, data_key=data_key)
     targets, y = label_targets(originals, edit, HParams() if hparams is None else hparams, spec=spec)
     return edit.images, targets, edit.classes, y
 
 
-def apply_gradients(state: TrainState, inputs: jax.Array, target_fn, *, model: PretextNet,
-                    optimizer: optax.GradientTransformation):
+def apply_gradients(
+    state: TrainState, inputs: jax.Array, target_fn, *, model: PretextNet, optimizer: optax.GradientTransformation
+):
     """Forward, backward and optimizer update of the network on normalised ``inputs``.
 
     ``target_fn(params) -> (soft targets, aux)`` is called inside the differentiated function, so learned
     label parameters in ``params`` get their gradient through the labels. Returns (new state, loss,
     logits, aux).
     """
+
     def loss_fn(params):
         targets, aux = target_fn(params)
-        (logits, _), updates = model.apply({"params": network_params(params), "batch_stats": state.batch_stats}, inputs,
-                                           train=True, mutable=["batch_stats"])
+        (logits, _), updates = model.apply(
+            {"params": network_params(params), "batch_stats": state.batch_stats},
+            inputs,
+            train=True,
+            mutable=["batch_stats"],
+        )
         return labels_lib.soft_cross_entropy(logits, targets), (logits, aux, updates["batch_stats"])
 
     (loss, (logits, aux, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), loss, logits, aux
+    return (
+        TrainState(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state),
+        loss,
+        logits,
+        aux,
+    )
 
 
-def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hparams: HParams | None = None,
-               data_key: jax.Array | None = None, *, model: PretextNet, optimizer: optax.GradientTransformation,
-               spec: StepSpec, batch_sharding=None):
+def train_step(
+    state: TrainState,
+    train_images: jax.Array,
+    key: jax.Array,
+    hparams: HParams | None = None,
+    data_key: jax.Array | None = None,
+    *,
+    model: PretextNet,
+    optimizer: optax.GradientTransformation,
+    spec: StepSpec,
+    batch_sharding=None,
+):
     """One SGD step on a freshly edited batch; returns the new state and scalar metrics.
 
     ``hparams`` (default: the paper's SLA) are traced; learned label parameters in ``state.params["sla"]``
     override them and get gradients through the labels. ``data_key``: see :func:`pretext_edit`.
     """
     hparams = HParams() if hparams is None else hparams
-    originals, edit = pretext_edit(jax.random.fold_in(key, state.step), train_images, spec=spec,
-                                   data_key=None if data_key is None else jax.random.fold_in(data_key, state.step))
+    originals, edit = pretext_edit(
+        jax.random.fold_in(key, state.step),
+        train_images,
+        spec=spec,
+        data_key=None if data_key is None else jax.random.fold_in(data_key, state.step),
+    )
     inputs = edit.images
     if batch_sharding is not None:
         inputs = jax.lax.with_sharding_constraint(inputs, batch_sharding)
     new_state, loss, logits, y = apply_gradients(
-        state, normalize(inputs), lambda params: label_targets(originals, edit, effective_hparams(params, hparams),
-                                                               spec=spec),
-        model=model, optimizer=optimizer)
+        state,
+        normalize(inputs),
+        lambda params: label_targets(originals, edit, effective_hparams(params, hparams), spec=spec),
+        model=model,
+        optimizer=optimizer,
+    )
     classes = edit.classes
     transformed = classes > 0
     metrics = {
@@ -172,35 +221,55 @@ def train_step(state: TrainState, train_images: jax.Array, key: jax.Array, hpara
     }
     if "sla" in new_state.params:
         learned = effective_hparams(new_state.params, hparams)
-        metrics.update({key[len("log_"):]: getattr(learned, key[len("log_"):]) for key in new_state.params["sla"]})
+        metrics.update({key[len("log_") :]: getattr(learned, key[len("log_") :]) for key in new_state.params["sla"]})
     return new_state, metrics
 
 
-def train_steps(state: TrainState, train_images: jax.Array, key: jax.Array, hparams: HParams | None = None,
-                data_key: jax.Array | None = None, *, steps: int, summed: tuple[str, ...] = (), **step_options):
+def train_steps(
+    state: TrainState,
+    train_images: jax.Array,
+    key: jax.Array,
+    hparams: HParams | None = None,
+    data_key: jax.Array | None = None,
+    *,
+    steps: int,
+    summed: tuple[str, ...] = (),
+    **step_options,
+):
     """``steps`` consecutive :func:`train_step` s in one program (a ``lax.scan``): one dispatch from the host
     instead of ``steps``. Returns the new state and ``{"last": the last step's metrics, "sum": the sum over
     the steps of the metrics named in summed}``."""
+
     def body(current, _):
         return train_step(current, train_images, key, hparams, data_key, **step_options)
 
     state, stacked = jax.lax.scan(body, state, length=steps)
-    return state, {"last": jax.tree_util.tree_map(lambda x: x[-1], stacked),
-                   "sum": {name: jnp.sum(stacked[name], axis=0) for name in summed}}
+    return state, {
+        "last": jax.tree_util.tree_map(lambda x: x[-1], stacked),
+        "sum": {name: jnp.sum(stacked[name], axis=0) for name in summed},
+    }
 
 
 def compile_train_steps(*, model, optimizer, spec: StepSpec, mesh, steps: int, summed: tuple[str, ...] = ()):
     """:func:`train_steps` jitted like :func:`compile_train_step` (replicated state, sharded batch, donated
     state)."""
     replicated = NamedSharding(mesh, P())
-    run = partial(train_steps, model=model, optimizer=optimizer, spec=spec, steps=steps, summed=tuple(summed),
-                  batch_sharding=NamedSharding(mesh, P("data")))
+    run = partial(
+        train_steps,
+        model=model,
+        optimizer=optimizer,
+        spec=spec,
+        steps=steps,
+        summed=tuple(summed),
+        batch_sharding=NamedSharding(mesh, P("data")),
+    )
     return jax.jit(run, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
 def compile_train_step(*, model, optimizer, spec: StepSpec, mesh):
     """Jit the step with replicated state/images/hparams and a batch sharded over ``mesh``; donates the state."""
     replicated = NamedSharding(mesh, P())
-    step = partial(train_step, model=model, optimizer=optimizer, spec=spec,
-                   batch_sharding=NamedSharding(mesh, P("data")))
+    step = partial(
+        train_step, model=model, optimizer=optimizer, spec=spec, batch_sharding=NamedSharding(mesh, P("data"))
+    )
     return jax.jit(step, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))

@@ -33,15 +33,21 @@ from sla_jax.models import ResNet18
 TORCHVISION_RESNET18_SHA256 = "f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec"
 CONVERTED_SUFFIXES = (".npz", ".safetensors")
 _IGNORED_TORCH_SUFFIX = ".num_batches_tracked"
-_FLAX_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
-                  ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+_FLAX_TO_TORCH = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
 _FC_SHAPES = {"fc/kernel": (512, 1000), "fc/bias": (1000,)}
 
 
 def backbone_layout() -> dict[str, tuple[int, ...]]:
     """Flat ``collection/module/…/name`` → shape of the ImageNet-stem ResNet-18's variables."""
-    variables = jax.eval_shape(lambda k: ResNet18(stem="imagenet").init(k, jnp.zeros((1, 64, 64, 3)), train=False),
-                               jax.random.key(0))
+    variables = jax.eval_shape(
+        lambda k: ResNet18(stem="imagenet").init(k, jnp.zeros((1, 64, 64, 3)), train=False), jax.random.key(0)
+    )
     return {key: tuple(leaf.shape) for key, leaf in traverse_util.flatten_dict(variables, sep="/").items()}
 
 
@@ -69,12 +75,16 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape[::-1]
 
 
-def _check_layout(found: Mapping[str, tuple], expected: Mapping[str, tuple], *, source: str, what: str,
-                  allowed_extra=lambda k: False) -> None:
+def _check_layout(
+    found: Mapping[str, tuple], expected: Mapping[str, tuple], *, source: str, what: str, allowed_extra=lambda k: False
+) -> None:
     missing = sorted(k for k in expected if k not in found)
     unknown = sorted(k for k in found if k not in expected and not allowed_extra(k))
-    wrong = sorted(f"{k}: {tuple(found[k])} (expected {tuple(expected[k])})"
-                   for k in expected if k in found and tuple(found[k]) != tuple(expected[k]))
+    wrong = sorted(
+        f"{k}: {tuple(found[k])} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in found and tuple(found[k]) != tuple(expected[k])
+    )
     if missing or unknown or wrong:
         parts = [f"{source} is not {what}:"]
         for title, items in (("missing keys", missing), ("unknown keys", unknown), ("wrong shapes", wrong)):
@@ -83,8 +93,9 @@ def _check_layout(found: Mapping[str, tuple], expected: Mapping[str, tuple], *, 
         raise WeightsError("\n".join(parts))
 
 
-def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], *, keep_fc: bool = False,
-                          source: str = "the state dict") -> dict[str, np.ndarray]:
+def from_torch_state_dict(
+    state_dict: Mapping[str, np.ndarray], *, keep_fc: bool = False, source: str = "the state dict"
+) -> dict[str, np.ndarray]:
     """Flat sla_jax variables (float32) from a torchvision ResNet-18 state dict of numpy arrays.
 
     Raises :class:`WeightsError` listing every missing key, unknown key and wrong shape (in torch's
@@ -96,10 +107,16 @@ def from_torch_state_dict(state_dict: Mapping[str, np.ndarray], *, keep_fc: bool
     by_torch = {torch_key(k): k for k in layout}
     torch_shapes = {torch_key(k): _torch_shape(shape) for k, shape in layout.items()}
     found = {k: np.shape(v) for k, v in state_dict.items()}
-    _check_layout(found, torch_shapes, source=source, what="a torchvision ResNet-18 state dict",
-                  allowed_extra=lambda k: k.endswith(_IGNORED_TORCH_SUFFIX) or k in ("fc.weight", "fc.bias"))
-    return {by_torch[k]: np.ascontiguousarray(_to_flax_layout(np.asarray(state_dict[k], np.float32)))
-            for k in torch_shapes}
+    _check_layout(
+        found,
+        torch_shapes,
+        source=source,
+        what="a torchvision ResNet-18 state dict",
+        allowed_extra=lambda k: k.endswith(_IGNORED_TORCH_SUFFIX) or k in ("fc.weight", "fc.bias"),
+    )
+    return {
+        by_torch[k]: np.ascontiguousarray(_to_flax_layout(np.asarray(state_dict[k], np.float32))) for k in torch_shapes
+    }
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -114,14 +131,19 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         try:
             import torch
         except ImportError as e:
-            raise ImportError(f"reading {path} needs PyTorch: pip install 'sla_jax[torch]' (CPU wheel is enough), "
-                              "or give a .safetensors file with the same keys") from e
+            raise ImportError(
+                f"reading {path} needs PyTorch: pip install 'sla_jax[torch]' (CPU wheel is enough), "
+                "or give a .safetensors file with the same keys"
+            ) from e
         loaded = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-            raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors "
-                               "(save model.state_dict(), as torchvision's files are)")
-        return {k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy()
-                for k, v in loaded.items()}
+            raise WeightsError(
+                f"{path} holds a {type(loaded).__name__}, not a state dict of tensors "
+                "(save model.state_dict(), as torchvision's files are)"
+            )
+        return {
+            k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy() for k, v in loaded.items()
+        }
     raise WeightsError(f"{path}: unknown weights format; give a torchvision .pth or a .safetensors file")
 
 
@@ -139,8 +161,10 @@ def check_hash_prefix(path: str, digest: str) -> str | None:
     if match is None:
         return None
     if not digest.startswith(match.group(1)):
-        raise WeightsError(f"{path}: sha256 {digest} does not start with {match.group(1)} as its name says; "
-                           "the file is damaged or not the published one (download it again)")
+        raise WeightsError(
+            f"{path}: sha256 {digest} does not start with {match.group(1)} as its name says; "
+            "the file is damaged or not the published one (download it again)"
+        )
     return match.group(1)
 
 
@@ -172,11 +196,18 @@ def load_backbone(path: str) -> dict:
         with np.load(path, allow_pickle=False) as data:
             flat = {k: data[k] for k in data.files}
     else:
-        raise WeightsError(f"{path}: model.init must be a {' or '.join(CONVERTED_SUFFIXES)} file written by "
-                           "python -m sla_jax.convert_weights (a .pth must be converted first)")
+        raise WeightsError(
+            f"{path}: model.init must be a {' or '.join(CONVERTED_SUFFIXES)} file written by "
+            "python -m sla_jax.convert_weights (a .pth must be converted first)"
+        )
     layout = backbone_layout()
-    _check_layout({k: v.shape for k, v in flat.items()}, layout, source=path,
-                  what="a ResNet-18 backbone written by python -m sla_jax.convert_weights", allowed_extra=lambda k: k in _FC_SHAPES)
+    _check_layout(
+        {k: v.shape for k, v in flat.items()},
+        layout,
+        source=path,
+        what="a ResNet-18 backbone written by python -m sla_jax.convert_weights",
+        allowed_extra=lambda k: k in _FC_SHAPES,
+    )
     return traverse_util.unflatten_dict({k: jnp.asarray(flat[k], jnp.float32) for k in layout}, sep="/")
 
 
@@ -201,5 +232,10 @@ def convert(source: str, target: str, *, keep_fc: bool = False) -> dict:
     prefix = check_hash_prefix(source, digest)
     flat = from_torch_state_dict(read_state_dict(source), keep_fc=keep_fc, source=source)
     save_converted(target, flat)
-    return {"sha256": digest, "checked_prefix": prefix, "torchvision_imagenet": digest == TORCHVISION_RESNET18_SHA256,
-            "arrays": len(flat), "scalars": int(sum(v.size for v in flat.values()))}
+    return {
+        "sha256": digest,
+        "checked_prefix": prefix,
+        "torchvision_imagenet": digest == TORCHVISION_RESNET18_SHA256,
+        "arrays": len(flat),
+        "scalars": int(sum(v.size for v in flat.values())),
+    }

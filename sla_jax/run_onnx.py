@@ -27,14 +27,17 @@ def main(argv):
         raise cli.UsageError(f"{model}: the first argument must be an .onnx file written by python -m sla_jax.export")
     detector = inspection.OnnxDetector(model, threads=FLAGS.threads)
     out_dir = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(model)), "predictions")
-    return inspection.inspect(detector, argv[2:], out_dir=out_dir, overlays=FLAGS.heatmaps,
-                              overwrite=FLAGS.overwrite)
+    return inspection.inspect(detector, argv[2:], out_dir=out_dir, overlays=FLAGS.heatmaps, overwrite=FLAGS.overwrite)
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("out", None, "Output folder (default: predictions/ beside FILE.onnx).")
-    flags.DEFINE_bool("overwrite", False, "Replace the predictions of an earlier scoring in the output folder "
-                      "(without it, such a folder is refused and kept).")
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace the predictions of an earlier scoring in the output folder "
+        "(without it, such a folder is refused and kept).",
+    )
     flags.DEFINE_bool("heatmaps", True, "Patch models: write a defect-map overlay PNG per image.")
     flags.DEFINE_integer("threads", 0, "onnxruntime's intra-op threads (0: one per core).")
     cli.run(main, compilation_cache=False)

@@ -38,9 +38,15 @@ def lr_schedule(*, learning_rate: float, total_steps: int) -> optax.Schedule:
     return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
 
 
-def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float,
-                   total_steps: int, freeze_backbone_steps: int = 0,
-                   decay_all: bool = False) -> optax.GradientTransformation:
+def make_optimizer(
+    *,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    total_steps: int,
+    freeze_backbone_steps: int = 0,
+    decay_all: bool = False,
+) -> optax.GradientTransformation:
     """SGD with momentum, l2 decay added to the gradient (PyTorch semantics), one cosine cycle.
 
     The decay applies to convolution and dense kernels (:func:`weight_decay_mask`), or, with ``decay_all``,
@@ -54,32 +60,39 @@ def make_optimizer(*, learning_rate: float, momentum: float, weight_decay: float
     schedule = lr_schedule(learning_rate=learning_rate, total_steps=total_steps)
 
     def sgd(schedule):
-        return optax.chain(optax.add_decayed_weights(weight_decay, mask=None if decay_all else weight_decay_mask),
-                           optax.sgd(schedule, momentum=momentum))
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay, mask=None if decay_all else weight_decay_mask),
+            optax.sgd(schedule, momentum=momentum),
+        )
 
     if freeze_backbone_steps <= 0:
         return sgd(schedule)
     late = lambda count: schedule(count + freeze_backbone_steps)  # the inner count starts when unfrozen
     frozen = optax.conditionally_mask(sgd(late), lambda step: step >= freeze_backbone_steps)
-    labels = lambda params: {name: jax.tree_util.tree_map(lambda _: "backbone" if name == "backbone" else "rest", sub)
-                             for name, sub in params.items()}
+    labels = lambda params: {
+        name: jax.tree_util.tree_map(lambda _: "backbone" if name == "backbone" else "rest", sub)
+        for name, sub in params.items()
+    }
     return optax.multi_transform({"backbone": frozen, "rest": sgd(schedule)}, labels)
 
 
-def init_state(key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation,
-               image_size: int) -> TrainState:
+def init_state(
+    key: jax.Array, *, model: PretextNet, optimizer: optax.GradientTransformation, image_size: int
+) -> TrainState:
     variables = model.init(key, jnp.zeros((1, image_size, image_size, 3)), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.int32(0), params=params, batch_stats=variables["batch_stats"],
-                      opt_state=optimizer.init(params))
+    return TrainState(
+        step=jnp.int32(0), params=params, batch_stats=variables["batch_stats"], opt_state=optimizer.init(params)
+    )
 
 
 def checkpoint_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
     """Checkpoints in ``WORKDIR/checkpoints``, written synchronously: a failed write raises at the save that
     failed (and leaves the previous checkpoints intact) instead of in a background thread later."""
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                                      enable_async_checkpointing=False))
+    return ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+    )
 
 
 def tree_bytes(tree) -> int:
@@ -97,5 +110,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: TrainState, *, step: i
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except (ValueError, KeyError, TypeError) as error:  # Orbax refuses a tree that does not match
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise WorkdirError(f"the checkpoint of step {step} in {manager.directory} does not fit this run's model "
-                           f"({first}): it was written by another configuration; use another --workdir.") from None
+        raise WorkdirError(
+            f"the checkpoint of step {step} in {manager.directory} does not fit this run's model "
+            f"({first}): it was written by another configuration; use another --workdir."
+        ) from None

@@ -24,8 +24,11 @@ def main(argv):
     cli.require(FLAGS.workdir, "--workdir is required: the folder for checkpoints, metrics and results.json")
     cli.require(FLAGS.config, "--config is required, e.g. --config=configs/demo.py")
     try:
-        distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
+        distributed.initialize(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
     except ValueError as e:
         raise cli.UsageError(str(e)) from None
     results = experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir, startup_seconds=startup_seconds)

@@ -138,8 +138,9 @@ def _hue(image, shift, region):
     return jnp.clip(hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + shift) % 1.0)), 0.0, 1.0)
 
 
-def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, region=None,
-                 order: str = "random") -> jax.Array:
+def color_jitter(
+    key: jax.Array, image: jax.Array, *, strength: float = JITTER, region=None, order: str = "random"
+) -> jax.Array:
     """Brightness, contrast, saturation (factors in [1−s, 1+s]) and hue (shift in [−s, s]).
 
     ``order='random'`` applies the four in a random order per call, as torchvision's ``ColorJitter``
@@ -154,9 +155,14 @@ def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, 
         k_order, key = jax.random.split(key)
     k_b, k_c, k_s, k_h = jax.random.split(key, 4)
     lo, hi = 1.0 - strength, 1.0 + strength
-    factors = jnp.stack([jax.random.uniform(k_b, minval=lo, maxval=hi), jax.random.uniform(k_c, minval=lo, maxval=hi),
-                         jax.random.uniform(k_s, minval=lo, maxval=hi),
-                         jax.random.uniform(k_h, minval=-strength, maxval=strength)])
+    factors = jnp.stack(
+        [
+            jax.random.uniform(k_b, minval=lo, maxval=hi),
+            jax.random.uniform(k_c, minval=lo, maxval=hi),
+            jax.random.uniform(k_s, minval=lo, maxval=hi),
+            jax.random.uniform(k_h, minval=-strength, maxval=strength),
+        ]
+    )
     weights = jnp.ones(image.shape[:2]) if region is None else region
     ops = [_brightness, _contrast] + ([_saturation, _hue] if image.shape[-1] == 3 else [])
     if order == "fixed":
@@ -185,8 +191,9 @@ def color_jitter(key: jax.Array, image: jax.Array, *, strength: float = JITTER, 
     return out
 
 
-def jitter_images(key: jax.Array, images_BxHxWxC: jax.Array, *, strength: float = JITTER,
-                  order: str = "random") -> jax.Array:
+def jitter_images(
+    key: jax.Array, images_BxHxWxC: jax.Array, *, strength: float = JITTER, order: str = "random"
+) -> jax.Array:
     """Whole-image colour jitter of each image of a batch (the CutPaste ports' augmentation before the edit)."""
     keys = jax.random.split(key, images_BxHxWxC.shape[0])
     return jax.vmap(lambda k, x: color_jitter(k, x, strength=strength, order=order))(keys, images_BxHxWxC)
@@ -200,8 +207,9 @@ def _gather(image: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     return image[r, c]
 
 
-def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
-             jitter_order: str = "random") -> tuple[jax.Array, jax.Array]:
+def cutpaste(
+    key: jax.Array, image: jax.Array, *, jitter: float = JITTER, jitter_order: str = "random"
+) -> tuple[jax.Array, jax.Array]:
     """CutPaste: a rectangle cut at a random source, colour-jittered, pasted at a random destination."""
     height, width, _ = image.shape
     k_size, k_src, k_dst, k_jit = jax.random.split(key, 4)
@@ -216,8 +224,14 @@ def cutpaste(key: jax.Array, image: jax.Array, *, jitter: float = JITTER,
     return jnp.where(mask[..., None] > 0, patch, image), mask
 
 
-def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER, scale: float | None = None,
-                  jitter_order: str = "random") -> tuple[jax.Array, jax.Array]:
+def cutpaste_scar(
+    key: jax.Array,
+    image: jax.Array,
+    *,
+    jitter: float = JITTER,
+    scale: float | None = None,
+    jitter_order: str = "random",
+) -> tuple[jax.Array, jax.Array]:
     """CutPaste-Scar: a thin rectangle cut, jittered, rotated by U[−45°, 45°] and pasted.
 
     Width U[2, 16] and length U[10, 25] pixels are those of a 256 px image and scale with the image
@@ -251,8 +265,9 @@ def cutpaste_scar(key: jax.Array, image: jax.Array, *, jitter: float = JITTER, s
     along = cos * dr + sin * dc
     across = -sin * dr + cos * dc
     mask = ((jnp.abs(along) < scar_l / 2) & (jnp.abs(across) < scar_w / 2)).astype(jnp.float32)
-    source = _box_mask(top=src_row - scar_l / 2, left=src_col - scar_w / 2, box_h=scar_l, box_w=scar_w,
-                       height=height, width=width)
+    source = _box_mask(
+        top=src_row - scar_l / 2, left=src_col - scar_w / 2, box_h=scar_l, box_w=scar_w, height=height, width=width
+    )
     jittered = color_jitter(k_jit, image, strength=jitter, region=source, order=jitter_order)
     patch = _gather(jittered, src_row + along, src_col + across)
     return jnp.where(mask[..., None] > 0, patch, image), mask
@@ -274,8 +289,15 @@ def num_classes(name: str) -> int:
     return 3 if name == "cpf" else 2
 
 
-def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = "random",
-             scar_scale: float | None = None, jitter_order: str = "random") -> Edit:
+def edit_one(
+    key: jax.Array,
+    image: jax.Array,
+    *,
+    name: str,
+    cutout_fill: str = "random",
+    scar_scale: float | None = None,
+    jitter_order: str = "random",
+) -> Edit:
     """Apply transform ``name`` (co, cp, cps, cpf) to one image; returns the edit with its class."""
     if name == "co":
         edited, mask = cutout(key, image, fill=cutout_fill)
@@ -291,14 +313,22 @@ def edit_one(key: jax.Array, image: jax.Array, *, name: str, cutout_fill: str = 
         scar = jax.random.bernoulli(k_pick)
         cp_img, cp_mask = cutpaste(k_edit, image, jitter_order=jitter_order)
         sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale, jitter_order=jitter_order)
-        return Edit(jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask),
-                    jnp.where(scar, 2, 1).astype(jnp.int32))
+        return Edit(
+            jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask), jnp.where(scar, 2, 1).astype(jnp.int32)
+        )
     raise ValueError(f"unknown transform {name!r}; expected one of {TRANSFORM_NAMES}")
 
 
-def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str = "bernoulli",
-                   cutout_fill: str = "random", scar_scale: float | None = None,
-                   jitter_order: str = "random") -> Edit:
+def assemble_batch(
+    key: jax.Array,
+    images: jax.Array,
+    *,
+    name: str,
+    pairing: str = "bernoulli",
+    cutout_fill: str = "random",
+    scar_scale: float | None = None,
+    jitter_order: str = "random",
+) -> Edit:
     """Build pretext inputs from source images B×H×W×C (paper eq. 2).
 
     ``pairing='bernoulli'``: each sample kept original with probability ½, else transformed (B inputs).
@@ -306,18 +336,26 @@ def assemble_batch(key: jax.Array, images: jax.Array, *, name: str, pairing: str
     """
     batch = images.shape[0]
     k_edit, k_keep = jax.random.split(key)
-    edits = jax.vmap(lambda k, x: edit_one(k, x, name=name, cutout_fill=cutout_fill, scar_scale=scar_scale,
-                                           jitter_order=jitter_order))(jax.random.split(k_edit, batch), images)
+    edits = jax.vmap(
+        lambda k, x: edit_one(
+            k, x, name=name, cutout_fill=cutout_fill, scar_scale=scar_scale, jitter_order=jitter_order
+        )
+    )(jax.random.split(k_edit, batch), images)
     zeros = jnp.zeros(images.shape[:3], jnp.float32)
     if pairing == "paired":
-        return Edit(jnp.concatenate([images, edits.images]), jnp.concatenate([zeros, edits.masks]),
-                    jnp.concatenate([jnp.zeros((batch,), jnp.int32), edits.classes]))
+        return Edit(
+            jnp.concatenate([images, edits.images]),
+            jnp.concatenate([zeros, edits.masks]),
+            jnp.concatenate([jnp.zeros((batch,), jnp.int32), edits.classes]),
+        )
     if pairing != "bernoulli":
         raise ValueError(f"pairing must be 'bernoulli' or 'paired', got {pairing!r}")
     keep = jax.random.bernoulli(k_keep, 0.5, (batch,))
-    return Edit(jnp.where(keep[:, None, None, None], images, edits.images),
-                jnp.where(keep[:, None, None], zeros, edits.masks),
-                jnp.where(keep, 0, edits.classes).astype(jnp.int32))
+    return Edit(
+        jnp.where(keep[:, None, None, None], images, edits.images),
+        jnp.where(keep[:, None, None], zeros, edits.masks),
+        jnp.where(keep, 0, edits.classes).astype(jnp.int32),
+    )
 
 
 def scar_scale(image_size: int, *, rule: str = "relative") -> float:
@@ -334,6 +372,22 @@ def scar_size_range(image_size: int, *, rule: str = "relative") -> tuple[tuple[f
     return ((SCAR_WIDTH[0] * scale, SCAR_WIDTH[1] * scale), (SCAR_LENGTH[0] * scale, SCAR_LENGTH[1] * scale))
 
 
-__all__ = ["cutout", "cutpaste", "cutpaste_scar", "color_jitter", "jitter_images", "rgb_to_hsv", "hsv_to_rgb",
-           "edit_one", "assemble_batch", "Edit", "num_classes", "sample_box_size", "TRANSFORM_NAMES",
-           "SCAR_SIZE_RULES", "JITTER_ORDERS", "scar_scale", "scar_size_range"]
+__all__ = [
+    "cutout",
+    "cutpaste",
+    "cutpaste_scar",
+    "color_jitter",
+    "jitter_images",
+    "rgb_to_hsv",
+    "hsv_to_rgb",
+    "edit_one",
+    "assemble_batch",
+    "Edit",
+    "num_classes",
+    "sample_box_size",
+    "TRANSFORM_NAMES",
+    "SCAR_SIZE_RULES",
+    "JITTER_ORDERS",
+    "scar_scale",
+    "scar_size_range",
+]

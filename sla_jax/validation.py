@@ -32,8 +32,10 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
             hint = f' Did you mean "{prefix}{close[0]}"?' if close else ""
-            raise ConfigError(f"config.{name} is not a known key.{hint} The known keys of "
-                              f"config.{prefix or '.'} are {sorted(defaults.keys())}")
+            raise ConfigError(
+                f"config.{name} is not a known key.{hint} The known keys of "
+                f"config.{prefix or '.'} are {sorted(defaults.keys())}"
+            )
         value, default = config[key], defaults[key]
         if value is None:  # a required placeholder left unset: the range checks below name it
             continue
@@ -45,14 +47,18 @@ def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
         kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), tuple: (tuple, list)}
         allowed = kinds.get(type(default), (type(default),))
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise ConfigError(f"config.{name}={value!r} has type {type(value).__name__}; it must be "
-                              f"{type(default).__name__} (default {default!r})")
+            raise ConfigError(
+                f"config.{name}={value!r} has type {type(value).__name__}; it must be "
+                f"{type(default).__name__} (default {default!r})"
+            )
         if isinstance(default, tuple) and default:
             kind = type(default[0])
-            if any(not isinstance(v, kinds.get(kind, (kind,))) or isinstance(v, bool) is not (kind is bool)
-                   for v in value):
-                raise ConfigError(f"config.{name}={tuple(value)!r} must hold {kind.__name__} values "
-                                  f"(default {default!r})")
+            if any(
+                not isinstance(v, kinds.get(kind, (kind,))) or isinstance(v, bool) is not (kind is bool) for v in value
+            ):
+                raise ConfigError(
+                    f"config.{name}={tuple(value)!r} must hold {kind.__name__} values (default {default!r})"
+                )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -65,7 +71,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             "no dataset given: set --config.data.root=/path/to/mvtec_anomaly_detection (or any folder in MVTec AD "
             "layout) and --config.data.category=bottle (a sub-folder of root), or train on the embedded demo "
-            "data with --config=configs/demo.py")
+            "data with --config=configs/demo.py"
+        )
     if config.data.demo and not config.data.category:
         raise ConfigError("config.data.category is empty: the demo data has categories weave, tile, washer")
     _choice("transform.name", config.transform.name, TRANSFORM_NAMES)
@@ -75,13 +82,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _choice("train.weight_decay_on", config.train.weight_decay_on, ("weights", "all"))
     _choice("eval.density", config.eval.density, DENSITIES)
     if config.eval.density == "kde" and config.localization.patch_size and config.localization.gde != "shared":
-        raise ConfigError("config.eval.density='kde' with patches needs config.localization.gde='shared' (one KDE "
-                          "on all training patches)")
+        raise ConfigError(
+            "config.eval.density='kde' with patches needs config.localization.gde='shared' (one KDE "
+            "on all training patches)"
+        )
     _choice("transform.scar_size", config.transform.scar_size, SCAR_SIZE_RULES)
     _choice("transform.jitter_order", config.transform.jitter_order, JITTER_ORDERS)
     if not 0 <= config.transform.global_jitter < 1:
-        raise ConfigError(f"config.transform.global_jitter={config.transform.global_jitter} must lie in [0, 1) "
-                          "(CutPaste: 0.1; 0 turns it off)")
+        raise ConfigError(
+            f"config.transform.global_jitter={config.transform.global_jitter} must lie in [0, 1) "
+            "(CutPaste: 0.1; 0 turns it off)"
+        )
     _choice("labels.mode", config.labels.mode, LABEL_MODES)
     _choice("model.stem", config.model.stem, STEMS)
     _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
@@ -89,21 +100,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not config.labels.alpha >= 0:
         raise ConfigError(f"config.labels.alpha={config.labels.alpha} must be >= 0 (the paper uses 10)")
     if not 0 < config.labels.epsilon < 3:
-        raise ConfigError(f"config.labels.epsilon={config.labels.epsilon} must lie in (0, 3): Δ sums 3 channels "
-                          "of [0, 1] values (the paper uses 0.02)")
+        raise ConfigError(
+            f"config.labels.epsilon={config.labels.epsilon} must lie in (0, 3): Δ sums 3 channels "
+            "of [0, 1] values (the paper uses 0.02)"
+        )
     if config.labels.mode == "smooth" and not config.labels.tau > 0:
-        raise ConfigError(f"config.labels.tau={config.labels.tau} must be > 0 for labels.mode='smooth' "
-                          "(e.g. 0.005; smaller is closer to the paper's step)")
+        raise ConfigError(
+            f"config.labels.tau={config.labels.tau} must be > 0 for labels.mode='smooth' "
+            "(e.g. 0.005; smaller is closer to the paper's step)"
+        )
     for name in config.labels.learn:
         _choice("labels.learn", name, ("alpha", "epsilon"))
     if "epsilon" in config.labels.learn and config.labels.mode != "smooth":
-        raise ConfigError("config.labels.learn contains 'epsilon' but labels.mode is not 'smooth': the step "
-                          "1{Δ > ε} has no gradient in ε; set --config.labels.mode=smooth")
+        raise ConfigError(
+            "config.labels.learn contains 'epsilon' but labels.mode is not 'smooth': the step "
+            "1{Δ > ε} has no gradient in ε; set --config.labels.mode=smooth"
+        )
     if config.labels.learn and config.labels.mode == "hard":
         raise ConfigError("config.labels.learn is set but labels.mode='hard': hard labels do not depend on α or ε")
     if not config.model.head or min(config.model.head) < 1:
-        raise ConfigError(f"config.model.head={tuple(config.model.head)!r} must be one or more positive widths, "
-                          "e.g. (512, 128)")
+        raise ConfigError(
+            f"config.model.head={tuple(config.model.head)!r} must be one or more positive widths, e.g. (512, 128)"
+        )
     if config.data.image_size < 32:
         raise ConfigError(f"config.data.image_size={config.data.image_size} must be >= 32")
     if config.train.steps < 0:
@@ -111,8 +129,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     n_dev = jax.device_count()
     per = 2 * n_dev if config.transform.pairing == "paired" else n_dev
     if config.train.batch_size <= 0 or config.train.batch_size % per:
-        raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be a positive multiple of {per} "
-                          f"({n_dev} device(s){', paired: originals and edits' if per > n_dev else ''})")
+        raise ConfigError(
+            f"config.train.batch_size={config.train.batch_size} must be a positive multiple of {per} "
+            f"({n_dev} device(s){', paired: originals and edits' if per > n_dev else ''})"
+        )
     for key in ("learning_rate", "checkpoint_every", "log_every", "keep_checkpoints"):
         if not config.train[key] > 0:
             raise ConfigError(f"config.train.{key}={config.train[key]} must be > 0")
@@ -121,22 +141,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.train.steps_per_call={per_call!r} must be an integer >= 1")
     for key in ("log_every", "checkpoint_every"):
         if config.train[key] % per_call:
-            raise ConfigError(f"config.train.{key}={config.train[key]} is not a multiple of config.train.steps_per_call="
-                              f"{per_call}: a run of steps cut short there compiles a program of its own; choose "
-                              f"a multiple of {per_call}")
+            raise ConfigError(
+                f"config.train.{key}={config.train[key]} is not a multiple of config.train.steps_per_call="
+                f"{per_call}: a run of steps cut short there compiles a program of its own; choose "
+                f"a multiple of {per_call}"
+            )
     loc = config.localization
     _choice("localization.gde", loc.gde, ("shared", "per_position"))
     if loc.patch_size:
         if not 0 < loc.patch_size <= config.data.image_size:
-            raise ConfigError(f"config.localization.patch_size={loc.patch_size} must lie in (0, data.image_size="
-                              f"{config.data.image_size}]")
+            raise ConfigError(
+                f"config.localization.patch_size={loc.patch_size} must lie in (0, data.image_size="
+                f"{config.data.image_size}]"
+            )
         for key in ("stride", "train_stride", "batch_size"):
             if not loc[key] > 0:
                 raise ConfigError(f"config.localization.{key}={loc[key]} must be > 0")
         if (config.data.image_size - loc.patch_size) % loc.stride:
-            raise ConfigError(f"config.data.image_size - config.localization.patch_size = "
-                              f"{config.data.image_size - loc.patch_size} must be a multiple of "
-                              f"config.localization.stride={loc.stride}, so the upsampled map covers the image")
+            raise ConfigError(
+                f"config.data.image_size - config.localization.patch_size = "
+                f"{config.data.image_size - loc.patch_size} must be a multiple of "
+                f"config.localization.stride={loc.stride}, so the upsampled map covers the image"
+            )
         if loc.gde == "per_position" and loc.train_stride != loc.stride:
             raise ConfigError("config.localization.gde='per_position' needs localization.train_stride == stride")
         if loc.sigma <= 0:
@@ -155,23 +181,31 @@ def _validate_init(config: ml_collections.ConfigDict) -> None:
     """``model.init``: a converted weights file for the ImageNet stem; ``train.freeze_steps`` >= 0."""
     init = config.model.init
     if init is None:
-        raise ConfigError("this config needs --config.model.init=/path/to/resnet18.npz: backbone weights converted by "
-                          "python -m sla_jax.convert_weights (README, 'Pretrained weights')")
+        raise ConfigError(
+            "this config needs --config.model.init=/path/to/resnet18.npz: backbone weights converted by "
+            "python -m sla_jax.convert_weights (README, 'Pretrained weights')"
+        )
     if config.train.freeze_steps < 0:
         raise ConfigError(f"config.train.freeze_steps={config.train.freeze_steps} must be >= 0")
     if not init:
         return
     if init.endswith((".pth", ".pt")):
-        raise ConfigError(f"config.model.init={init!r} is a PyTorch file: convert it once with "
-                          f"python -m sla_jax.convert_weights {init} resnet18.npz and pass the .npz")
+        raise ConfigError(
+            f"config.model.init={init!r} is a PyTorch file: convert it once with "
+            f"python -m sla_jax.convert_weights {init} resnet18.npz and pass the .npz"
+        )
     if not init.endswith(CONVERTED_SUFFIXES):
-        raise ConfigError(f"config.model.init={init!r} must be a {' or '.join(CONVERTED_SUFFIXES)} file written by "
-                          "python -m sla_jax.convert_weights")
+        raise ConfigError(
+            f"config.model.init={init!r} must be a {' or '.join(CONVERTED_SUFFIXES)} file written by "
+            "python -m sla_jax.convert_weights"
+        )
     if not os.path.isfile(init):
         raise ConfigError(f"config.model.init={init!r}: no such file")
     if config.model.stem != "imagenet":
-        raise ConfigError(f"config.model.init needs config.model.stem='imagenet' (torchvision's 7×7/2 stem), got "
-                          f"{config.model.stem!r}")
+        raise ConfigError(
+            f"config.model.init needs config.model.stem='imagenet' (torchvision's 7×7/2 stem), got "
+            f"{config.model.stem!r}"
+        )
 
 
 def validate_ensemble(config: ml_collections.ConfigDict) -> None:
@@ -179,8 +213,10 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
     validate(config)
     ens = config.ensemble
     if config.labels.mode == "hard":
-        raise ConfigError("config.labels.mode='hard' with an ensemble: α members need soft or smooth labels; "
-                          "hard-label members come from config.ensemble.hard=True")
+        raise ConfigError(
+            "config.labels.mode='hard' with an ensemble: α members need soft or smooth labels; "
+            "hard-label members come from config.ensemble.hard=True"
+        )
     if config.model.init:
         raise ConfigError("config.model.init is not supported with an ensemble yet: members start from random init")
     _choice("train.ensemble_strategy", config.train.get("ensemble_strategy", "auto"), ("auto", *ENSEMBLE_STRATEGIES))
@@ -197,8 +233,12 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
         if not 0 < e < 3:
             raise ConfigError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
     if config.localization.patch_size:
-        raise ConfigError("config.localization.patch_size > 0 with an ensemble: patch models are not vmapped; "
-                          "set --config.localization.patch_size=0")
+        raise ConfigError(
+            "config.localization.patch_size > 0 with an ensemble: patch models are not vmapped; "
+            "set --config.localization.patch_size=0"
+        )
     if config.eval.density != "gde":
-        raise ConfigError("config.eval.density='kde' with an ensemble: the members are scored by vmapped "
-                          "Gaussians; set --config.eval.density=gde")
+        raise ConfigError(
+            "config.eval.density='kde' with an ensemble: the members are scored by vmapped "
+            "Gaussians; set --config.eval.density=gde"
+        )

@@ -31,17 +31,21 @@ def _check_writable(path: Path) -> None:
     try:
         write_probe(path)
     except OSError as error:
-        raise WorkdirError(f"cannot write to the workdir {path} ({error.strerror or error}). Choose a writable "
-                           "--workdir, or fix its permissions and free space.") from error
+        raise WorkdirError(
+            f"cannot write to the workdir {path} ({error.strerror or error}). Choose a writable "
+            "--workdir, or fix its permissions and free space."
+        ) from error
 
 
 def check_free_space(path: str | os.PathLike, *, needed_bytes: int) -> None:
     """Raise when the file system of ``path`` has less than ``needed_bytes`` free."""
     free = shutil.disk_usage(path).free
     if free < needed_bytes:
-        raise WorkdirError(f"the workdir {path} has {free / 2**20:.0f} MiB free, but this run needs about "
-                           f"{needed_bytes / 2**20:.0f} MiB for its checkpoints. Free space, lower "
-                           "--config.train.keep_checkpoints, or choose another --workdir.")
+        raise WorkdirError(
+            f"the workdir {path} has {free / 2**20:.0f} MiB free, but this run needs about "
+            f"{needed_bytes / 2**20:.0f} MiB for its checkpoints. Free space, lower "
+            "--config.train.keep_checkpoints, or choose another --workdir."
+        )
 
 
 def _holder(fd: int) -> dict:
@@ -72,15 +76,22 @@ def claimed(workdir: str | os.PathLike, *, log=print):
             raise WorkdirError(
                 f"the workdir {path} is in use by another run (pid {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}, since {holder.get('since', '?')}). Wait for it to finish or stop "
-                "it, or use another --workdir.") from None
+                "it, or use another --workdir."
+            ) from None
         stale = _holder(fd)
         if stale:
-            log(f"taking over a stale lock of {path} (pid {stale.get('pid', '?')} on {stale.get('host', '?')} "
-                "is no longer running it)")
+            log(
+                f"taking over a stale lock of {path} (pid {stale.get('pid', '?')} on {stale.get('host', '?')} "
+                "is no longer running it)"
+            )
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ).encode(),
+        )
         os.fsync(fd)
         try:
             yield path

@@ -31,9 +31,17 @@ window.addEventListener("load", () => {
   document.body.appendChild(out);
 });
 </script>"""
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--allow-file-access-from-files"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",
+]
 
 
 def chromium() -> str:
@@ -57,8 +65,11 @@ def check_page(page: Path, *, screenshot: Path | None = None, timeout: float = 1
     try:
         with tempfile.TemporaryDirectory() as profile:
             run = lambda *extra: subprocess.run(  # noqa: E731
-                [binary, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *extra,
-                 probe.as_uri()], capture_output=True, text=True, timeout=timeout)
+                [binary, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", *extra, probe.as_uri()],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             done = run("--dump-dom")
             if screenshot is not None:
                 run(f"--screenshot={screenshot}", "--window-size=1200,2400", "--hide-scrollbars")

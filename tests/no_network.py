@@ -7,9 +7,19 @@ LOG, so a test can assert that nothing was even tried (a refused attempt might b
 import runpy
 import sys
 
-BLOCKED = ("socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-           "socket.sendto", "socket.sendmsg", "urllib.Request", "http.client.connect", "ftplib.connect",
-           "smtplib.connect")
+BLOCKED = (
+    "socket.connect",
+    "socket.bind",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.gethostbyaddr",
+    "socket.sendto",
+    "socket.sendmsg",
+    "urllib.Request",
+    "http.client.connect",
+    "ftplib.connect",
+    "smtplib.connect",
+)
 
 
 def main() -> None:

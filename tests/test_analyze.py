@@ -40,13 +40,28 @@ def test_cutpaste_on_flat_grey_matches_the_closed_form():
 
 def test_command_line_writes_table_json_and_plot(tmp_path):
     root = tmp_path / "data"
-    synthetic.write_demo_dataset(root, seed=0, categories=("weave", "tile"), n_train=6, n_test_good=2, n_test_defect=2,
-                            size=64)
+    synthetic.write_demo_dataset(
+        root, seed=0, categories=("weave", "tile"), n_train=6, n_test_good=2, n_test_defect=2, size=64
+    )
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.analyze", f"--dataset={root / 'weave'}",
-                           f"--dataset={root / 'tile'}", "--trials=100", "--every=50", "--image_size=32",
-                           "--transforms=co,cps", f"--out={out}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.analyze",
+            f"--dataset={root / 'weave'}",
+            f"--dataset={root / 'tile'}",
+            "--trials=100",
+            "--every=50",
+            "--image_size=32",
+            "--transforms=co,cps",
+            f"--out={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "weave: invalid edits CO" in proc.stdout
     results = json.loads((out / "analysis.json").read_text())

@@ -66,8 +66,9 @@ def cat(tmp_path: Path) -> Path:
 
 
 def _load(cat: Path, split: str, tmp_path: Path, **options) -> data.Split:
-    return data.load_split(cat.parent, category=cat.name, split=split, image_size=SIZE,
-                           cache_dir=tmp_path / "cache", **options)
+    return data.load_split(
+        cat.parent, category=cat.name, split=split, image_size=SIZE, cache_dir=tmp_path / "cache", **options
+    )
 
 
 def _error(cat: Path, split: str, tmp_path: Path, **options) -> str:
@@ -244,9 +245,15 @@ def test_fuzz_random_bytes(content):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mode=st.sampled_from(MODES), fmt=st.sampled_from(FORMATS), width=st.integers(1, 40),
-       height=st.integers(1, 40), seed=st.integers(0, 2**16), cut=st.floats(0.0, 1.0),
-       flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4))
+@given(
+    mode=st.sampled_from(MODES),
+    fmt=st.sampled_from(FORMATS),
+    width=st.integers(1, 40),
+    height=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=4),
+)
 def test_fuzz_random_modes_formats_and_corruptions(mode, fmt, width, height, seed, cut, flips):
     """Random images of every mode, saved in every format PIL will write them in, then cut short and with
     random bytes overwritten."""

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(script: str, *args: str, timeout: float = 900) -> str:
-    done = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -40,8 +41,19 @@ def test_gde_benchmark_matches_scikit_learn(tmp_path):
 
 @pytest.mark.slow
 def test_train_step_benchmark_runs_both_frameworks(tmp_path):
-    run("train_step.py", "--sizes", "32", "--batch", "4", "--steps", "2", "--variants", "jax,torch",
-        "--out", str(tmp_path / "t.json"))
+    run(
+        "train_step.py",
+        "--sizes",
+        "32",
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--variants",
+        "jax,torch",
+        "--out",
+        str(tmp_path / "t.json"),
+    )
     rows = {r["variant"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert set(rows) == {"jax", "torch"} and rows["torch"]["vs_torch"] == 1.0
     assert rows["jax"]["flops_per_step"] > 1e8 and rows["jax"]["gflops"] > 0
@@ -49,8 +61,23 @@ def test_train_step_benchmark_runs_both_frameworks(tmp_path):
 
 @pytest.mark.slow
 def test_step_parts_times_the_step_and_its_parts(tmp_path):
-    run("step_parts.py", "--config", "configs/cps_cpu.py", "--set", "data.image_size=32", "--set", "train.batch_size=8",
-        "--set", "model.head=(32,)", "--steps", "1", "--rounds", "1", "--out", str(tmp_path / "p.json"))
+    run(
+        "step_parts.py",
+        "--config",
+        "configs/cps_cpu.py",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "model.head=(32,)",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--out",
+        str(tmp_path / "p.json"),
+    )
     record = json.loads((tmp_path / "p.json").read_text())
     rows = {r["part"]: r for r in record["rows"]}
     assert record["meta"]["size"] == 32 and record["meta"]["batch"] == 8
@@ -61,9 +88,27 @@ def test_step_parts_times_the_step_and_its_parts(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
-    out = run("gpu.py", "--size", "64", "--batches", "8", "--dtypes", "float32,bfloat16", "--steps", "2",
-              "--long_steps", "3", "--members", "2", "--loc_repeats", "1", "--matmul_n", "256",
-              "--out", str(tmp_path / "gpu.json"))
+    out = run(
+        "gpu.py",
+        "--size",
+        "64",
+        "--batches",
+        "8",
+        "--dtypes",
+        "float32,bfloat16",
+        "--steps",
+        "2",
+        "--long_steps",
+        "3",
+        "--members",
+        "2",
+        "--loc_repeats",
+        "1",
+        "--matmul_n",
+        "256",
+        "--out",
+        str(tmp_path / "gpu.json"),
+    )
     record = json.loads((tmp_path / "gpu.json").read_text())
     assert {(r["batch"], r["dtype"]) for r in record["rows"]} == {(8, "float32"), (8, "bfloat16")}
     for row in record["rows"]:  # counted FLOPs: 3 forward passes less the stem's input gradient (test_flops.py)
@@ -80,14 +125,24 @@ def test_peer_summary_averages_checkpoints_every_seed_has():
     from bench.peer_cutpaste import summarize
 
     def sla(seed, curve):
-        return {"category": "c", "impl": "sla_jax", "seed": seed, "image_auroc": curve["750"][0],
-                "train_seconds": curve["750"][1], "checkpoint_auroc": {k: a for k, (a, _) in curve.items()},
-                "checkpoint_seconds": {k: t for k, (_, t) in curve.items()}}
+        return {
+            "category": "c",
+            "impl": "sla_jax",
+            "seed": seed,
+            "image_auroc": curve["750"][0],
+            "train_seconds": curve["750"][1],
+            "checkpoint_auroc": {k: a for k, (a, _) in curve.items()},
+            "checkpoint_seconds": {k: t for k, (_, t) in curve.items()},
+        }
 
-    records = [{"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": t}
-               for s, a, t in [(0, 0.80, 1000.0), (1, 0.70, 1200.0)]]
-    records += [sla(0, {"250": (0.60, 300.0), "500": (0.76, 600.0), "750": (0.80, 900.0)}),
-                sla(1, {"250": (0.70, 320.0), "375": (0.99, 450.0), "500": (0.74, 640.0), "750": (0.78, 960.0)})]
+    records = [
+        {"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": t}
+        for s, a, t in [(0, 0.80, 1000.0), (1, 0.70, 1200.0)]
+    ]
+    records += [
+        sla(0, {"250": (0.60, 300.0), "500": (0.76, 600.0), "750": (0.80, 900.0)}),
+        sla(1, {"250": (0.70, 320.0), "375": (0.99, 450.0), "500": (0.74, 640.0), "750": (0.78, 960.0)}),
+    ]
     entry = summarize(records)["c"]
     assert [c["step"] for c in entry["sla_jax_curve"]] == [250, 500, 750]
     assert entry["sla_jax_curve"][1] == pytest.approx({"step": 500, "auroc": 0.75, "seconds": 620.0})
@@ -105,10 +160,22 @@ def test_peer_summary_spread_and_welch_p_against_closed_form():
     from bench.peer_cutpaste import summarize
 
     port, sla = [0.9888, 1.0000, 0.9933], [0.9866, 0.9688, 0.9955, 0.9700]
-    records = [{"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": 1.0}
-               for s, a in enumerate(port)]
-    records += [{"category": "c", "impl": "sla_jax", "seed": s, "image_auroc": a, "train_seconds": 1.0,
-                 "checkpoint_auroc": {"750": a}, "checkpoint_seconds": {"750": 1.0}} for s, a in enumerate(sla)]
+    records = [
+        {"category": "c", "impl": "pytorch-cutpaste", "seed": s, "image_auroc": a, "train_seconds": 1.0}
+        for s, a in enumerate(port)
+    ]
+    records += [
+        {
+            "category": "c",
+            "impl": "sla_jax",
+            "seed": s,
+            "image_auroc": a,
+            "train_seconds": 1.0,
+            "checkpoint_auroc": {"750": a},
+            "checkpoint_seconds": {"750": 1.0},
+        }
+        for s, a in enumerate(sla)
+    ]
     entry = summarize(records)["c"]
     va, vb = np.var(sla, ddof=1) / len(sla), np.var(port, ddof=1) / len(port)
     t = (np.mean(sla) - np.mean(port)) / np.sqrt(va + vb)
@@ -147,8 +214,9 @@ def test_peer_port_runs_adopted_from_an_earlier_out(tmp_path):
 def write_scores_file(workdir, paths, labels, scores):
     """A run folder's ``scores.csv``, as sla_jax.evaluate writes it."""
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = ["path,defect_type,label,score"] + [f"{p},{'crack' if y else 'good'},{y},{float(s)!r}"
-                                                for p, y, s in zip(paths, labels, scores)]
+    rows = ["path,defect_type,label,score"] + [
+        f"{p},{'crack' if y else 'good'},{y},{float(s)!r}" for p, y, s in zip(paths, labels, scores)
+    ]
     (workdir / "scores.csv").write_text("\n".join(rows) + "\n")
 
 
@@ -178,8 +246,12 @@ def test_auroc_spread_against_sklearn_and_hanley_mcneil(tmp_path):
     out = run("auroc_spread.py", "--workdir", str(workdir), "--resamples", "200", "--out", str(tmp_path / "o"))
     record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
     assert record["runs"][0]["image_auroc"] == pytest.approx(a, abs=1e-12) and "bootstrap sd" in out
-    missing = subprocess.run([sys.executable, str(REPO / "bench" / "auroc_spread.py"), "--workdir", str(tmp_path)],
-                             capture_output=True, text=True, cwd=REPO)
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "auroc_spread.py"), "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert missing.returncode != 0 and "scores.csv not found" in missing.stderr
 
 
@@ -232,21 +304,29 @@ def test_paired_auroc_difference_against_sklearn_and_delong(tmp_path):
     write_scores_file(tmp_path / "b", [paths[i] for i in order], labels[order], b[order])
     scores_RxN, labels_N = aligned_scores([str(tmp_path / "a"), str(tmp_path / "b")])
     assert roc_auc_score(labels_N, scores_RxN[1]) == pytest.approx(roc_auc_score(labels, b), abs=1e-12)
-    out = run("auroc_spread.py", f"--pair={tmp_path / 'a'},{tmp_path / 'b'}", "--resamples", "300",
-              "--out", str(tmp_path / "o"))
+    out = run(
+        "auroc_spread.py",
+        f"--pair={tmp_path / 'a'},{tmp_path / 'b'}",
+        "--resamples",
+        "300",
+        "--out",
+        str(tmp_path / "o"),
+    )
     record = json.loads((tmp_path / "o" / "auroc_spread.json").read_text())
     assert record["pairs"][0]["difference"] == pytest.approx(want, abs=1e-9) and "p (two-sided)" in out
     write_scores_file(tmp_path / "c", paths[:-1], labels[:-1], a[:-1])
     with pytest.raises(ValueError, match="other test images"):
         aligned_scores([str(tmp_path / "a"), str(tmp_path / "c")])
-    bad = subprocess.run([sys.executable, "bench/auroc_spread.py", f"--pair={tmp_path / 'a'}"], cwd=REPO,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "bench/auroc_spread.py", f"--pair={tmp_path / 'a'}"], cwd=REPO, capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "two run folders" in bad.stderr
 
 
 def test_pair_splits_at_the_comma_between_two_folders(tmp_path):
     """A sweep's run folders hold commas (``seed=0,x=1``): --pair=A,B splits where both halves are folders."""
     from bench.auroc_spread import split_pair
+
     a, b = tmp_path / "seed=0,x=1", tmp_path / "seed=0"
     a.mkdir(), b.mkdir()
     assert split_pair(f"{a},{b}") == [str(a), str(b)] and split_pair(f"{b},{a}") == [str(b), str(a)]

@@ -17,8 +17,16 @@ from sla_jax.data import synthetic
 from tests.chromium import check_page
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data.image_size=32", "model.stem=small", "model.head=(32,)", "train.batch_size=8", "train.steps=2",
-        "train.log_every=1", "train.checkpoint_every=2", "eval.batch_size=64"]
+TINY = [
+    "data.image_size=32",
+    "model.stem=small",
+    "model.head=(32,)",
+    "train.batch_size=8",
+    "train.steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "eval.batch_size=64",
+]
 
 
 def make_category(folder: Path) -> None:
@@ -45,12 +53,26 @@ def test_discover_categories_one_and_two_levels_down(tmp_path):
 def test_summary_and_table3_closed_form():
     """Means, sample std over seeds, the mean of per-category means, and RImp = (w − w/o)/w/o."""
     rows = []
-    values = {("a", "co", "hard"): [0.6, 0.7], ("a", "co", "soft"): [0.8, 0.9],
-              ("b", "co", "hard"): [0.5, 0.5], ("b", "co", "soft"): [0.55, 0.65]}
+    values = {
+        ("a", "co", "hard"): [0.6, 0.7],
+        ("a", "co", "soft"): [0.8, 0.9],
+        ("b", "co", "hard"): [0.5, 0.5],
+        ("b", "co", "soft"): [0.55, 0.65],
+    }
     for (cat, transform, mode), aucs in values.items():
         for seed, auc in enumerate(aucs):
-            rows.append({"name": f"{cat}/{mode}{seed}", "workdir": ".", "category": cat, "transform.name": transform,
-                         "labels.mode": mode, "seed": seed, "status": "done", "image_auroc": auc})
+            rows.append(
+                {
+                    "name": f"{cat}/{mode}{seed}",
+                    "workdir": ".",
+                    "category": cat,
+                    "transform.name": transform,
+                    "labels.mode": mode,
+                    "seed": seed,
+                    "status": "done",
+                    "image_auroc": auc,
+                }
+            )
     summary = benchmark.summarize(rows)
     assert summary["settings"] == ["CO-hard", "CO-SLA"]
     assert summary["table"]["a"]["CO-SLA"]["mean"] == pytest.approx(0.85)
@@ -66,10 +88,21 @@ def test_summary_and_table3_closed_form():
 def test_sweep_points_are_named_by_the_keys_they_set(tmp_path):
     """A one-at-a-time sweep: each point is named by its own override only, the empty point is the base config,
     and an option set to None stays apart from it. The plot is written with its legend."""
-    rows = [{"name": f"m/{i}", "workdir": ".", "category": "m", **point, "seed": seed, "status": "done",
-             "image_auroc": 0.6 + 0.01 * i + 0.001 * seed}
-            for i, point in enumerate([{}, {"data.resize": "bicubic"}, {"train.weight_decay_on": "all"},
-                                       {"model.init": None}]) for seed in (0, 1)]
+    rows = [
+        {
+            "name": f"m/{i}",
+            "workdir": ".",
+            "category": "m",
+            **point,
+            "seed": seed,
+            "status": "done",
+            "image_auroc": 0.6 + 0.01 * i + 0.001 * seed,
+        }
+        for i, point in enumerate(
+            [{}, {"data.resize": "bicubic"}, {"train.weight_decay_on": "all"}, {"model.init": None}]
+        )
+        for seed in (0, 1)
+    ]
     summary = benchmark.summarize(rows)
     assert summary["settings"] == ["base config", "resize=bicubic", "weight_decay_on=all", "init=None"]
     assert summary["table"]["m"]["resize=bicubic"]["values"] == pytest.approx([0.61, 0.611])
@@ -78,15 +111,23 @@ def test_sweep_points_are_named_by_the_keys_they_set(tmp_path):
 
 
 def demo_root(tmp_path: Path) -> Path:
-    return Path(synthetic.write_demo_dataset(tmp_path / "demo", categories=("weave", "tile"), n_train=12,
-                                        n_test_good=6, n_test_defect=6))
+    return Path(
+        synthetic.write_demo_dataset(
+            tmp_path / "demo", categories=("weave", "tile"), n_train=12, n_test_good=6, n_test_defect=6
+        )
+    )
 
 
 @pytest.mark.slow
 def test_benchmark_over_two_categories_tables_rerun_and_report(tmp_path, capsys):
     root, out = demo_root(tmp_path), tmp_path / "bench"
-    argv = ["--config=configs/cps.py", f"--root={root}", f"--out={out}", f"--set=data.cache_dir={tmp_path / 'tfds'}",
-            *(f"--set={s}" for s in TINY)]
+    argv = [
+        "--config=configs/cps.py",
+        f"--root={root}",
+        f"--out={out}",
+        f"--set=data.cache_dir={tmp_path / 'tfds'}",
+        *(f"--set={s}" for s in TINY),
+    ]
     assert benchmark.main(argv) == 0
     printed = capsys.readouterr().out
     results = {c: json.loads((out / c / "results.json").read_text()) for c in ("tile", "weave")}
@@ -108,8 +149,9 @@ def test_benchmark_over_two_categories_tables_rerun_and_report(tmp_path, capsys)
     assert {p: p.stat().st_size for p in out.glob("*/train.log")} == sizes
     # The first start is kept; --tables_only rewrites the same tables from the folder alone.
     again = (out / "benchmark.md").read_text()
-    assert [line for line in again.splitlines() if line.startswith("- started")] == \
-        [line for line in md.splitlines() if line.startswith("- started")]
+    assert [line for line in again.splitlines() if line.startswith("- started")] == [
+        line for line in md.splitlines() if line.startswith("- started")
+    ]
     assert benchmark.main(["--tables_only", f"--out={out}"]) == 0
     assert (out / "benchmark.md").read_text() == again
     # Another benchmark's overrides in the same folder are refused.
@@ -130,13 +172,21 @@ def test_ablation_sweep_on_two_categories_matches_the_runs(tmp_path):
     recomputed from the runs' results.json."""
     root, out = demo_root(tmp_path), tmp_path / "ablation"
     sweep = tmp_path / "sweep.py"
-    sweep.write_text(f"def get_sweep():\n    return dict(config={str(REPO / 'configs' / 'co.py')!r}, "
-                     "grid={'labels.mode': ['hard', 'soft'], 'seed': [0, 1]})\n")
-    argv = [f"--sweep={sweep}", f"--root={root}", f"--out={out}", f"--set=data.cache_dir={tmp_path / 'tfds'}",
-            *(f"--set={s}" for s in TINY)]
+    sweep.write_text(
+        f"def get_sweep():\n    return dict(config={str(REPO / 'configs' / 'co.py')!r}, "
+        "grid={'labels.mode': ['hard', 'soft'], 'seed': [0, 1]})\n"
+    )
+    argv = [
+        f"--sweep={sweep}",
+        f"--root={root}",
+        f"--out={out}",
+        f"--set=data.cache_dir={tmp_path / 'tfds'}",
+        *(f"--set={s}" for s in TINY),
+    ]
     assert benchmark.main(argv) == 0
     auc = lambda cat, mode, seed: json.loads((out / cat / f"mode={mode},seed={seed}" / "results.json").read_text())[
-        "image_auroc"]
+        "image_auroc"
+    ]
     summary = json.loads((out / "benchmark_summary.json").read_text())
     rows = {(r["method"], r["category"]): r for r in summary["table3"]}
     for cat in ("tile", "weave"):

@@ -13,8 +13,10 @@ from sla_jax import experiment
 from sla_jax.outputs import board
 from tests.tiny import tiny_config
 
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
-                                        reason="TensorBoard reads the event files back: the test extra installs it")
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="TensorBoard reads the event files back: the test extra installs it",
+)
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
 
@@ -40,8 +42,15 @@ def test_a_run_writes_scalars_figures_and_hparams_and_a_resume_shows_each_step_o
     steps 3 and 4 are older than its newest checkpoint, step 2) resumes, and TensorBoard shows steps 3 and 4
     once, as the resumed run logged them."""
     workdir = tmp_path / "run"
-    changes = {"train.steps": 4, "train.log_every": 1, "train.checkpoint_every": 2, "train.keep_checkpoints": 3,
-               "localization.patch_size": 16, "localization.stride": 8, "localization.train_stride": 8}
+    changes = {
+        "train.steps": 4,
+        "train.log_every": 1,
+        "train.checkpoint_every": 2,
+        "train.keep_checkpoints": 3,
+        "localization.patch_size": 16,
+        "localization.stride": 8,
+        "localization.train_stride": 8,
+    }
     experiment.train_and_evaluate(tiny_config(tmp_path, changes), str(workdir), progress=False)
     shutil.rmtree(workdir / "checkpoints" / "4")  # as if stopped after logging step 4, before its checkpoint
     (workdir / "results.json").unlink()
@@ -52,8 +61,9 @@ def test_a_run_writes_scalars_figures_and_hparams_and_a_resume_shows_each_step_o
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for name in ("loss", "accuracy", "mean_label", "invalid_fraction", "learning_rate"):
         assert [step for step, _ in scalars[f"train/{name}"]] == [1, 2, 3, 4], name
-        np.testing.assert_allclose([v for _, v in scalars[f"train/{name}"]], [r[name] for r in records],
-                                   rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            [v for _, v in scalars[f"train/{name}"]], [r[name] for r in records], rtol=1e-6, err_msg=name
+        )
     assert {"figures/roc", "figures/scores", "figures/heatmaps", "figures/training"} <= set(images)
     assert hparams["data.category"] == "washer" and hparams["labels.alpha"] == 10.0
     assert hparams["localization.patch_size"] == 16 and hparams["model.head"] == "(32,)"
@@ -65,8 +75,9 @@ def test_a_run_writes_scalars_figures_and_hparams_and_a_resume_shows_each_step_o
 @pytest.mark.slow
 def test_tensorboard_off_writes_no_events(tmp_path):
     workdir = tmp_path / "run"
-    experiment.train_and_evaluate(tiny_config(tmp_path, {"train.steps": 1, "train.tensorboard": False}),
-                                  str(workdir), progress=False)
+    experiment.train_and_evaluate(
+        tiny_config(tmp_path, {"train.steps": 1, "train.tensorboard": False}), str(workdir), progress=False
+    )
     assert (workdir / "metrics.jsonl").is_file() and not (workdir / board.FOLDER).exists()
 
 
@@ -74,10 +85,14 @@ def test_undefined_metrics_and_settings_types(tmp_path):
     """An undefined metric (null in results.json) is left out of the hparams metrics, never written as NaN;
     tuples become text; None and dicts are dropped."""
     assert board.hparam_values({"a": 1, "b": (1, 2), "c": None, "d": {"x": 1}, "e": True}) == {
-        "a": 1, "b": "(1, 2)", "e": True}
+        "a": 1,
+        "b": "(1, 2)",
+        "e": True,
+    }
     [writer] = board.open_writers(str(tmp_path))
-    written = board.log_hparams(writer, {"seed": 0}, {"image_auroc": None, "pixel_auroc": 0.9,
-                                                      "pixel_aupro": float("nan")}, step=3)
+    written = board.log_hparams(
+        writer, {"seed": 0}, {"image_auroc": None, "pixel_auroc": 0.9, "pixel_aupro": float("nan")}, step=3
+    )
     board.close([writer])
     assert written == {"final/pixel_auroc": 0.9}
     scalars, _, hparams, metrics = read_events(tmp_path / board.FOLDER)

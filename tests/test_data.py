@@ -164,18 +164,14 @@ def test_predefined_mvtec_config(tmp_path, cache):
     assert builder.builder_config is data.MVTecAD.builder_configs["bottle"]
     assert builder.info.full_name == "mvtec_ad/bottle/1.0.0"
     assert set(data.MVTecAD.builder_configs) == set(data.MVTEC_CATEGORIES)
-    test = data.load_split(
-        tmp_path / "mvtec", category="bottle", split="test", image_size=SIZE, cache_dir=cache
-    )
+    test = data.load_split(tmp_path / "mvtec", category="bottle", split="test", image_size=SIZE, cache_dir=cache)
     assert test.labels.tolist() == [0, 1, 1]
 
 
 def test_builder_used_directly(tmp_path):
     make_category(tmp_path / "mvtec", "bottle")
     builder = data.MVTecAD(config="bottle", data_dir=tmp_path / "tfds", file_format="array_record")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "mvtec"))
-    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "mvtec")))
     sources = builder.as_data_source()
     assert len(sources["train"]) == 8 and len(sources["test"]) == 3
     record = sources["test"][1]
@@ -287,10 +283,7 @@ def test_real_data(dataset, total, defective, tmp_path_factory, shared_data):
     folder = shared_data / dataset
     root, category = folder.parent, folder.name
     cache = tmp_path_factory.mktemp("real_cache")
-    splits = [
-        data.load_split(root, category=category, split=s, image_size=SIZE, cache_dir=cache)
-        for s in data.SPLITS
-    ]
+    splits = [data.load_split(root, category=category, split=s, image_size=SIZE, cache_dir=cache) for s in data.SPLITS]
     train, test = splits
     assert len(train.labels) + len(test.labels) == total
     assert int(test.labels.sum()) == defective and not train.labels.any()
@@ -298,6 +291,4 @@ def test_real_data(dataset, total, defective, tmp_path_factory, shared_data):
     assert test.masks[test.labels == 0].sum() == 0
     with_mask_pixels = int((test.masks.reshape(len(test.labels), -1).max(1) > 0).sum())
     assert 0 < with_mask_pixels <= defective, "thin defects may vanish at 32 px, not all of them"
-    assert set(test.defect_types) - {"good"} == {
-        p.name for p in (folder / "ground_truth").iterdir() if p.is_dir()
-    }
+    assert set(test.defect_types) - {"good"} == {p.name for p in (folder / "ground_truth").iterdir() if p.is_dir()}

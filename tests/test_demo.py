@@ -123,9 +123,17 @@ def test_readme_command_1_category_has_edits_that_change_nothing(tmp_path):
 
     config = demo_patch.get_config()
     config.data.cache_dir = str(tmp_path / "tfds")
-    config.update_from_flattened_dict({"train.steps": 3, "train.log_every": 1, "model.head": (32,),
-                                       "localization.stride": 32, "localization.train_stride": 32,
-                                       "eval.threshold_images": 5, "train.tensorboard": False})
+    config.update_from_flattened_dict(
+        {
+            "train.steps": 3,
+            "train.log_every": 1,
+            "model.head": (32,),
+            "localization.stride": 32,
+            "localization.train_stride": 32,
+            "eval.threshold_images": 5,
+            "train.tensorboard": False,
+        }
+    )
     experiment.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3

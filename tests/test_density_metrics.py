@@ -33,8 +33,11 @@ def test_gde_on_l2_normalised_embeddings_like_the_pipeline():
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     ref = LedoitWolf().fit(feats[:250].astype(np.float64))
     g = density.fit_gaussian(jnp.asarray(feats[:250]))
-    np.testing.assert_allclose(np.asarray(density.mahalanobis(g, jnp.asarray(feats[250:]))),
-                               ref.mahalanobis(feats[250:].astype(np.float64)), rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(density.mahalanobis(g, jnp.asarray(feats[250:]))),
+        ref.mahalanobis(feats[250:].astype(np.float64)),
+        rtol=1e-4,
+    )
 
 
 def test_gde_vmaps_over_an_ensemble():

@@ -27,9 +27,11 @@ from tests.chromium import check_page
 from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
-MEMBERS = [ensemble.Member(seed=3, alpha=2.0, epsilon=0.02, mode="soft"),
-           ensemble.Member(seed=0, alpha=10.0, epsilon=0.05, mode="smooth", tau=0.01),
-           ensemble.Member(seed=5, alpha=10.0, epsilon=0.02, mode="hard")]
+MEMBERS = [
+    ensemble.Member(seed=3, alpha=2.0, epsilon=0.02, mode="soft"),
+    ensemble.Member(seed=0, alpha=10.0, epsilon=0.05, mode="smooth", tau=0.01),
+    ensemble.Member(seed=5, alpha=10.0, epsilon=0.02, mode="hard"),
+]
 
 
 def member(tree, k):
@@ -60,8 +62,9 @@ def test_member_batches_are_the_single_runs_batches():
     single = jax.jit(draw)
     for k in range(len(MEMBERS)):
         expected = single(keys[k], member(hparams, k), data_key)
-        for a, b in zip(jax.tree_util.tree_leaves(member(stacked, k)), jax.tree_util.tree_leaves(expected),
-                        strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(member(stacked, k)), jax.tree_util.tree_leaves(expected), strict=True
+        ):
             if jnp.issubdtype(a.dtype, jnp.floating):
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
             else:
@@ -85,10 +88,12 @@ def test_members_sharing_the_data_key_share_the_global_jitter():
     keys = jnp.stack([jax.random.key(s) for s in (3, 0, 5)])
     data_key = jax.random.key(11)
     edit = jax.jit(lambda k, dk: pretext.pretext_edit(k, images, spec=spec, data_key=dk))
-    stacked_originals, stacked_edit = jax.jit(jax.vmap(lambda k: pretext.pretext_edit(k, images, spec=spec,
-                                                                                       data_key=data_key)))(keys)
-    no_jitter = pretext.pretext_edit(keys[0], images, spec=dataclasses.replace(spec, global_jitter=0.0),
-                                     data_key=data_key)[0]
+    stacked_originals, stacked_edit = jax.jit(
+        jax.vmap(lambda k: pretext.pretext_edit(k, images, spec=spec, data_key=data_key))
+    )(keys)
+    no_jitter = pretext.pretext_edit(
+        keys[0], images, spec=dataclasses.replace(spec, global_jitter=0.0), data_key=data_key
+    )[0]
     for k in range(3):
         originals, single_edit = edit(keys[k], data_key)
         np.testing.assert_allclose(stacked_originals[k], originals, atol=1e-6)
@@ -166,8 +171,13 @@ def _split(labels):
     from sla_jax.data import Split
 
     n = len(labels)
-    return Split(images=np.zeros((n, 4, 4, 3), np.uint8), labels=labels, masks=np.zeros((n, 4, 4), np.uint8),
-                 defect_types=["good" if y == 0 else "crack" for y in labels], paths=[str(i) for i in range(n)])
+    return Split(
+        images=np.zeros((n, 4, 4, 3), np.uint8),
+        labels=labels,
+        masks=np.zeros((n, 4, 4), np.uint8),
+        defect_types=["good" if y == 0 else "crack" for y in labels],
+        paths=[str(i) for i in range(n)],
+    )
 
 
 def sweep_config():
@@ -181,15 +191,23 @@ def sweep_config():
 def test_members_from_config_and_checks():
     config = sweep_config()
     members = experiment.members_from_config(config)
-    assert [m.name for m in members] == ["soft/alpha1/eps0.02/seed0", "soft/alpha1/eps0.02/seed1",
-                                         "soft/alpha10/eps0.02/seed0", "soft/alpha10/eps0.02/seed1",
-                                         "hard/seed0", "hard/seed1"]
+    assert [m.name for m in members] == [
+        "soft/alpha1/eps0.02/seed0",
+        "soft/alpha1/eps0.02/seed1",
+        "soft/alpha10/eps0.02/seed0",
+        "soft/alpha10/eps0.02/seed1",
+        "hard/seed0",
+        "hard/seed1",
+    ]
     hp = ensemble.stack_hparams(members)
     np.testing.assert_array_equal(np.asarray(hp.hard), [0, 0, 0, 0, 1, 1])
     config.labels.mode, config.labels.tau = "smooth", 0.01
     assert {m.tau for m in experiment.members_from_config(config) if m.mode == "smooth"} == {0.01}
-    for key, value, match in [("seeds", (), "ensemble.seeds"), ("alphas", (-1.0,), "ensemble.alphas"),
-                              ("epsilons", (5.0,), "ensemble.epsilons")]:
+    for key, value, match in [
+        ("seeds", (), "ensemble.seeds"),
+        ("alphas", (-1.0,), "ensemble.alphas"),
+        ("epsilons", (5.0,), "ensemble.epsilons"),
+    ]:
         bad = sweep_config()
         bad.ensemble[key] = value
         with pytest.raises(ConfigError, match=match):
@@ -198,8 +216,10 @@ def test_members_from_config_and_checks():
     bad.localization.patch_size = 32
     with pytest.raises(ConfigError, match="patch_size"):
         validation.validate_ensemble(bad)
-    for key, value, match in [("ensemble_strategy", "pmap", "train.ensemble_strategy='pmap' is not valid"),
-                              ("steps_per_call", 2, "steps_per_call > 1 is not supported with an ensemble")]:
+    for key, value, match in [
+        ("ensemble_strategy", "pmap", "train.ensemble_strategy='pmap' is not valid"),
+        ("steps_per_call", 2, "steps_per_call > 1 is not supported with an ensemble"),
+    ]:
         bad = sweep_config()
         bad.train[key] = value
         with pytest.raises(ConfigError, match=match):
@@ -227,14 +247,28 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
     """configs/alpha_sweep.py through the train CLI at 32 px, 2 α × 2 seeds + hard × 2 = 6 members:
     results.json per member and table, alpha_sweep.{md,json,png}; then resumed to more steps."""
     workdir = tmp_path / "sweep"
-    common = ["--config=configs/alpha_sweep.py", f"--workdir={workdir}", "--config.data.image_size=32",
-              "--config.train.batch_size=8", "--config.model.head=(32,)", "--config.train.checkpoint_every=2",
-              "--config.train.log_every=1", "--config.ensemble.alphas=(2.0, 10.0)",
-              f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+    common = [
+        "--config=configs/alpha_sweep.py",
+        f"--workdir={workdir}",
+        "--config.data.image_size=32",
+        "--config.train.batch_size=8",
+        "--config.model.head=(32,)",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=1",
+        "--config.ensemble.alphas=(2.0, 10.0)",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+
     def run(*extra):
-        return subprocess.run([sys.executable, "-m", "sla_jax.train", *common, *extra], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [sys.executable, "-m", "sla_jax.train", *common, *extra],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
     proc = run("--config.train.steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -242,8 +276,9 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert len(results["members"]) == 6 and len(results["table"]) == 3
     assert all(0 <= m["image_auroc"] <= 1 for m in results["members"])
-    assert results["image_auroc"] == pytest.approx(np.mean([m["image_auroc"] for m in results["members"]
-                                                            if m["alpha"] == 10.0 and m["mode"] == "soft"]))
+    assert results["image_auroc"] == pytest.approx(
+        np.mean([m["image_auroc"] for m in results["members"] if m["alpha"] == 10.0 and m["mode"] == "soft"])
+    )
     for name in ("alpha_sweep.md", "alpha_sweep.json", "alpha_sweep.png"):
         assert (workdir / name).stat().st_size > 100, name
     page = check_page(workdir / "report.html")  # the sweep plot and the training curves, every member
@@ -259,17 +294,22 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
     assert results["steps"] == 4
     # TensorBoard: one run folder per member, its own losses, settings and final AUROC (the HParams view)
     from tests.test_board import read_events
+
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     for k, member in enumerate(results["members"]):
         scalars, _, hparams, _ = read_events(workdir / "tensorboard" / member["name"])
         assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3, 4]
         np.testing.assert_allclose([v for _, v in scalars["train/loss"]], [r["loss"][k] for r in lines], rtol=1e-6)
         assert (hparams["labels.alpha"], hparams["labels.mode"], hparams["seed"]) == (
-            member["alpha"], member["mode"], member["seed"])
+            member["alpha"],
+            member["mode"],
+            member["seed"],
+        )
         assert scalars["final/image_auroc"][-1][1] == pytest.approx(member["image_auroc"], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- learned label parameters
+
 
 def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
     """log α in params["sla"]: effective_hparams reads it back, and d(loss)/d(log α) = α · d(loss)/dα."""
@@ -279,8 +319,12 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
     logits = jnp.asarray(np.random.default_rng(1).normal(size=(8, 2)), jnp.float32)
     hp = pretext.HParams.create(alpha=3.0, epsilon=0.02, tau=0.005)
     optimizer = state_lib.make_optimizer(learning_rate=0.1, momentum=0.9, weight_decay=1e-2, total_steps=4)
-    state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.ones((2, 2))}, batch_stats={},
-                                 opt_state=optimizer.init({"w": jnp.ones((2, 2))}))
+    state = state_lib.TrainState(
+        step=jnp.int32(0),
+        params={"w": jnp.ones((2, 2))},
+        batch_stats={},
+        opt_state=optimizer.init({"w": jnp.ones((2, 2))}),
+    )
     state = pretext.with_label_params(state, hp, learn=("alpha", "epsilon"), optimizer=optimizer)
     assert float(pretext.effective_hparams(state.params, hp).alpha) == pytest.approx(3.0)
     assert float(pretext.effective_hparams(state.params, hp).tau) == pytest.approx(0.005)
@@ -317,19 +361,38 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
 def test_learned_alpha_trajectory_is_logged_by_the_cli(tmp_path):
     """--config.labels.learn='("alpha",)' on the demo: metrics.jsonl logs α per step, results the final α."""
     workdir = tmp_path / "learn"
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
-                           "--config.data.image_size=32", "--config.train.batch_size=8", "--config.train.steps=3",
-                           "--config.train.log_every=1", "--config.model.head=(32,)",
-                           "--config.labels.learn=('alpha',)",
-                           f"--config.data.cache_dir={tmp_path / 'tfds'}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.train",
+            "--config=configs/demo.py",
+            f"--workdir={workdir}",
+            "--config.data.image_size=32",
+            "--config.train.batch_size=8",
+            "--config.train.steps=3",
+            "--config.train.log_every=1",
+            "--config.model.head=(32,)",
+            "--config.labels.learn=('alpha',)",
+            f"--config.data.cache_dir={tmp_path / 'tfds'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     alphas = [json.loads(x)["alpha"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert len(alphas) == 3 and len(set(alphas)) == 3 and all(a > 0 for a in alphas)
     results = json.loads((workdir / "results.json").read_text())
     assert results["learned_labels"]["alpha"] == pytest.approx(alphas[-1])
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

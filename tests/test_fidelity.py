@@ -53,8 +53,12 @@ def _fixed_order_candidates(key, image, strength):
     _, key = jax.random.split(key)
     k_b, k_c, k_s, k_h = jax.random.split(key, 4)
     lo, hi = 1 - strength, 1 + strength
-    factors = [jax.random.uniform(k_b, minval=lo, maxval=hi), jax.random.uniform(k_c, minval=lo, maxval=hi),
-               jax.random.uniform(k_s, minval=lo, maxval=hi), jax.random.uniform(k_h, minval=-strength, maxval=strength)]
+    factors = [
+        jax.random.uniform(k_b, minval=lo, maxval=hi),
+        jax.random.uniform(k_c, minval=lo, maxval=hi),
+        jax.random.uniform(k_s, minval=lo, maxval=hi),
+        jax.random.uniform(k_h, minval=-strength, maxval=strength),
+    ]
     ops = [T._brightness, T._contrast, T._saturation, T._hue]
     region = jnp.ones(image.shape[:2])
     outs = []
@@ -87,8 +91,7 @@ def test_global_jitter_is_shared_by_original_and_edit():
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 48, 48, 3), dtype=np.uint8))
     sources_in_01 = np.asarray(images, np.float32) / 255.0
     for jitter in (0.0, 0.1):
-        spec = pretext.StepSpec(batch_size=8, transform="cps", pairing="paired", global_jitter=jitter,
-                                scar_scale=1.0)
+        spec = pretext.StepSpec(batch_size=8, transform="cps", pairing="paired", global_jitter=jitter, scar_scale=1.0)
         originals, edit = jax.jit(lambda k: pretext.pretext_edit(k, images, spec=spec))(jax.random.key(3))
         originals, edited, masks = map(np.asarray, (originals, edit.images, edit.masks))
         np.testing.assert_array_equal(edited[:4], originals[:4])  # paired: the originals come first
@@ -134,8 +137,9 @@ def test_kde_scores_the_outlier_highest():
 
 def checkpointed_config(tmp, changes: dict | None = None):
     """4 steps with a checkpoint every 2, all kept."""
-    return tiny_config(tmp, {"train.steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3,
-                             **(changes or {})})
+    return tiny_config(
+        tmp, {"train.steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3, **(changes or {})}
+    )
 
 
 @pytest.mark.slow
@@ -148,8 +152,9 @@ def test_kde_run_names_its_density_scores_by_it_and_predict_uses_it(tmp_path):
     from pathlib import Path
 
     workdir = tmp_path / "kde"
-    results = experiment.train_and_evaluate(checkpointed_config(tmp_path, {"eval.density": "kde"}), str(workdir),
-                                            progress=False)
+    results = experiment.train_and_evaluate(
+        checkpointed_config(tmp_path, {"eval.density": "kde"}), str(workdir), progress=False
+    )
     assert results["density"] == "kde" and results["kde_gamma"] > 0 and "gde_shrinkage" not in results
     saved = np.load(workdir / "kde.npz", allow_pickle=False)
     assert saved["features"].shape == (results["n_train"], 512) and not (workdir / "gde.npz").exists()
@@ -159,11 +164,24 @@ def test_kde_run_names_its_density_scores_by_it_and_predict_uses_it(tmp_path):
     detector = experiment.load_detector(str(workdir))
     assert isinstance(detector.fitted, density.KDE)
     from sla_jax import data
+
     images = np.stack([data.read_image(Path(r["path"]), size=32) for r in rows[:5]])
     np.testing.assert_allclose(detector.score(images)[0], [float(r["score"]) for r in rows[:5]], rtol=1e-4)
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.predict", f"--workdir={workdir}", rows[0]["path"],
-                           f"--out={tmp_path / 'pred'}"], cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.predict",
+            f"--workdir={workdir}",
+            rows[0]["path"],
+            f"--out={tmp_path / 'pred'}",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 image(s)" in proc.stdout
 
@@ -190,8 +208,9 @@ def test_weight_decay_on_all_parameters_reaches_batch_norm():
     params = {"bn": {"scale": jnp.ones(3)}, "conv": {"kernel": jnp.ones((2, 2))}}
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
     for decay_all, bn_moves in ((False, False), (True, True)):
-        opt = state_lib.make_optimizer(learning_rate=0.1, momentum=0.0, weight_decay=0.5, total_steps=10,
-                                       decay_all=decay_all)
+        opt = state_lib.make_optimizer(
+            learning_rate=0.1, momentum=0.0, weight_decay=0.5, total_steps=10, decay_all=decay_all
+        )
         updates, _ = opt.update(zero, opt.init(params), params)
         assert bool(jnp.any(updates["bn"]["scale"] != 0)) is bn_moves
         assert bool(jnp.all(updates["conv"]["kernel"] < 0))

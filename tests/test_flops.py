@@ -60,8 +60,9 @@ def test_a_training_step_costs_three_forward_passes_less_the_stem_input_gradient
     model = PretextNet(num_classes=2, head=(32,))
     optimizer = make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=10)
     state = jax.eval_shape(partial(init_state, model=model, optimizer=optimizer, image_size=size), jax.random.key(0))
-    step = pretext.compile_train_step(model=model, optimizer=optimizer, mesh=data_mesh(),
-                                      spec=pretext.StepSpec(batch_size=batch, transform="cps"))
+    step = pretext.compile_train_step(
+        model=model, optimizer=optimizer, mesh=data_mesh(), spec=pretext.StepSpec(batch_size=batch, transform="cps")
+    )
     images = jax.ShapeDtypeStruct((16, size, size, 3), jnp.uint8)
     counted = flops.count(step, state, images, jax.random.key(1), pretext.HParams.create())
     forward = 2 * batch * (resnet18_macs(size) + 512 * 32 + 32 * 2)

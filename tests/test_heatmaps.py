@@ -41,8 +41,9 @@ def test_grid_shows_all_when_few_and_handles_all_good(tmp_path):
     images, masks, maps, titles = _synthetic()
     assert plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "few.png")) == list(range(6))
     _assert_png(tmp_path / "few.png")
-    good = plots.plot_heatmap_grid(images, np.zeros_like(masks), maps, path=str(tmp_path / "good.png"),
-                                      titles=titles, max_images=3)
+    good = plots.plot_heatmap_grid(
+        images, np.zeros_like(masks), maps, path=str(tmp_path / "good.png"), titles=titles, max_images=3
+    )
     assert good == [0, 2, 4]
     _assert_png(tmp_path / "good.png")
 
@@ -70,7 +71,13 @@ def test_shared_scale_ignores_single_outlier():
 def test_numbers_read_the_same_everywhere():
     """Four significant digits in fixed notation (no '4e+04' beside '1.564e+04'), scientific far out."""
     assert [plots.number(v) for v in (40000, 15640.3, 0.01234, 1.0, 9.9996, 0)] == [
-        "40,000", "15,640", "0.01234", "1.000", "10.00", "0"]
+        "40,000",
+        "15,640",
+        "0.01234",
+        "1.000",
+        "10.00",
+        "0",
+    ]
     assert plots.number(1234567) == "1.235e+06" and plots.number(1e-5) == "1.000e-05"
 
 
@@ -84,7 +91,15 @@ def test_run_maps_and_predict_overlays_share_the_threshold_scale(tmp_path, monke
     monkeypatch.setattr(plots, "Normalize", lambda *a: seen.append(a) or real(*a))
     images, masks, maps, _ = _synthetic(5)
     plots.plot_heatmap_grid(images, masks, maps, path=str(tmp_path / "grid.png"), threshold=0.8)
-    plots.plot_heatmap_grid(images[:1], masks[:1], maps[:1] * 3, path=str(tmp_path / "one.png"), threshold=0.8,
-                            max_images=1, columns=1, score_label=plots.map_label("gde", patch_size=32))
+    plots.plot_heatmap_grid(
+        images[:1],
+        masks[:1],
+        maps[:1] * 3,
+        path=str(tmp_path / "one.png"),
+        threshold=0.8,
+        max_images=1,
+        columns=1,
+        score_label=plots.map_label("gde", patch_size=32),
+    )
     assert seen == [(0.0, 1.6), (0.0, 1.6)]
     assert Image.open(tmp_path / "one.png").size[0] > 300  # the wrapped colour-bar label fits beside the image

@@ -82,6 +82,7 @@ def test_soft_cross_entropy_matches_formula():
 
 # ----------------------------------------------------------------------------- differentiable labels
 
+
 def _cutout_pair():
     """An image and a Cutout-like edit whose Δ values sit well away from ε = 0.02 (0, 0.009 or ≥ 0.3)."""
     image = jax.random.uniform(jax.random.key(0), (24, 24, 3), minval=0.2, maxval=0.8)
@@ -98,8 +99,10 @@ def test_smooth_label_tends_to_the_paper_label_as_tau_shrinks():
     for alpha in (1.0, 5.0, 10.0):
         exact = float(L.soft_label(image, edited, mask, alpha=alpha))
         assert 0 < exact < 1
-        errors = [abs(float(L.smooth_soft_label(image, edited, mask, alpha=alpha, tau=tau)) - exact)
-                  for tau in (1e-2, 1e-3, 1e-4)]
+        errors = [
+            abs(float(L.smooth_soft_label(image, edited, mask, alpha=alpha, tau=tau)) - exact)
+            for tau in (1e-2, 1e-3, 1e-4)
+        ]
         assert errors[0] > errors[1] > errors[2] or errors[2] < 1e-6
         assert errors[2] < 1e-6 and errors[0] > 1e-4
     # Unchanged pixels count 0, not sigmoid(−ε/τ): an untouched image has label 0 for any τ.
@@ -111,8 +114,11 @@ def test_label_gradient_in_alpha_matches_finite_differences_and_vmaps():
     logits = jnp.array([[0.3, 0.9]])
 
     def loss(alpha, *, tau):
-        y = L.smooth_soft_label(image, edited, mask, alpha=alpha, tau=tau) if tau else \
-            L.soft_label(image, edited, mask, alpha=alpha)
+        y = (
+            L.smooth_soft_label(image, edited, mask, alpha=alpha, tau=tau)
+            if tau
+            else L.soft_label(image, edited, mask, alpha=alpha)
+        )
         return L.soft_cross_entropy(logits, L.targets(jnp.array([1]), y[None], num_classes=2))
 
     for tau in (0.0, 0.005):
@@ -133,8 +139,10 @@ def test_smooth_label_is_differentiable_in_epsilon_and_the_images():
     g_eps = jax.grad(lambda e: L.smooth_soft_label(image, edited, mask, epsilon=e, tau=0.005))(0.01)
     assert float(g_eps) < 0  # a higher threshold counts fewer changed pixels
     h = 1e-4
-    fd = (L.smooth_soft_label(image, edited, mask, epsilon=0.01 + h, tau=0.005)
-          - L.smooth_soft_label(image, edited, mask, epsilon=0.01 - h, tau=0.005)) / (2 * h)
+    fd = (
+        L.smooth_soft_label(image, edited, mask, epsilon=0.01 + h, tau=0.005)
+        - L.smooth_soft_label(image, edited, mask, epsilon=0.01 - h, tau=0.005)
+    ) / (2 * h)
     assert float(g_eps) == pytest.approx(float(fd), rel=1e-2)
     g_img = jax.grad(lambda x: L.smooth_soft_label(image, x, mask, tau=0.005))(edited)
     assert np.all(np.isfinite(np.asarray(g_img))) and float(jnp.sum(jnp.abs(g_img))) > 0
@@ -144,17 +152,24 @@ def test_smooth_label_is_differentiable_in_epsilon_and_the_images():
 def test_traced_label_modes_equal_the_named_ones():
     image, edited, mask = _cutout_pair()
     for alpha, eps in ((2.0, 0.02), (10.0, 0.05)):
-        assert float(L.label_strength(image, edited, mask, alpha=alpha, epsilon=eps)) == \
-            float(L.soft_label(image, edited, mask, alpha=alpha, epsilon=eps))
+        assert float(L.label_strength(image, edited, mask, alpha=alpha, epsilon=eps)) == float(
+            L.soft_label(image, edited, mask, alpha=alpha, epsilon=eps)
+        )
         assert float(L.label_strength(image, edited, mask, alpha=alpha, epsilon=eps, tau=0.01)) == pytest.approx(
-            float(L.smooth_soft_label(image, edited, mask, alpha=alpha, epsilon=eps, tau=0.01)), rel=1e-6)
+            float(L.smooth_soft_label(image, edited, mask, alpha=alpha, epsilon=eps, tau=0.01)), rel=1e-6
+        )
         assert float(L.label_strength(image, edited, mask, alpha=alpha, epsilon=eps, hard=1.0)) == 1.0
     originals = jnp.stack([image, image])
-    batch = dict(originals=originals, edited=jnp.stack([edited, edited]), masks=jnp.stack([mask, mask]),
-                 classes=jnp.array([0, 1]))
+    batch = dict(
+        originals=originals,
+        edited=jnp.stack([edited, edited]),
+        masks=jnp.stack([mask, mask]),
+        classes=jnp.array([0, 1]),
+    )
     smooth = L.batch_labels(**batch, mode="smooth", tau=0.01)
     assert float(smooth[0]) == 0.0 and float(smooth[1]) == pytest.approx(
-        float(L.smooth_soft_label(image, edited, mask, tau=0.01)), rel=1e-6)
+        float(L.smooth_soft_label(image, edited, mask, tau=0.01)), rel=1e-6
+    )
     # The gradient through the unselected smooth branch stays finite at τ = 0.
     g = jax.grad(lambda a: L.label_strength(image, edited, mask, alpha=a, tau=0.0))(3.0)
     assert np.isfinite(float(g))

@@ -13,8 +13,15 @@ from launch import sweep as sweep_lib
 REPO = Path(__file__).resolve().parents[1]
 
 # A training run that takes seconds: 32 px, small stem, one hidden head layer, 2 steps of 8.
-TINY = {"data.image_size": 32, "model.stem": "small", "model.head": (32,), "train.batch_size": 8,
-        "train.steps": 2, "train.log_every": 1, "eval.batch_size": 64}
+TINY = {
+    "data.image_size": 32,
+    "model.stem": "small",
+    "model.head": (32,),
+    "train.batch_size": 8,
+    "train.steps": 2,
+    "train.log_every": 1,
+    "eval.batch_size": 64,
+}
 
 
 def write_sweep(tmp_path: Path, body: str) -> Path:
@@ -29,9 +36,12 @@ def tiny_sweep(tmp_path: Path, **sections) -> Path:
 
 
 def test_grid_times_points_expands_to_named_workdirs(tmp_path):
-    path = write_sweep(tmp_path, "dict(config=CONFIG, fixed={'train.steps': 3}, "
-                                 "points=[{'labels.mode': 'hard'}, {'labels.mode': 'soft'}], "
-                                 "grid={'labels.alpha': [1.0, 10.0], 'seed': [0, 1]})")
+    path = write_sweep(
+        tmp_path,
+        "dict(config=CONFIG, fixed={'train.steps': 3}, "
+        "points=[{'labels.mode': 'hard'}, {'labels.mode': 'soft'}], "
+        "grid={'labels.alpha': [1.0, 10.0], 'seed': [0, 1]})",
+    )
     points = sweep_lib.expand(sweep_lib.load_sweep(str(path)), str(tmp_path / "sweep"))
     assert len(points) == 8
     names = [p.name for p in points]
@@ -46,18 +56,23 @@ def test_grid_times_points_expands_to_named_workdirs(tmp_path):
 
 
 def test_clashing_short_names_use_full_keys():
-    assert sweep_lib.point_name({"train.steps": 5, "localization.batch_size": 8, "train.batch_size": 16}) == \
-        "localization.batch_size=8,steps=5,train.batch_size=16"
+    assert (
+        sweep_lib.point_name({"train.steps": 5, "localization.batch_size": 8, "train.batch_size": 16})
+        == "localization.batch_size=8,steps=5,train.batch_size=16"
+    )
     assert sweep_lib.point_name({"model.head": (512, 128)}) == "head=512x128"
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("train.steps=3", ("train.steps", 3)),
-    ("labels.alpha=0.5", ("labels.alpha", 0.5)),
-    ("model.head=(512, 128)", ("model.head", (512, 128))),
-    ("transform.name=cps", ("transform.name", "cps")),
-    ("data.root=a=b", ("data.root", "a=b")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("train.steps=3", ("train.steps", 3)),
+        ("labels.alpha=0.5", ("labels.alpha", 0.5)),
+        ("model.head=(512, 128)", ("model.head", (512, 128))),
+        ("transform.name=cps", ("transform.name", "cps")),
+        ("data.root=a=b", ("data.root", "a=b")),
+    ],
+)
 def test_parse_set_reads_literals_and_keeps_other_text(text, expected):
     assert sweep_lib.parse_set(text) == expected
 
@@ -68,12 +83,18 @@ def test_parse_set_without_key_and_value_says_the_form(text):
         sweep_lib.parse_set(text)
 
 
-@pytest.mark.parametrize("body,match", [
-    ("dict(config=CONFIG, grid={'labels.alpah': [1.0]})", "'labels.alpah' is not a key.*did you mean 'labels.alpha'"),
-    ("dict(config='nowhere.py')", "nowhere.py.*not found.*relative to the sweep file"),
-    ("dict(config=CONFIG, grids={})", "unknown key.*grids"),
-    ("dict(config=CONFIG, points=[{'seed': 0}, {'seed': 0}])", "seed=0.*more than once"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        (
+            "dict(config=CONFIG, grid={'labels.alpah': [1.0]})",
+            "'labels.alpah' is not a key.*did you mean 'labels.alpha'",
+        ),
+        ("dict(config='nowhere.py')", "nowhere.py.*not found.*relative to the sweep file"),
+        ("dict(config=CONFIG, grids={})", "unknown key.*grids"),
+        ("dict(config=CONFIG, points=[{'seed': 0}, {'seed': 0}])", "seed=0.*more than once"),
+    ],
+)
 def test_bad_sweep_files_name_the_problem(tmp_path, body, match):
     path = write_sweep(tmp_path, body)
     with pytest.raises(sweep_lib.SweepError, match=match):
@@ -83,8 +104,11 @@ def test_bad_sweep_files_name_the_problem(tmp_path, body, match):
 def test_sweep_dir_of_another_sweep_is_refused(tmp_path):
     sweep_dir = tmp_path / "sweep"
     for steps, ok in ((3, True), (3, True), (4, False)):
-        sweep = sweep_lib.load_sweep(str(write_sweep(tmp_path, f"dict(config=CONFIG, fixed={{'train.steps': {steps}}}, "
-                                                                "grid={'seed': [0, 1]})")))
+        sweep = sweep_lib.load_sweep(
+            str(
+                write_sweep(tmp_path, f"dict(config=CONFIG, fixed={{'train.steps': {steps}}}, grid={{'seed': [0, 1]}})")
+            )
+        )
         points = sweep_lib.expand(sweep, str(sweep_dir))
         if ok:
             sweep_lib.record(sweep, points, str(sweep_dir))
@@ -102,8 +126,9 @@ def test_slurm_backend_without_slurm_says_so(tmp_path, capsys):
 
 def test_collect_tables_and_plot_from_results(tmp_path):
     """Table rows follow sweep.json; a point without results.json is listed as missing."""
-    sweep = sweep_lib.load_sweep(str(write_sweep(tmp_path, "dict(config=CONFIG, grid={'labels.alpha': [1.0, 5.0, 10.0], "
-                                                           "'seed': [0, 1]})")))
+    sweep = sweep_lib.load_sweep(
+        str(write_sweep(tmp_path, "dict(config=CONFIG, grid={'labels.alpha': [1.0, 5.0, 10.0], 'seed': [0, 1]})"))
+    )
     points = sweep_lib.expand(sweep, str(tmp_path / "sweep"))
     sweep_lib.record(sweep, points, str(tmp_path / "sweep"))
     for i, point in enumerate(points[:-1]):
@@ -116,7 +141,9 @@ def test_collect_tables_and_plot_from_results(tmp_path):
     assert rows[-1]["status"] == "missing" and "image_auroc" not in rows[-1]
     csv_lines = (tmp_path / "sweep" / "sweep_results.csv").read_text().splitlines()
     assert csv_lines[0] == "name,labels.alpha,seed,status,image_auroc,steps" and len(csv_lines) == 7
-    assert "| alpha=1.0,seed=0 | 1.0000 | 0 | done | 0.5000 | 3 |" in (tmp_path / "sweep" / "sweep_results.md").read_text()
+    assert (
+        "| alpha=1.0,seed=0 | 1.0000 | 0 | done | 0.5000 | 3 |" in (tmp_path / "sweep" / "sweep_results.md").read_text()
+    )
     assert (tmp_path / "sweep" / "sweep_results.png").stat().st_size > 5000
 
 
@@ -125,8 +152,7 @@ def test_local_sweep_end_to_end_rerun_skips_and_collect(tmp_path, capsys):
     """Two real points and one whose data cannot be found: the bad one fails alone, the others finish; running
     the sweep again skips the finished ones (their logs do not grow) and retries the failed one. (A point
     whose config is invalid, such as α < 0, is refused before any folder is made: test_cli_errors.)"""
-    path = tiny_sweep(tmp_path, points=[{"labels.alpha": 1.0}, {"labels.alpha": 10.0},
-                                        {"data.category": "nowhere"}])
+    path = tiny_sweep(tmp_path, points=[{"labels.alpha": 1.0}, {"labels.alpha": 10.0}, {"data.category": "nowhere"}])
     sweep_dir = tmp_path / "sweep"
     argv = [f"--sweep={path}", f"--sweep_dir={sweep_dir}", "--jobs=2"]
     assert sweep_lib.main(argv) == 1
@@ -147,7 +173,10 @@ def test_local_sweep_end_to_end_rerun_skips_and_collect(tmp_path, capsys):
 
     assert collect_lib.main([f"--sweep_dir={sweep_dir}"]) == 0
     rows = {r["name"]: r for r in json.loads((sweep_dir / "sweep_results.json").read_text())["rows"]}
-    assert rows["alpha=1.0"]["image_auroc"] == json.loads((sweep_dir / "alpha=1.0" / "results.json").read_text())["image_auroc"]
+    assert (
+        rows["alpha=1.0"]["image_auroc"]
+        == json.loads((sweep_dir / "alpha=1.0" / "results.json").read_text())["image_auroc"]
+    )
     assert rows["category=nowhere"]["status"] == "missing"
     assert (sweep_dir / "sweep_results.png").stat().st_size > 5000
 

@@ -7,8 +7,14 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sla_jax"
-LEAVES = {"sla_jax.transforms", "sla_jax.labels", "sla_jax.density", "sla_jax.localization", "sla_jax.metrics",
-          "sla_jax.runtime"}  # runtime: the platform's defaults, standard library only
+LEAVES = {
+    "sla_jax.transforms",
+    "sla_jax.labels",
+    "sla_jax.density",
+    "sla_jax.localization",
+    "sla_jax.metrics",
+    "sla_jax.runtime",
+}  # runtime: the platform's defaults, standard library only
 # Besides the command lines, only these may touch a ConfigDict: the defaults build one, validation checks
 # one, the experiment reads one.
 CONFIG_READERS = {"sla_jax.defaults", "sla_jax.validation", "sla_jax.experiment"}
@@ -30,7 +36,8 @@ def imports(tree: ast.Module, *, known: set[str]) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 (ours if alias.name.startswith("sla_jax") else others).add(
-                    alias.name if alias.name.startswith("sla_jax") else alias.name.split(".")[0])
+                    alias.name if alias.name.startswith("sla_jax") else alias.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom) and node.module:
             if node.module.startswith("sla_jax"):
                 for alias in node.names:
@@ -43,8 +50,13 @@ def imports(tree: ast.Module, *, known: set[str]) -> tuple[set[str], set[str]]:
 
 def is_command_line(tree: ast.Module) -> bool:
     """A module with an ``if __name__ == "__main__":`` block is a command line."""
-    return any(isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-               and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__" for node in tree.body)
+    return any(
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+        for node in tree.body
+    )
 
 
 def graph():
@@ -69,7 +81,7 @@ def test_there_is_no_import_circle():
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         path.pop()

@@ -25,11 +25,14 @@ def stamp_loop(scores_Bxhxw, kernel, stride):
     out = np.zeros((b, (h - 1) * stride + k, (w - 1) * stride + k))
     for i in range(h):
         for j in range(w):
-            out[:, i * stride:i * stride + k, j * stride:j * stride + k] += scores_Bxhxw[:, i, j, None, None] * kernel
+            out[:, i * stride : i * stride + k, j * stride : j * stride + k] += (
+                scores_Bxhxw[:, i, j, None, None] * kernel
+            )
     return out
 
 
 # --- kernel and receptive-field upsampling ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("field,sigma", [(32, 10.0), (16, 4.0), (7, 2.0), (2, 1.0), (1, 3.0)])
 def test_gaussian_kernel_is_fcdd_gkern(field, sigma):
@@ -55,8 +58,9 @@ def test_stamp_sum_places_the_kernel_unflipped(h, w, k, stride):
     np.testing.assert_allclose(got, stamp_loop(scores, kernel, stride), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("h,w,field,stride,sigma", [
-    (5, 5, 8, 2, 3.0), (4, 7, 6, 3, 2.0), (6, 3, 5, 1, 1.5), (57, 57, 32, 4, 10.0)])
+@pytest.mark.parametrize(
+    "h,w,field,stride,sigma", [(5, 5, 8, 2, 3.0), (4, 7, 6, 3, 2.0), (6, 3, 5, 1, 1.5), (57, 57, 32, 4, 10.0)]
+)
 def test_rfu_matches_explicit_stamping(h, w, field, stride, sigma):
     rng = np.random.default_rng(h + 10 * w)
     scores = rng.random((2, h, w)).astype(np.float32) * 100
@@ -78,8 +82,7 @@ def test_rfu_maps_57_to_256_and_summed_stamps_fade_at_the_border():
 
 @pytest.mark.parametrize("h,w,field,stride", [(57, 57, 32, 4), (3, 6, 8, 2), (4, 4, 5, 5)])
 def test_normalised_rfu_of_a_constant_is_that_constant(h, w, field, stride):
-    maps = np.asarray(L.receptive_field_upsample(jnp.full((2, h, w), 3.7), field=field, stride=stride,
-                                                 normalize=True))
+    maps = np.asarray(L.receptive_field_upsample(jnp.full((2, h, w), 3.7), field=field, stride=stride, normalize=True))
     np.testing.assert_allclose(maps, 3.7, rtol=1e-5)
 
 
@@ -103,12 +106,15 @@ def test_rfu_batches_vmaps_and_accepts_a_single_map():
     np.testing.assert_allclose(np.asarray(single), np.asarray(batched[0]), rtol=1e-6)
     sigmas = jnp.array([2.0, 5.0])
     per_sigma = jax.vmap(lambda s: L.receptive_field_upsample(scores[0], field=6, stride=2, sigma=s))(sigmas)
-    np.testing.assert_allclose(np.asarray(per_sigma[1]),
-                               np.asarray(L.receptive_field_upsample(scores[0], field=6, stride=2, sigma=5.0)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(per_sigma[1]),
+        np.asarray(L.receptive_field_upsample(scores[0], field=6, stride=2, sigma=5.0)),
+        rtol=1e-6,
+    )
 
 
 # --- patches ----------------------------------------------------------------------------------------------------
+
 
 def test_extract_patches_matches_slicing():
     rng = np.random.default_rng(2)
@@ -117,7 +123,7 @@ def test_extract_patches_matches_slicing():
     assert patches.shape == (2, 5, 4, 16, 16, 3)
     for i in range(5):
         for j in range(4):
-            np.testing.assert_array_equal(patches[:, i, j], images[:, 8 * i:8 * i + 16, 8 * j:8 * j + 16])
+            np.testing.assert_array_equal(patches[:, i, j], images[:, 8 * i : 8 * i + 16, 8 * j : 8 * j + 16])
     vmapped = jax.vmap(lambda im: L.extract_patches(im, size=16, stride=8))(images[:, None])
     np.testing.assert_array_equal(np.asarray(vmapped)[:, 0], patches)
     np.testing.assert_array_equal(np.asarray(L.extract_patches(images[0], size=16, stride=8)), patches[0])
@@ -139,7 +145,9 @@ def test_random_patches_are_inside_and_equal_the_slice():
     assert np.all(first // (h * w) == np.arange(b))
     assert rows.min() == 0 and rows.max() == h - size and cols.min() == 0 and cols.max() == w - size
     for k in range(b):
-        np.testing.assert_array_equal(patches[k], np.asarray(images[k, rows[k]:rows[k] + size, cols[k]:cols[k] + size]))
+        np.testing.assert_array_equal(
+            patches[k], np.asarray(images[k, rows[k] : rows[k] + size, cols[k] : cols[k] + size])
+        )
     corners = np.asarray(L.random_corners(key, num=b, height=h, width=w, size=size))
     np.testing.assert_array_equal(corners, np.stack([rows, cols], axis=1))
     other = np.asarray(L.random_patches(jax.random.key(1), images, size=size))
@@ -165,6 +173,7 @@ def test_image_scores_are_map_maxima():
 
 # --- pixel metrics ----------------------------------------------------------------------------------------------
 
+
 def test_pixel_auroc_matches_sklearn_with_ties():
     rng = np.random.default_rng(6)
     masks = (rng.random((4, 30, 30)) < 0.2).astype(np.uint8) * 255
@@ -187,7 +196,7 @@ def separated_rectangles(rng, num_images, cells=3, cell=8):
                 top, left = rng.integers(1, cell - 2, size=2)
                 bottom, right = rng.integers(top + 1, cell, size=1)[0], rng.integers(left + 1, cell, size=1)[0]
                 region = np.zeros(masks.shape[1:], bool)
-                region[i * cell + top:i * cell + bottom, j * cell + left:j * cell + right] = True
+                region[i * cell + top : i * cell + bottom, j * cell + left : j * cell + right] = True
                 masks[n] |= region
                 regions.append((n, region))
     return masks, regions
@@ -204,7 +213,7 @@ def reference_aupro(maps, masks, regions, max_fpr):
     kept = int(np.sum(fprs <= max_fpr))
     x, y = fprs[:kept], pros[:kept]
     if kept < fprs.size and x[-1] < max_fpr:
-        y = np.append(y, np.interp(max_fpr, fprs[kept - 1:kept + 1], pros[kept - 1:kept + 1]))
+        y = np.append(y, np.interp(max_fpr, fprs[kept - 1 : kept + 1], pros[kept - 1 : kept + 1]))
         x = np.append(x, max_fpr)
     return np.trapezoid(y, x) / max_fpr
 
@@ -286,7 +295,8 @@ def test_rfu_as_matrix_products_equals_the_transposed_convolution():
     for normalize in (False, True):
         for stride, field in ((4, 32), (8, 16)):
             conv = L.receptive_field_upsample(scores, field=field, stride=stride, normalize=normalize)
-            matmul = L.receptive_field_upsample(scores, field=field, stride=stride, normalize=normalize,
-                                                method="matmul")
+            matmul = L.receptive_field_upsample(
+                scores, field=field, stride=stride, normalize=normalize, method="matmul"
+            )
             assert matmul.shape == conv.shape == (3, 8 * stride + field, 6 * stride + field)
             np.testing.assert_allclose(np.asarray(matmul), np.asarray(conv), rtol=1e-5, atol=1e-3)

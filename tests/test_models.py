@@ -6,13 +6,19 @@ from hypothesis import given, settings, strategies as st
 
 import flax.linen as nn
 
-from sla_jax.models import (Conv, PretextNet, ResNet18, count_params, im2col_conv, max_pool_3x3_s2,
-                            max_pool_reduce_window)
+from sla_jax.models import (
+    Conv,
+    PretextNet,
+    ResNet18,
+    count_params,
+    im2col_conv,
+    max_pool_3x3_s2,
+    max_pool_reduce_window,
+)
 
 
 def test_backbone_parameter_count_matches_torchvision_minus_fc():
-    variables = jax.eval_shape(lambda k: ResNet18().init(k, jnp.zeros((1, 64, 64, 3)), train=False),
-                               jax.random.key(0))
+    variables = jax.eval_shape(lambda k: ResNet18().init(k, jnp.zeros((1, 64, 64, 3)), train=False), jax.random.key(0))
     assert count_params(variables["params"]) == 11_689_512 - (512 * 1000 + 1000)
     assert "layer4_1" in variables["params"] and "downsample_0" in variables["params"]["layer2_0"]
 
@@ -45,13 +51,19 @@ def test_batchnorm_train_vs_eval():
 
 
 @settings(max_examples=8, deadline=None)
-@given(size=st.integers(2, 12), channels=st.integers(1, 8), k_s_p=st.sampled_from([(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3)]))
+@given(
+    size=st.integers(2, 12),
+    channels=st.integers(1, 8),
+    k_s_p=st.sampled_from([(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3)]),
+)
 def test_im2col_equals_xla_convolution(size, channels, k_s_p):
     k, s, p = k_s_p
     x = jax.random.normal(jax.random.key(size), (2, size, size, channels))
     w = jax.random.normal(jax.random.key(channels), (k, k, channels, 5))
     ref = jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(np.asarray(im2col_conv(x, w, strides=s, padding=p)), np.asarray(ref), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(im2col_conv(x, w, strides=s, padding=p)), np.asarray(ref), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_conv_module_impls_agree_in_gradient():
@@ -60,7 +72,9 @@ def test_conv_module_impls_agree_in_gradient():
     params = a.init(jax.random.key(1), x)
     ga = jax.grad(lambda p: jnp.sum(a.apply(p, x) ** 2))(params)
     gb = jax.grad(lambda p: jnp.sum(b.apply(p, x) ** 2))(params)
-    np.testing.assert_allclose(np.asarray(ga["params"]["kernel"]), np.asarray(gb["params"]["kernel"]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(ga["params"]["kernel"]), np.asarray(gb["params"]["kernel"]), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -84,7 +98,10 @@ def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ti
 def test_auto_conv_policy_on_cpu():
     """``auto`` takes im2col on CPU only for a k > 1 convolution whose output has at most 16 pixels
     (the 2×2 and 4×4 maps where XLA:CPU's direct convolution is slow), XLA's convolution otherwise."""
-    jaxpr = lambda size, k: str(jax.make_jaxpr(lambda x: Conv(4, k, 1, k // 2).init_with_output(
-        jax.random.key(0), x))(jnp.zeros((1, size, size, 2))))
+    jaxpr = lambda size, k: str(
+        jax.make_jaxpr(lambda x: Conv(4, k, 1, k // 2).init_with_output(jax.random.key(0), x))(
+            jnp.zeros((1, size, size, 2))
+        )
+    )
     assert "conv_general_dilated" not in jaxpr(4, 3) and "conv_general_dilated" in jaxpr(5, 3)
     assert "conv_general_dilated" in jaxpr(2, 1)

@@ -24,29 +24,49 @@ from sla_jax.models import PretextNet
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("kwargs,environ,expected", [
-    ({}, {}, None),
-    ({}, {"SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}, None),
-    ({}, {"SLURM_NTASKS": "4", "SLURM_STEP_NODELIST": "n[1-2]"}, {}),
-    ({}, {"SLURM_NTASKS": "4"}, None),  # an allocation, not inside srun: one process
-    ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 1}, {},
-     {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1}),
-    ({}, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "3", "JAX_PROCESS_ID": "0"},
-     {"coordinator_address": "h:1", "num_processes": 3, "process_id": 0}),
-    ({"process_id": 2}, {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "3", "JAX_PROCESS_ID": "0",
-                         "SLURM_NTASKS": "8", "SLURM_STEP_NODELIST": "n1"},
-     {"coordinator_address": "h:1", "num_processes": 3, "process_id": 2}),
-    ({"coordinator_address": "h:1", "num_processes": 1, "process_id": 0}, {}, None),
-])
+@pytest.mark.parametrize(
+    "kwargs,environ,expected",
+    [
+        ({}, {}, None),
+        ({}, {"SLURM_NTASKS": "1", "SLURM_STEP_NODELIST": "n1"}, None),
+        ({}, {"SLURM_NTASKS": "4", "SLURM_STEP_NODELIST": "n[1-2]"}, {}),
+        ({}, {"SLURM_NTASKS": "4"}, None),  # an allocation, not inside srun: one process
+        (
+            {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1},
+            {},
+            {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1},
+        ),
+        (
+            {},
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "3", "JAX_PROCESS_ID": "0"},
+            {"coordinator_address": "h:1", "num_processes": 3, "process_id": 0},
+        ),
+        (
+            {"process_id": 2},
+            {
+                "JAX_COORDINATOR_ADDRESS": "h:1",
+                "JAX_NUM_PROCESSES": "3",
+                "JAX_PROCESS_ID": "0",
+                "SLURM_NTASKS": "8",
+                "SLURM_STEP_NODELIST": "n1",
+            },
+            {"coordinator_address": "h:1", "num_processes": 3, "process_id": 2},
+        ),
+        ({"coordinator_address": "h:1", "num_processes": 1, "process_id": 0}, {}, None),
+    ],
+)
 def test_requested_job(kwargs, environ, expected):
     assert distributed.requested_job(**kwargs, environ=environ) == expected
 
 
-@pytest.mark.parametrize("kwargs,environ,match", [
-    ({"coordinator_address": "h:1"}, {}, "missing: num_processes, process_id"),
-    ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2}, {}, "process_id=2, num_processes=2"),
-    ({}, {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,environ,match",
+    [
+        ({"coordinator_address": "h:1"}, {}, "missing: num_processes, process_id"),
+        ({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2}, {}, "process_id=2, num_processes=2"),
+        ({}, {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
+    ],
+)
 def test_incomplete_job_request_says_what_is_missing(kwargs, environ, match):
     with pytest.raises(ValueError, match=match):
         distributed.requested_job(**kwargs, environ=environ)
@@ -57,10 +77,15 @@ def test_each_device_builds_only_its_slice_of_the_batch():
     edits and labels: the per-device program holds images of batch/devices, never the global batch."""
     model = PretextNet(num_classes=2, head=(16,), stem="small")
     optimizer = state_lib.make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=4)
-    step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=pretext.StepSpec(batch_size=8, transform="co"),
-                                    mesh=state_lib.data_mesh())
-    state = jax.eval_shape(partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=32),
-                           jax.random.key(0))
+    step = pretext.compile_train_step(
+        model=model,
+        optimizer=optimizer,
+        spec=pretext.StepSpec(batch_size=8, transform="co"),
+        mesh=state_lib.data_mesh(),
+    )
+    state = jax.eval_shape(
+        partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=32), jax.random.key(0)
+    )
     hlo = step.lower(state, jax.ShapeDtypeStruct((20, 32, 32, 3), jnp.uint8), jax.random.key(1)).compile().as_text()
     assert jax.device_count() == 4
     assert "f32[2,32,32,3]" in hlo
@@ -74,15 +99,30 @@ def free_port() -> int:
 
 
 def train_args(workdir: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
-            "--config.data.image_size=32", "--config.model.stem=small", "--config.model.head=(32,)",
-            "--config.train.batch_size=8", "--config.train.steps=2", "--config.train.log_every=1",
-            "--config.eval.batch_size=64", f"--config.data.cache_dir={cache}"]
+    return [
+        sys.executable,
+        "-m",
+        "sla_jax.train",
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+        "--config.data.image_size=32",
+        "--config.model.stem=small",
+        "--config.model.head=(32,)",
+        "--config.train.batch_size=8",
+        "--config.train.steps=2",
+        "--config.train.log_every=1",
+        "--config.eval.batch_size=64",
+        f"--config.data.cache_dir={cache}",
+    ]
 
 
 def start(args: list[str], *, devices: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        PYTHONUNBUFFERED="1",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -90,13 +130,19 @@ def restore(workdir: Path):
     """The final train state of a run, restored onto one device of this (4-device) process."""
     config = experiment.load_run_config(str(workdir))
     model = experiment.model_from_config(config)
-    optimizer = state_lib.make_optimizer(learning_rate=config.train.learning_rate, momentum=config.train.momentum,
-                                         weight_decay=config.train.weight_decay, total_steps=config.train.steps)
-    init = jax.jit(partial(state_lib.init_state, model=model, optimizer=optimizer,
-                           image_size=experiment.model_input_size(config)))
+    optimizer = state_lib.make_optimizer(
+        learning_rate=config.train.learning_rate,
+        momentum=config.train.momentum,
+        weight_decay=config.train.weight_decay,
+        total_steps=config.train.steps,
+    )
+    init = jax.jit(
+        partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=experiment.model_input_size(config))
+    )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                                      jax.eval_shape(init, jax.random.key(0)))
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(init, jax.random.key(0))
+    )
     manager = state_lib.checkpoint_manager(str(workdir), keep=2)
     state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
     manager.close()
@@ -116,12 +162,20 @@ def test_two_processes_train_in_lock_step_like_one_process(tmp_path):
     single-process one to within what XLA:CPU's arithmetic allows (see below)."""
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
     port = free_port()
-    procs = [start(train_args(multi, tmp_path / "tfds") + [f"--coordinator_address=localhost:{port}",
-                                                          "--num_processes=2", f"--process_id={i}"],
-                   devices=2, log=tmp_path / f"process{i}.log") for i in range(2)]
+    procs = [
+        start(
+            train_args(multi, tmp_path / "tfds")
+            + [f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+            devices=2,
+            log=tmp_path / f"process{i}.log",
+        )
+        for i in range(2)
+    ]
     procs.append(start(train_args(single, tmp_path / "tfds_single"), devices=4, log=tmp_path / "single.log"))
     for i, proc in enumerate(procs):
-        assert proc.wait(timeout=900) == 0, (tmp_path / ["process0.log", "process1.log", "single.log"][i]).read_text()[-3000:]
+        assert proc.wait(timeout=900) == 0, (tmp_path / ["process0.log", "process1.log", "single.log"][i]).read_text()[
+            -3000:
+        ]
 
     for i in range(2):
         assert f"4 device(s) in 2 processes (this is process {i})" in (tmp_path / f"process{i}.log").read_text()
@@ -145,9 +199,11 @@ def test_two_processes_train_in_lock_step_like_one_process(tmp_path):
     (s2, p0), (s1, _) = restore(multi), restore(single)
     assert int(s2.step) == int(s1.step) == 2
     for tree in ("params", "batch_stats"):
-        for (path, a), b, init in zip(jax.tree_util.tree_leaves_with_path(getattr(s2, tree)),
-                                      jax.tree_util.tree_leaves(getattr(s1, tree)),
-                                      jax.tree_util.tree_leaves(getattr(p0, tree))):
+        for (path, a), b, init in zip(
+            jax.tree_util.tree_leaves_with_path(getattr(s2, tree)),
+            jax.tree_util.tree_leaves(getattr(s1, tree)),
+            jax.tree_util.tree_leaves(getattr(p0, tree)),
+        ):
             a, b, init = map(np.asarray, (a, b, init))
             change = np.linalg.norm(b - init)
             assert np.linalg.norm(a - b) <= 5e-2 * change + 1e-6, (tree, jax.tree_util.keystr(path))
@@ -157,7 +213,19 @@ def test_two_processes_train_in_lock_step_like_one_process(tmp_path):
 
 
 def test_cli_with_half_a_job_request_explains(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={tmp_path}",
-                           "--coordinator_address=localhost:1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.train",
+            "--config=configs/demo.py",
+            f"--workdir={tmp_path}",
+            "--coordinator_address=localhost:1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "missing: num_processes, process_id" in proc.stderr and "Traceback" not in proc.stderr

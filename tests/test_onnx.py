@@ -18,15 +18,24 @@ from sla_jax import experiment
 from tests.tiny import tiny_config
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
-pytest.importorskip("jax2onnx", reason="jax2onnx is not installed: pip install -e '.[onnx]' installs it on Python "
-                                "3.11 (on 3.12 and jax 0.11 no version fits; see pyproject.toml)")
+pytest.importorskip(
+    "jax2onnx",
+    reason="jax2onnx is not installed: pip install -e '.[onnx]' installs it on Python "
+    "3.11 (on 3.12 and jax 0.11 no version fits; see pyproject.toml)",
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(module: str, *args, env=None):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def without_jax(tmp: Path) -> dict:
@@ -102,8 +111,9 @@ def test_patch_model_scores_and_maps_equal_the_run_without_jax(tmp_path):
 
     session = ort.InferenceSession(str(model))
     paths = [str(p) for p in maps["paths"][:5]]
-    images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
-                       for p in paths])
+    images = np.stack(
+        [np.asarray(Image.open(p).convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)) for p in paths]
+    )
     _, onnx_maps = session.run(None, {"images": images})
     np.testing.assert_allclose(onnx_maps, maps["maps"][:5], rtol=1e-4, atol=1e-4 * float(np.abs(maps["maps"]).max()))
 

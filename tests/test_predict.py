@@ -28,8 +28,13 @@ def image_run(tmp_path_factory):
 
 
 def predict_cli(workdir, *paths, out):
-    return subprocess.run([sys.executable, "-m", "sla_jax.predict", f"--workdir={workdir}", f"--out={out}",
-                           *map(str, paths)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sla_jax.predict", f"--workdir={workdir}", f"--out={out}", *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_threshold_is_stored_and_reported(image_run):
@@ -88,20 +93,26 @@ def test_predict_refuses_what_it_cannot_score_and_never_replaces_earlier_predict
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x.png").write_bytes(b"not a png at all")
     for paths, error, text, overwrite in [
-            ([tmp_path / "empty"], DataError, "no image file .* in .*empty", True),
-            ([good, tmp_path / "typo"], FileNotFoundError, "typo: no such file or folder", True),
-            ([tmp_path / "broken"], DataError, "none of the 1 image file", True),  # even when asked to replace
-            ([good], UsageError, "holds the predictions of an earlier scoring: pass --overwrite", False)]:
+        ([tmp_path / "empty"], DataError, "no image file .* in .*empty", True),
+        ([good, tmp_path / "typo"], FileNotFoundError, "typo: no such file or folder", True),
+        ([tmp_path / "broken"], DataError, "none of the 1 image file", True),  # even when asked to replace
+        ([good], UsageError, "holds the predictions of an earlier scoring: pass --overwrite", False),
+    ]:
         with pytest.raises(error, match=text):
-            inspection.inspect(detector, [str(p) for p in paths], out_dir=str(out), overwrite=overwrite,
-                               log=lambda _: None)
+            inspection.inspect(
+                detector, [str(p) for p in paths], out_dir=str(out), overwrite=overwrite, log=lambda _: None
+            )
         assert files_of(out) == before
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match="holds other files"):
         inspection.inspect(detector, [str(good)], out_dir=str(tmp_path / "mine"), log=lambda _: None)
-    assert inspection.inspect(detector, [str(sorted(good.iterdir())[0])], out_dir=str(out), overwrite=True,
-                              log=lambda _: None) == 0
+    assert (
+        inspection.inspect(
+            detector, [str(sorted(good.iterdir())[0])], out_dir=str(out), overwrite=True, log=lambda _: None
+        )
+        == 0
+    )
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".")], "a temporary folder was left"
 
@@ -118,8 +129,11 @@ def test_any_file_name_the_operating_system_allows_is_scored(image_run, tmp_path
     inspection.inspect(experiment.load_detector(str(workdir)), [str(folder)], out_dir=str(out), log=lambda _: None)
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(records) == 3 and all("score" in r for r in records)
-    assert {Path(r["path"]).name for r in records} == {"not-utf8-\\xff\\xfe.png", "x" * 251 + ".png",
-                                                       "spaces and \u00fcn\u00efcode.png"}
+    assert {Path(r["path"]).name for r in records} == {
+        "not-utf8-\\xff\\xfe.png",
+        "x" * 251 + ".png",
+        "spaces and \u00fcn\u00efcode.png",
+    }
     assert len(list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8")))) == 3
     assert len({r["score"] for r in records}) == 1  # the same image under three names
 
@@ -139,13 +153,24 @@ def test_predict_on_an_empty_folder_is_one_error_line_and_keeps_earlier_predicti
 @pytest.mark.slow
 def test_patch_model_prediction_writes_overlays(tmp_path):
     workdir = tmp_path / "patch_run"
-    config = tiny_config(tmp_path, {"data.image_size": 48, "eval.threshold_images": 8, "localization.patch_size": 16,
-                                    "localization.stride": 8, "localization.train_stride": 8,
-                                    "localization.batch_size": 256, "localization.heatmaps": 4})
+    config = tiny_config(
+        tmp_path,
+        {
+            "data.image_size": 48,
+            "eval.threshold_images": 8,
+            "localization.patch_size": 16,
+            "localization.stride": 8,
+            "localization.train_stride": 8,
+            "localization.batch_size": 256,
+            "localization.heatmaps": 4,
+        },
+    )
     results = experiment.train_and_evaluate(config, str(workdir), progress=False)
     test_dir = workdir / "demo_data" / "washer" / "test"
-    images = sorted((test_dir / "good").iterdir())[:1] + sorted(next(p for p in test_dir.iterdir()
-                                                                     if p.name != "good").iterdir())[:1]
+    images = (
+        sorted((test_dir / "good").iterdir())[:1]
+        + sorted(next(p for p in test_dir.iterdir() if p.name != "good").iterdir())[:1]
+    )
     proc = predict_cli(workdir, *images, out=tmp_path / "out")
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]

@@ -16,8 +16,11 @@ from safetensors.numpy import save_file
 
 # PyTorch is the reference these tests compare with; the torch extra is installed on Python 3.11 (a CPU
 # wheel); CI's Python 3.12 tier, where PyPI offers only multi-GB CUDA builds, runs without it.
-torch = pytest.importorskip("torch", reason="the torch extra is not installed (pip install -e '.[torch]'): the "
-                                            "torchvision weight-import tests compare with PyTorch")
+torch = pytest.importorskip(
+    "torch",
+    reason="the torch extra is not installed (pip install -e '.[torch]'): the "
+    "torchvision weight-import tests compare with PyTorch",
+)
 
 from sla_jax import pretrained
 from sla_jax import pretext
@@ -56,9 +59,15 @@ def test_converted_weights_reproduce_torch_stages_and_pooled_features(torch_mode
     report = convert(str(pth), str(tmp_path / "resnet18.npz"))
     assert report["arrays"] == 100 and report["scalars"] == 11_176_512 + 9_600  # + BatchNorm running statistics
     variables = pretrained.load_backbone(str(tmp_path / "resnet18.npz"))
-    forward = jax.jit(lambda v, x: ResNet18().apply(
-        v, x, train=False, mutable=["intermediates"],
-        capture_intermediates=lambda module, method: module.name in STAGES and method == "__call__"))
+    forward = jax.jit(
+        lambda v, x: ResNet18().apply(
+            v,
+            x,
+            train=False,
+            mutable=["intermediates"],
+            capture_intermediates=lambda module, method: module.name in STAGES and method == "__call__",
+        )
+    )
     for size in (224, 256):
         x = np.random.default_rng(size).normal(size=(2, size, size, 3)).astype(np.float32)
         pooled, captured = forward(variables, x)
@@ -80,16 +89,22 @@ def test_safetensors_cli_keeps_fc_on_request_and_checks_the_hash_prefix(state_di
     named = tmp_path / f"resnet18-{digest[:8]}.safetensors"
     plain.rename(named)
     out = tmp_path / "converted.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.convert_weights", str(named), str(out), "--keep_fc"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.convert_weights", str(named), str(out), "--keep_fc"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert digest in proc.stdout and f"matches the hash prefix {digest[:8]}" in proc.stdout
     from safetensors.numpy import load_file
 
     flat = load_file(str(out))
     np.testing.assert_array_equal(flat["fc/kernel"], state_dict["fc.weight"].T)
-    np.testing.assert_array_equal(flat["params/layer2_0/downsample_0/kernel"],
-                                  state_dict["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        flat["params/layer2_0/downsample_0/kernel"], state_dict["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0)
+    )
     np.testing.assert_array_equal(flat["batch_stats/layer3_1/bn2/var"], state_dict["layer3.1.bn2.running_var"])
     loaded = pretrained.load_backbone(str(out))  # fc ignored
     assert "fc" not in loaded["params"] and set(loaded) == {"params", "batch_stats"}
@@ -97,11 +112,21 @@ def test_safetensors_cli_keeps_fc_on_request_and_checks_the_hash_prefix(state_di
     wrong = tmp_path / "resnet18-deadbeef.safetensors"
     named.rename(wrong)
     kept = out.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "exists: pass --overwrite" in proc.stderr  # an earlier result is never replaced
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out), "--overwrite"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.convert_weights", str(wrong), str(out), "--overwrite"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "does not start with deadbeef" in proc.stderr
     assert out.read_bytes() == kept
 
@@ -118,8 +143,7 @@ def test_mismatched_state_dict_lists_every_missing_unknown_and_misshapen_key(sta
     assert "1 unknown keys: layer4.2.conv1.weight" in message
     assert "layer2.0.downsample.0.weight: (128, 64, 3, 3) (expected (128, 64, 1, 1))" in message
     with pytest.raises(pretrained.WeightsError, match="missing keys: fc.bias, fc.weight"):
-        pretrained.from_torch_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")},
-                                         keep_fc=True)
+        pretrained.from_torch_state_dict({k: v for k, v in state_dict.items() if not k.startswith("fc.")}, keep_fc=True)
 
 
 def test_loading_never_unpickles(state_dict, tmp_path):
@@ -134,19 +158,31 @@ def test_optimizer_freeze_equals_torch_sgd_with_requires_grad_off():
     """Backbone frozen for 2 of 5 steps: bitwise unchanged (no decay, no momentum) while frozen; then the
     same trajectory as torch SGD whose backbone had ``grad=None`` for those steps (global cosine lr)."""
     total, freeze, lr, mu, wd = 5, 2, 0.1, 0.9, 0.01
-    opt = state_lib.make_optimizer(learning_rate=lr, momentum=mu, weight_decay=wd, total_steps=total,
-                                   freeze_backbone_steps=freeze)
+    opt = state_lib.make_optimizer(
+        learning_rate=lr, momentum=mu, weight_decay=wd, total_steps=total, freeze_backbone_steps=freeze
+    )
     rng = np.random.default_rng(0)
-    init = {"backbone": {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))}, "bn": {"scale": rng.normal(size=4)}},
-            "head": {"dense": {"kernel": rng.normal(size=(4, 2)), "bias": rng.normal(size=2)}}}
+    init = {
+        "backbone": {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))}, "bn": {"scale": rng.normal(size=4)}},
+        "head": {"dense": {"kernel": rng.normal(size=(4, 2)), "bias": rng.normal(size=2)}},
+    }
     init = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), init)
     grads = [jax.tree_util.tree_map(lambda a: rng.normal(size=a.shape).astype(np.float32), init) for _ in range(total)]
 
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in
-          {"bk": init["backbone"]["conv"]["kernel"], "bs": init["backbone"]["bn"]["scale"],
-           "hk": init["head"]["dense"]["kernel"], "hb": init["head"]["dense"]["bias"]}.items()}
-    torch_opt = torch.optim.SGD([{"params": [tp["bk"], tp["hk"]], "weight_decay": wd},
-                                 {"params": [tp["bs"], tp["hb"]], "weight_decay": 0.0}], lr=lr, momentum=mu)
+    tp = {
+        k: torch.tensor(v, requires_grad=True)
+        for k, v in {
+            "bk": init["backbone"]["conv"]["kernel"],
+            "bs": init["backbone"]["bn"]["scale"],
+            "hk": init["head"]["dense"]["kernel"],
+            "hb": init["head"]["dense"]["bias"],
+        }.items()
+    }
+    torch_opt = torch.optim.SGD(
+        [{"params": [tp["bk"], tp["hk"]], "weight_decay": wd}, {"params": [tp["bs"], tp["hb"]], "weight_decay": 0.0}],
+        lr=lr,
+        momentum=mu,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda t: 0.5 * (1 + np.cos(np.pi * min(t, total) / total)))
 
     params, opt_state = init, opt.init(init)
@@ -155,17 +191,26 @@ def test_optimizer_freeze_equals_torch_sgd_with_requires_grad_off():
         updates, opt_state = update(grads[t], opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
         g = grads[t]
-        tp["hk"].grad, tp["hb"].grad = torch.tensor(g["head"]["dense"]["kernel"]), torch.tensor(g["head"]["dense"]["bias"])
+        tp["hk"].grad, tp["hb"].grad = (
+            torch.tensor(g["head"]["dense"]["kernel"]),
+            torch.tensor(g["head"]["dense"]["bias"]),
+        )
         frozen = t < freeze
         tp["bk"].grad = None if frozen else torch.tensor(g["backbone"]["conv"]["kernel"])
         tp["bs"].grad = None if frozen else torch.tensor(g["backbone"]["bn"]["scale"])
         torch_opt.step()
         sched.step()
-        backbone_same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(params["backbone"]),
-                                                                  jax.tree_util.tree_leaves(init["backbone"])))
+        backbone_same = all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree_util.tree_leaves(params["backbone"]), jax.tree_util.tree_leaves(init["backbone"]))
+        )
         assert backbone_same == frozen, t
-        for ours, key in ((params["backbone"]["conv"]["kernel"], "bk"), (params["backbone"]["bn"]["scale"], "bs"),
-                          (params["head"]["dense"]["kernel"], "hk"), (params["head"]["dense"]["bias"], "hb")):
+        for ours, key in (
+            (params["backbone"]["conv"]["kernel"], "bk"),
+            (params["backbone"]["bn"]["scale"], "bs"),
+            (params["head"]["dense"]["kernel"], "hk"),
+            (params["head"]["dense"]["bias"], "hb"),
+        ):
             np.testing.assert_allclose(np.asarray(ours), tp[key].detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -175,8 +220,9 @@ def test_train_step_with_loaded_backbone_frozen_then_trained(state_dict):
     file's (BatchNorm running statistics do update, as in torch's model.train()); the head trains; at step N
     the backbone moves."""
     model = PretextNet(num_classes=2, head=(16,))
-    optimizer = state_lib.make_optimizer(learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=4,
-                                         freeze_backbone_steps=1)
+    optimizer = state_lib.make_optimizer(
+        learning_rate=0.03, momentum=0.9, weight_decay=3e-5, total_steps=4, freeze_backbone_steps=1
+    )
     flat = pretrained.from_torch_state_dict(state_dict)
     from flax import traverse_util
 
@@ -185,8 +231,11 @@ def test_train_step_with_loaded_backbone_frozen_then_trained(state_dict):
     head0 = state.params["head"]
     state = pretrained.with_backbone(state, backbone, optimizer=optimizer)
     assert state.params["head"] is head0
-    step = jax.jit(partial(pretext.train_step, model=model, optimizer=optimizer,
-                           spec=pretext.StepSpec(batch_size=4, transform="co")))
+    step = jax.jit(
+        partial(
+            pretext.train_step, model=model, optimizer=optimizer, spec=pretext.StepSpec(batch_size=4, transform="co")
+        )
+    )
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
     leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
     moved = lambda a, b: [not np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b))]
@@ -205,11 +254,13 @@ def test_init_config_checks(state_dict, tmp_path):
     np.savez(tmp_path / "ok.npz", **flat)
     config.model.init = str(tmp_path / "ok.npz")
     validate(config)
-    for key, value, match in [("model.init", str(tmp_path / "missing.npz"), "no such file"),
-                              ("model.init", "resnet18-f37072fd.pth", "python -m sla_jax.convert_weights"),
-                              ("model.init", str(tmp_path), "must be a .npz or .safetensors"),
-                              ("model.stem", "small", "stem='imagenet'"),
-                              ("train.freeze_steps", -1, "freeze_steps")]:
+    for key, value, match in [
+        ("model.init", str(tmp_path / "missing.npz"), "no such file"),
+        ("model.init", "resnet18-f37072fd.pth", "python -m sla_jax.convert_weights"),
+        ("model.init", str(tmp_path), "must be a .npz or .safetensors"),
+        ("model.stem", "small", "stem='imagenet'"),
+        ("train.freeze_steps", -1, "freeze_steps"),
+    ]:
         bad = config.copy_and_resolve_references()
         section, name = key.split(".")
         bad[section][name] = value
@@ -222,8 +273,14 @@ def test_init_config_checks(state_dict, tmp_path):
 
 
 def run_train(*args):
-    return subprocess.run([sys.executable, "-m", "sla_jax.train", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return subprocess.run(
+        [sys.executable, "-m", "sla_jax.train", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
 
 
 @pytest.mark.slow
@@ -232,13 +289,18 @@ def test_baseline_mode_equals_torch_features_with_sklearn_gaussian(torch_model, 
     eval-mode features of the same images + scikit-learn's Ledoit–Wolf Mahalanobis distance do."""
     from sklearn.covariance import LedoitWolf
 
-
     torch.save(torch_model.state_dict(), tmp_path / "resnet18.pth")
     convert(str(tmp_path / "resnet18.pth"), str(tmp_path / "resnet18.npz"))
     workdir = tmp_path / "run"
-    proc = run_train("--config=configs/imagenet_gde.py", f"--workdir={workdir}", "--config.data.demo=True",
-                     "--config.data.category=weave", "--config.data.image_size=64",
-                     f"--config.model.init={tmp_path / 'resnet18.npz'}", f"--config.data.cache_dir={tmp_path / 'tfds'}")
+    proc = run_train(
+        "--config=configs/imagenet_gde.py",
+        f"--workdir={workdir}",
+        "--config.data.demo=True",
+        "--config.data.category=weave",
+        "--config.data.image_size=64",
+        f"--config.model.init={tmp_path / 'resnet18.npz'}",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["steps"] == 0 and results["init"] == str(tmp_path / "resnet18.npz")
@@ -264,32 +326,43 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     another init file it is refused, since the workdir's checkpoints grew from the first one."""
     from flax import traverse_util
 
-
     flat = pretrained.from_torch_state_dict(state_dict)
     np.savez(tmp_path / "a.npz", **flat)
     np.savez(tmp_path / "b.npz", **{k: v + 1 for k, v in flat.items()})
     workdir = tmp_path / "run"
-    common = ["--config=configs/demo.py", f"--workdir={workdir}", "--config.data.image_size=32",
-              "--config.train.batch_size=8", "--config.train.checkpoint_every=1", "--config.train.keep_checkpoints=5",
-              "--config.model.head=(32,)", "--config.train.freeze_steps=2", f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+    common = [
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+        "--config.data.image_size=32",
+        "--config.train.batch_size=8",
+        "--config.train.checkpoint_every=1",
+        "--config.train.keep_checkpoints=5",
+        "--config.model.head=(32,)",
+        "--config.train.freeze_steps=2",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    ]
     proc = run_train(*common, f"--config.model.init={tmp_path / 'a.npz'}", "--config.train.steps=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "frozen for the first 2 steps" in proc.stdout
 
     config = experiment.load_run_config(str(workdir))
     optimizer = experiment.optimizer_from_config(config)
-    abstract = state_lib.init_state(jax.random.key(0), model=experiment.model_from_config(config), optimizer=optimizer,
-                                    image_size=32)
+    abstract = state_lib.init_state(
+        jax.random.key(0), model=experiment.model_from_config(config), optimizer=optimizer, image_size=32
+    )
     manager = state_lib.checkpoint_manager(str(workdir), keep=5)
     import orbax.checkpoint as ocp
 
-    restore = lambda step: manager.restore(step, args=ocp.args.StandardRestore(
-        jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract)))
+    restore = lambda step: manager.restore(
+        step, args=ocp.args.StandardRestore(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract))
+    )
     file_params = traverse_util.unflatten_dict(flat, sep="/")["params"]
     for step, frozen in ((1, True), (2, True), (3, False)):
         restored = restore(step).params["backbone"]
-        same = [np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(restored),
-                                                     jax.tree_util.tree_leaves(file_params))]
+        same = [
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(file_params))
+        ]
         assert all(same) if frozen else not any(same), step
     manager.close()
 

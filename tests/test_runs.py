@@ -27,8 +27,12 @@ from sla_jax import workdir as workdir_lib
 from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--config=configs/demo.py", "--config.data.image_size=32", "--config.train.batch_size=8",
-        "--config.model.head=(32,)"]
+TINY = [
+    "--config=configs/demo.py",
+    "--config.data.image_size=32",
+    "--config.train.batch_size=8",
+    "--config.model.head=(32,)",
+]
 
 
 def tiny_state() -> state_lib.TrainState:
@@ -37,13 +41,26 @@ def tiny_state() -> state_lib.TrainState:
 
 def counting_step(state, images, key):
     step = state.step + 1
-    return state.replace(step=step, params={"w": state.params["w"] + 1}), {"loss": 1.0 / step, "accuracy": 0.5,
-                                                                           "mean_label": 0.9}
+    return state.replace(step=step, params={"w": state.params["w"] + 1}), {
+        "loss": 1.0 / step,
+        "accuracy": 0.5,
+        "mean_label": 0.9,
+    }
 
 
 def fit(state, step_fn, manager, *, checkpoint_every: int, total_steps: int = 100):
-    return loop.fit(state, None, None, step_fn=step_fn, total_steps=total_steps, images_per_step=1,
-                     manager=manager, checkpoint_every=checkpoint_every, log_every=1000, progress=False)
+    return loop.fit(
+        state,
+        None,
+        None,
+        step_fn=step_fn,
+        total_steps=total_steps,
+        images_per_step=1,
+        manager=manager,
+        checkpoint_every=checkpoint_every,
+        log_every=1000,
+        progress=False,
+    )
 
 
 @contextlib.contextmanager
@@ -58,11 +75,19 @@ def immutable(path: Path):
 
 
 def cli(*args, workdir, cache):
-    return [sys.executable, "-m", "sla_jax.train", *TINY, f"--workdir={workdir}", f"--config.data.cache_dir={cache}",
-            *args]
+    return [
+        sys.executable,
+        "-m",
+        "sla_jax.train",
+        *TINY,
+        f"--workdir={workdir}",
+        f"--config.data.cache_dir={cache}",
+        *args,
+    ]
 
 
 # ----------------------------------------------------------------------------- signals
+
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_at_a_step_boundary_with_a_checkpoint(signum, tmp_path):
@@ -87,8 +112,13 @@ def test_signal_stops_at_a_step_boundary_with_a_checkpoint(signum, tmp_path):
 @pytest.mark.slow
 def test_sigterm_on_the_command_line_checkpoints_exits_cleanly_and_resumes(tmp_path):
     workdir, cache = tmp_path / "run", tmp_path / "tfds"
-    command = cli("--config.train.steps=400", "--config.train.checkpoint_every=1000", "--config.train.log_every=1",
-                  workdir=workdir, cache=cache)
+    command = cli(
+        "--config.train.steps=400",
+        "--config.train.checkpoint_every=1000",
+        "--config.train.log_every=1",
+        workdir=workdir,
+        cache=cache,
+    )
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, deadline = workdir / "metrics.jsonl", time.time() + 300
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
@@ -98,15 +128,23 @@ def test_sigterm_on_the_command_line_checkpoints_exits_cleanly_and_resumes(tmp_p
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    stopped = re.search(r"stopped by SIGTERM after step (\d+); a checkpoint of step \1 is in (\S+)\. Run the same "
-                        r"command to resume\.", err)
+    stopped = re.search(
+        r"stopped by SIGTERM after step (\d+); a checkpoint of step \1 is in (\S+)\. Run the same "
+        r"command to resume\.",
+        err,
+    )
     assert stopped, err[-3000:]
     assert "Traceback" not in err
     step = int(stopped[1])
     assert (workdir / "checkpoints" / str(step)).is_dir() and not (workdir / "results.json").exists()
 
-    resumed = subprocess.run(cli(f"--config.train.steps={step + 1}", workdir=workdir, cache=cache), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        cli(f"--config.train.steps={step + 1}", workdir=workdir, cache=cache),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from the checkpoint at step {step}" in resumed.stdout
     assert json.loads((workdir / "timing.json").read_text())["resumed_from_step"] == step
@@ -124,15 +162,15 @@ HOLD = textwrap.dedent("""
 
 
 def test_second_run_in_a_workdir_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(workdir_lib.WorkdirError, match=rf"in use by another run \(pid {holder.pid} on "):
             with workdir_lib.claimed(tmp_path):
                 pass
-        proc = subprocess.run(cli(workdir=tmp_path, cache=tmp_path / "tfds"), cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            cli(workdir=tmp_path, cache=tmp_path / "tfds"), cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 1 and "in use by another run" in proc.stderr and "Traceback" not in proc.stderr
     finally:
         holder.kill()
@@ -162,13 +200,17 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path):
     manager = state_lib.checkpoint_manager(str(tmp_path), keep=3)
 
     with contextlib.ExitStack() as stack:
+
         def step_fn(state, images, key):
             if int(state.step) == 3:
                 stack.enter_context(immutable(Path(manager.directory)))
             return counting_step(state, images, key)
 
-        with pytest.raises(loop.CheckpointWriteError, match=r"checkpoint of step 4 .* failed .* checkpoint of "
-                                                             r"step 2 is intact"):
+        with pytest.raises(
+            loop.CheckpointWriteError,
+            match=r"checkpoint of step 4 .* failed .* checkpoint of "
+            r"step 2 is intact",
+        ):
             fit(tiny_state(), step_fn, manager, checkpoint_every=2)
     assert manager.latest_step() == 2
     assert int(state_lib.restore_latest(manager, tiny_state()).step) == 2
@@ -212,15 +254,19 @@ def test_full_disk_is_named_at_start_and_at_the_failing_write(tmp_path):
     mount = tmp_path / "small_disk"
     mount.mkdir()
     script = f'mount -t tmpfs -o size=4m tmpfs "{mount}" && exec "{sys.executable}" -c "$0" "{mount}"'
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, FULL_DISK], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, FULL_DISK], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     if "mount" in proc.stderr and proc.returncode and "START" not in proc.stdout:
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert f"START: the workdir {mount} has 4 MiB free, but this run needs about 6 MiB" in out
-    write = re.search(r"WRITE: writing the checkpoint of step (\d+) .* failed \(No space left on device\)\. The "
-                      r"checkpoint of step (\d+) is intact", out)
+    write = re.search(
+        r"WRITE: writing the checkpoint of step (\d+) .* failed \(No space left on device\)\. The "
+        r"checkpoint of step (\d+) is intact",
+        out,
+    )
     assert write, out
     failed, kept = int(write[1]), int(write[2])
     assert kept == failed - 1 >= 1
@@ -229,23 +275,31 @@ def test_full_disk_is_named_at_start_and_at_the_failing_write(tmp_path):
 
 # ----------------------------------------------------------------------------- determinism, no network
 
+
 @pytest.mark.slow
 def test_same_command_gives_identical_results_json_without_network(tmp_path):
     """The same command and seed twice (the second with Python sockets refused and, where the kernel allows,
     in an empty network namespace) give byte-identical results.json; the two bad files of the folder are
     skipped and listed."""
     root = tmp_path / "data"
-    synthetic.write_demo_dataset(root, seed=0, categories=("weave",), n_train=24, n_test_good=8, n_test_defect=8,
-                            size=64)
+    synthetic.write_demo_dataset(
+        root, seed=0, categories=("weave",), n_train=24, n_test_good=8, n_test_defect=8, size=64
+    )
     good = root / "weave" / "train" / "good"
     (good / "zz_empty.png").write_bytes(b"")
     (good / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     workdir = tmp_path / "run"
-    args = ["--config.data.demo=False", f"--config.data.root={root}", "--config.data.category=weave",
-            "--config.data.skip_bad_files=True", "--config.train.steps=3"]
+    args = [
+        "--config.data.demo=False",
+        f"--config.data.root={root}",
+        "--config.data.category=weave",
+        "--config.data.skip_bad_files=True",
+        "--config.train.steps=3",
+    ]
 
-    first = subprocess.run(cli(*args, workdir=workdir, cache=tmp_path / "tfds1"), cwd=REPO, capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        cli(*args, workdir=workdir, cache=tmp_path / "tfds1"), cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     expected = (workdir / "results.json").read_bytes()
     shutil.rmtree(workdir)
@@ -281,18 +335,31 @@ def test_sigint_in_any_phase_exits_130_and_the_same_command_finishes(tmp_path):
     """Ctrl-C while the data are prepared, while programs compile, while the run evaluates: exit 130, one
     line, no traceback, the lock released; the same command then finishes the run."""
     workdir, cache = tmp_path / "run", tmp_path / "tfds"
-    command = cli("--config.train.steps=3", "--config.train.log_every=1", "--config.data.category=washer",
-                  workdir=workdir, cache=cache)
+    command = cli(
+        "--config.train.steps=3",
+        "--config.train.log_every=1",
+        "--config.data.category=washer",
+        workdir=workdir,
+        cache=cache,
+    )
     metrics = workdir / "metrics.jsonl"
-    phases = [("preparing the data", lambda out: "preparing washer" in out),
-              ("compiling", lambda out: "training CO" in out),
-              ("evaluating", lambda out: metrics.exists() and '"step": 3' in metrics.read_text())]
+    phases = [
+        ("preparing the data", lambda out: "preparing washer" in out),
+        ("compiling", lambda out: "training CO" in out),
+        ("evaluating", lambda out: metrics.exists() and '"step": 3' in metrics.read_text()),
+    ]
     stopped = []
     for phase, ready in phases:
         out_path = tmp_path / f"{phase}.out"
         with open(out_path, "w") as out:
-            proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(
+                command,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
             deadline = time.time() + 300
             while not ready(out_path.read_text()) and proc.poll() is None:
                 assert time.time() < deadline, phase

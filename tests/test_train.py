@@ -70,7 +70,9 @@ def test_sharded_step_equals_single_device_step():
 
 def test_weight_decay_skips_batchnorm_and_biases():
     model = PretextNet(num_classes=2, head=(16,))
-    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False), jax.random.key(0))["params"]
+    params = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False), jax.random.key(0))[
+        "params"
+    ]
     mask = state_lib.weight_decay_mask(params)
     assert mask["backbone"]["conv1"]["kernel"] is True
     assert mask["backbone"]["bn1"]["scale"] is False and mask["backbone"]["bn1"]["bias"] is False
@@ -94,21 +96,24 @@ def test_optimizer_matches_torch_sgd_semantics():
         np.testing.assert_allclose(np.asarray(p["w"]), w, rtol=1e-6)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("labels.alpha", -1.0, "labels.alpha"),
-    ("labels.epsilon", 3.5, "labels.epsilon"),
-    ("train.batch_size", 6, "train.batch_size"),
-    ("train.steps", -5, "train.steps"),
-    ("transform.name", "mixup", "transform.name"),
-    ("labels.mode", "fuzzy", "labels.mode"),
-    ("data.image_size", 16, "data.image_size"),
-    ("data.resize", "lanczos", "data.resize"),
-    ("train.weight_decay_on", "bn", "train.weight_decay_on"),
-    ("eval.density", "knn", "eval.density"),
-    ("transform.scar_size", "absolute", "transform.scar_size"),
-    ("transform.jitter_order", "sorted", "transform.jitter_order"),
-    ("transform.global_jitter", 1.5, "transform.global_jitter"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("labels.alpha", -1.0, "labels.alpha"),
+        ("labels.epsilon", 3.5, "labels.epsilon"),
+        ("train.batch_size", 6, "train.batch_size"),
+        ("train.steps", -5, "train.steps"),
+        ("transform.name", "mixup", "transform.name"),
+        ("labels.mode", "fuzzy", "labels.mode"),
+        ("data.image_size", 16, "data.image_size"),
+        ("data.resize", "lanczos", "data.resize"),
+        ("train.weight_decay_on", "bn", "train.weight_decay_on"),
+        ("eval.density", "knn", "eval.density"),
+        ("transform.scar_size", "absolute", "transform.scar_size"),
+        ("transform.jitter_order", "sorted", "transform.jitter_order"),
+        ("transform.global_jitter", 1.5, "transform.global_jitter"),
+    ],
+)
 def test_config_validation_names_the_key(key, value, match):
     config = base_config()
     config.data.root, config.data.category = "/data", "bottle"
@@ -125,8 +130,14 @@ def test_paper_config_without_data_says_how_to_point_it():
 
 def run_cli(*args, timeout=600):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "sla_jax.train", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sla_jax.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_rejects_misspelt_key_with_suggestion(tmp_path):
@@ -145,9 +156,16 @@ def test_cli_without_dataset_explains(tmp_path):
 def test_demo_end_to_end_checkpoint_results_and_resume(tmp_path):
     """A few steps at 32 px on the demo data: checkpoint, results.json, ROC PNG; then resume to more steps."""
     workdir = tmp_path / "run dir"  # a space in the path on purpose
-    common = ["--config=configs/demo.py", f"--workdir={workdir}", "--config.data.image_size=32",
-              "--config.train.batch_size=8", "--config.train.checkpoint_every=2", "--config.train.log_every=1",
-              "--config.model.head=(32,)", f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+    common = [
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+        "--config.data.image_size=32",
+        "--config.train.batch_size=8",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=1",
+        "--config.model.head=(32,)",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    ]
     proc = run_cli(*common, "--config.train.steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "image AUROC:" in proc.stdout
@@ -168,8 +186,13 @@ def test_demo_end_to_end_checkpoint_results_and_resume(tmp_path):
     timing = json.loads((workdir / "timing.json").read_text())
     assert timing["resumed_from_step"] == 2 and timing["train_seconds"] > 0
 
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((workdir / "results.json").read_text())
     assert again["image_auroc"] == pytest.approx(results["image_auroc"], abs=1e-6)
@@ -178,6 +201,7 @@ def test_demo_end_to_end_checkpoint_results_and_resume(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     """A step function whose loss turns NaN at step 5: the run stops at the next log or checkpoint step
     (6), naming it, before saving; the checkpoint of step 4 is what a restart restores."""
+
     def step_fn(state, images, key):
         step = state.step + 1
         loss = jnp.where(step >= 5, jnp.nan, 1.0 / step)
@@ -187,8 +211,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     manager = state_lib.checkpoint_manager(str(tmp_path), keep=3)
     state = state_lib.TrainState(step=jnp.int32(0), params={"w": jnp.zeros(3)}, batch_stats={}, opt_state={})
     with pytest.raises(FloatingPointError, match=r"at step 6.*last good checkpoint \(step 4\)"):
-        loop.fit(state, None, None, step_fn=step_fn, total_steps=10, images_per_step=1, manager=manager,
-                  checkpoint_every=2, log_every=100, log=[].append, progress=False)
+        loop.fit(
+            state,
+            None,
+            None,
+            step_fn=step_fn,
+            total_steps=10,
+            images_per_step=1,
+            manager=manager,
+            checkpoint_every=2,
+            log_every=100,
+            log=[].append,
+            progress=False,
+        )
     assert manager.latest_step() == 4
     restored = state_lib.restore_latest(manager, state)
     assert int(restored.step) == 4 and np.all(np.isfinite(np.asarray(restored.params["w"])))
@@ -206,10 +241,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     import orbax.checkpoint as ocp
 
     def command(workdir):
-        return [sys.executable, "-m", "sla_jax.train", "--config=configs/demo.py", f"--workdir={workdir}",
-                "--config.data.image_size=32", "--config.train.batch_size=8", "--config.train.steps=8",
-                "--config.train.checkpoint_every=1", "--config.model.head=(32,)",
-                f"--config.data.cache_dir={tmp_path / 'tfds'}"]
+        return [
+            sys.executable,
+            "-m",
+            "sla_jax.train",
+            "--config=configs/demo.py",
+            f"--workdir={workdir}",
+            "--config.data.image_size=32",
+            "--config.train.batch_size=8",
+            "--config.train.steps=8",
+            "--config.train.checkpoint_every=1",
+            "--config.model.head=(32,)",
+            f"--config.data.cache_dir={tmp_path / 'tfds'}",
+        ]
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(killed), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -236,8 +280,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     results = [json.loads((d / "results.json").read_text()) for d in (killed, straight)]
     assert results[0].pop("data_root") != results[1].pop("data_root")  # demo data generated into each workdir
     assert results[0] == results[1], (k, delay)
-    params = [ocp.StandardCheckpointer().restore((d / "checkpoints" / "8" / "default").resolve())
-              for d in (killed, straight)]
+    params = [
+        ocp.StandardCheckpointer().restore((d / "checkpoints" / "8" / "default").resolve()) for d in (killed, straight)
+    ]
     for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -246,10 +291,17 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 def test_patch_localization_end_to_end(tmp_path):
     """Patch model on the demo data at 64 px: results gain pixel metrics, maps.npz and heatmaps.png."""
     workdir = tmp_path / "patch"
-    proc = run_cli("--config=configs/demo_patch.py", f"--workdir={workdir}", "--config.data.image_size=64",
-                   "--config.train.batch_size=8", "--config.train.steps=2", "--config.model.head=(32,)",
-                   "--config.localization.stride=8", "--config.localization.train_stride=16",
-                   f"--config.data.cache_dir={tmp_path / 'tfds'}")
+    proc = run_cli(
+        "--config=configs/demo_patch.py",
+        f"--workdir={workdir}",
+        "--config.data.image_size=64",
+        "--config.train.batch_size=8",
+        "--config.train.steps=2",
+        "--config.model.head=(32,)",
+        "--config.localization.stride=8",
+        "--config.localization.train_stride=16",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert 0 <= results["pixel_auroc"] <= 1 and 0 <= results["pixel_aupro"] <= 1
@@ -269,8 +321,13 @@ def test_patch_localization_end_to_end(tmp_path):
     config = json.loads((workdir / "config.json").read_text())
     config["localization"].update(gde="per_position", train_stride=8)
     (workdir / "config.json").write_text(json.dumps(config))
-    proc = subprocess.run([sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sla_jax.evaluate", f"--workdir={workdir}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     per_position = json.loads((workdir / "results.json").read_text())
     assert 0 <= per_position["pixel_auroc"] <= 1 and per_position["pixel_auroc"] != results["pixel_auroc"]
@@ -323,20 +380,23 @@ def test_embedding_does_not_depend_on_the_padding():
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     mesh = state_lib.data_mesh()
     whole = detection.embed(variables, images, model=model, batch_size=64, mesh=mesh)  # padded to 8
-    singles = np.concatenate([detection.embed(variables, images[i:i + 1], model=model, batch_size=64, mesh=mesh)
-                              for i in range(5)])  # padded to the device count
+    singles = np.concatenate(
+        [detection.embed(variables, images[i : i + 1], model=model, batch_size=64, mesh=mesh) for i in range(5)]
+    )  # padded to the device count
     assert whole.shape == singles.shape == (5, 512)
     np.testing.assert_allclose(whole, singles, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- several steps per dispatch
 
+
 def _tiny_problem(total_steps: int, *, batch: int = 4, learning_rate: float = 0.03):
     from functools import partial
 
     model = PretextNet(num_classes=2, head=(8,))
-    optimizer = state_lib.make_optimizer(learning_rate=learning_rate, momentum=0.9, weight_decay=3e-5,
-                                         total_steps=total_steps)
+    optimizer = state_lib.make_optimizer(
+        learning_rate=learning_rate, momentum=0.9, weight_decay=3e-5, total_steps=total_steps
+    )
     spec = pretext.StepSpec(batch_size=batch, transform="cps")
     mesh = state_lib.data_mesh()
     init = jax.jit(partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=32))
@@ -347,15 +407,27 @@ def _tiny_problem(total_steps: int, *, batch: int = 4, learning_rate: float = 0.
 
     def chunk_fn(k):
         if k not in programs:
-            programs[k] = pretext.compile_train_steps(model=model, optimizer=optimizer, spec=spec, mesh=mesh,
-                                                      steps=k, summed=loop.AVERAGED_METRICS)
+            programs[k] = pretext.compile_train_steps(
+                model=model, optimizer=optimizer, spec=spec, mesh=mesh, steps=k, summed=loop.AVERAGED_METRICS
+            )
         return lambda s, x, r: programs[k](s, x, r, hparams)
 
     def run(state, *, total, per_call, manager=None, records=None, log_every=4):
-        return loop.fit(state, images, key, step_fn=lambda s, x, r: single(s, x, r, hparams), total_steps=total,
-                        images_per_step=batch, manager=manager, checkpoint_every=4, log_every=log_every,
-                        log=None if records is None else records.append, progress=False,
-                        steps_per_call=per_call, chunk_fn=chunk_fn)
+        return loop.fit(
+            state,
+            images,
+            key,
+            step_fn=lambda s, x, r: single(s, x, r, hparams),
+            total_steps=total,
+            images_per_step=batch,
+            manager=manager,
+            checkpoint_every=4,
+            log_every=log_every,
+            log=None if records is None else records.append,
+            progress=False,
+            steps_per_call=per_call,
+            chunk_fn=chunk_fn,
+        )
 
     return init, run, programs
 
@@ -377,8 +449,9 @@ def test_several_steps_per_call_train_as_one_step_per_call():
     for r, s in zip(one, two):
         for name in loop.AVERAGED_METRICS:
             np.testing.assert_allclose(r[name], s[name], rtol=1e-4, atol=1e-5, err_msg=name)
-    assert loop.chunk_end(5, total_steps=10, every=(4, 4, 4)) == 8 and loop.chunk_end(8, total_steps=10,
-                                                                                   every=(4,)) == 10
+    assert (
+        loop.chunk_end(5, total_steps=10, every=(4, 4, 4)) == 8 and loop.chunk_end(8, total_steps=10, every=(4,)) == 10
+    )
 
 
 @pytest.mark.slow

@@ -17,8 +17,12 @@ def random_image(seed, size=48, channels=3):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), size=st.sampled_from([32, 48, 64]), name=st.sampled_from(sorted(TRANSFORMS)),
-       channels=st.sampled_from([1, 3]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    size=st.sampled_from([32, 48, 64]),
+    name=st.sampled_from(sorted(TRANSFORMS)),
+    channels=st.sampled_from([1, 3]),
+)
 def test_pixels_outside_mask_unchanged(seed, size, name, channels):
     image = random_image(seed, size, channels)
     edited, mask = jax.jit(TRANSFORMS[name])(jax.random.key(seed + 1), image)
@@ -128,8 +132,9 @@ def test_color_jitter_stays_close_and_in_range():
     out = T.color_jitter(jax.random.key(7), image, strength=0.1)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     assert 0 < float(jnp.mean(jnp.abs(out - image))) < 0.2
-    np.testing.assert_allclose(np.asarray(T.color_jitter(jax.random.key(7), image, strength=0.0)),
-                               np.asarray(image), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(T.color_jitter(jax.random.key(7), image, strength=0.0)), np.asarray(image), atol=1e-5
+    )
 
 
 def test_fusion_classes_and_bernoulli_assembly():

@@ -27,22 +27,33 @@ from tests.tiny import tiny_config
 
 def strict_load(path: Path):
     """json.load that fails on the NaN / Infinity tokens JSON does not have."""
+
     def refuse(token):
         raise AssertionError(f"{path} holds the non-JSON token {token}")
+
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
 def snapshot(folder: Path) -> dict:
     """Every file under ``folder`` with its size and modification time (nanoseconds)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # ----------------------------------------------------------------------------- files: whole or absent, strict JSON
 
+
 def test_strict_json_writes_null_with_its_reason_never_a_nan_token(tmp_path):
-    value = {"image_auroc": float("nan"), "inner": {"x": np.float32("inf"), "ok": np.float64(0.5)},
-             "list": [1.0, float("-inf")], "given": None, "given_undefined": "kept as written"}
+    value = {
+        "image_auroc": float("nan"),
+        "inner": {"x": np.float32("inf"), "ok": np.float64(0.5)},
+        "list": [1.0, float("-inf")],
+        "given": None,
+        "given_undefined": "kept as written",
+    }
     path = Path(atomic.write_json(tmp_path / "r.json", value))
     loaded = strict_load(path)
     assert loaded["image_auroc"] is None and loaded["image_auroc_undefined"] == "not a finite number (nan)"
@@ -85,11 +96,15 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 # ----------------------------------------------------------------------------- a run's identity
 
+
 def demo_root(tmp_path: Path, *, drop=(), keep_train: int | None = None) -> Path:
     """The demo's washer category at 32 px, with the test folders in ``drop`` (and their masks) removed and
     only the first ``keep_train`` training images kept."""
-    root = Path(synthetic.write_demo_dataset(tmp_path / "data", categories=("washer",), n_train=12,
-                                             n_test_good=6, n_test_defect=6, size=32))
+    root = Path(
+        synthetic.write_demo_dataset(
+            tmp_path / "data", categories=("washer",), n_train=12, n_test_good=6, n_test_defect=6, size=32
+        )
+    )
     for name in drop:
         shutil.rmtree(root / "washer" / "test" / name)
         shutil.rmtree(root / "washer" / "ground_truth" / name, ignore_errors=True)
@@ -100,10 +115,11 @@ def demo_root(tmp_path: Path, *, drop=(), keep_train: int | None = None) -> Path
 
 
 def data_config(tmp_path: Path, root: Path, changes: dict | None = None):
-    config = tiny_config(tmp_path, {"data.demo": False, "data.root": str(root), "data.category": "washer",
-                                    "train.steps": 1, **(changes or {})})
+    config = tiny_config(
+        tmp_path,
+        {"data.demo": False, "data.root": str(root), "data.category": "washer", "train.steps": 1, **(changes or {})},
+    )
     return config
-
 
 
 @pytest.fixture(scope="module")
@@ -127,11 +143,14 @@ def test_every_output_names_the_checkpoint_step_it_comes_from(finished):
     assert "checkpoint of step 3" in (workdir / "report.html").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("changes, named", [
-    ({"model.head": (16,), "labels.alpha": 5.0}, ["model.head: (32,) → (16,)", "labels.alpha: 10.0 → 5.0"]),
-    ({"transform.name": "cp"}, ["transform.name: 'co' → 'cp'"]),
-    ({"seed": 1}, ["seed: 0 → 1"]),
-])
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"model.head": (16,), "labels.alpha": 5.0}, ["model.head: (32,) → (16,)", "labels.alpha: 10.0 → 5.0"]),
+        ({"transform.name": "cp"}, ["transform.name: 'co' → 'cp'"]),
+        ({"seed": 1}, ["seed: 0 → 1"]),
+    ],
+)
 def test_a_rerun_with_other_settings_is_refused_naming_each_key_and_writes_nothing(finished, changes, named):
     workdir, config, _ = finished
     before = snapshot(workdir)
@@ -157,10 +176,20 @@ def test_fewer_steps_than_the_newest_checkpoint_is_refused_with_what_to_run(fini
 
 
 def test_identity_rules_on_plain_dicts():
-    saved = {"seed": 0, "train": {"steps": 6, "log_every": 1}, "model": {"head": [32]}, "eval": {"density": "gde"},
-             "localization": {"patch_size": 0, "sigma": 10.0}}
-    same = {**saved, "train": {"steps": 8, "log_every": 5}, "eval": {"density": "kde"},
-            "localization": {"patch_size": 0, "sigma": 4.0}, "model": {"head": (32,)}}
+    saved = {
+        "seed": 0,
+        "train": {"steps": 6, "log_every": 1},
+        "model": {"head": [32]},
+        "eval": {"density": "gde"},
+        "localization": {"patch_size": 0, "sigma": 10.0},
+    }
+    same = {
+        **saved,
+        "train": {"steps": 8, "log_every": 5},
+        "eval": {"density": "kde"},
+        "localization": {"patch_size": 0, "sigma": 4.0},
+        "model": {"head": (32,)},
+    }
     assert identity.differences(saved, same) == []
     note = identity.check_resume(saved, same, workdir="W", newest=6)
     assert "train.steps 6 → 8" in note and "continues from the checkpoint of step 6" in note
@@ -188,8 +217,11 @@ def test_more_steps_continue_and_a_density_of_another_checkpoint_is_never_used(t
     assert experiment.load_detector(str(workdir)).step == 4
 
     (workdir / "gde.npz").write_bytes(stale)  # as after a continuation stopped before its evaluation
-    with pytest.raises(WorkdirError, match=r"fitted on the checkpoint of step 2, but the newest checkpoint is of "
-                                           r"step 4: run `python -m sla_jax.evaluate"):
+    with pytest.raises(
+        WorkdirError,
+        match=r"fitted on the checkpoint of step 2, but the newest checkpoint is of "
+        r"step 4: run `python -m sla_jax.evaluate",
+    ):
         experiment.load_detector(str(workdir))
     evaluated = experiment.evaluate_workdir(str(workdir))
     assert experiment.load_detector(str(workdir)).step == 4
@@ -225,12 +257,15 @@ def test_paths_are_stored_absolute_and_a_relative_one_is_refused(tmp_path, monke
     assert json.loads((workdir / "config.json").read_text())["data"]["root"] == "data/elsewhere"
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"seed": 0, "data": {"root": ', r"cannot be read: Expecting value at line 1"),
-    ("[1, 2]", "holds a JSON list, not a config"),
-    ('{"train": {"stesp": 3}}', "does not hold a config this sla_jax can use"),
-    ('{"train": {"steps": -4}}', "does not hold a config this sla_jax can use"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"seed": 0, "data": {"root": ', r"cannot be read: Expecting value at line 1"),
+        ("[1, 2]", "holds a JSON list, not a config"),
+        ('{"train": {"stesp": 3}}', "does not hold a config this sla_jax can use"),
+        ('{"train": {"steps": -4}}', "does not hold a config this sla_jax can use"),
+    ],
+)
 def test_a_cut_short_or_hand_edited_config_json_is_named(tmp_path, text, message):
     workdir = tmp_path / "run"
     (workdir / "checkpoints" / "3").mkdir(parents=True)
@@ -253,13 +288,15 @@ def test_checkpoints_without_a_config_json_are_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- degenerate data
 
+
 @pytest.mark.parametrize("drop, missing", [(("missing", "scratch"), "defective"), (("good",), "good")])
 def test_a_test_set_of_one_class_trains_scores_and_says_why_the_auroc_is_undefined(tmp_path, drop, missing):
     workdir = tmp_path / "run"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = experiment.train_and_evaluate(data_config(tmp_path, demo_root(tmp_path, drop=drop)), str(workdir),
-                                                progress=False)
+        results = experiment.train_and_evaluate(
+            data_config(tmp_path, demo_root(tmp_path, drop=drop)), str(workdir), progress=False
+        )
     assert not [w for w in caught if "No artists with labels" in str(w.message)]  # roc.png says why it is empty
     saved = strict_load(workdir / "results.json")
     reason = f"undefined: the test set has no {missing} images, and an AUROC compares the two"
@@ -270,28 +307,59 @@ def test_a_test_set_of_one_class_trains_scores_and_says_why_the_auroc_is_undefin
 
 
 def test_benchmark_means_are_over_the_categories_where_the_auroc_is_defined_and_name_the_others():
-    rows = [{"name": "a", "category": "a", "status": "done", "image_auroc": 0.8},
-            {"name": "b", "category": "b", "status": "done", "image_auroc": 0.6},
-            {"name": "c", "category": "c", "status": "done", "image_auroc": None,
-             "image_auroc_undefined": "undefined: the test set has no defective images, and an AUROC compares the two"}]
+    rows = [
+        {"name": "a", "category": "a", "status": "done", "image_auroc": 0.8},
+        {"name": "b", "category": "b", "status": "done", "image_auroc": 0.6},
+        {
+            "name": "c",
+            "category": "c",
+            "status": "done",
+            "image_auroc": None,
+            "image_auroc_undefined": "undefined: the test set has no defective images, and an AUROC compares the two",
+        },
+    ]
     summary = benchmark.summarize(rows)
     mean = summary["table"]["mean over categories"]["image AUROC"]
     assert mean["mean"] == pytest.approx(0.7) and mean["n_categories"] == 2
-    meta = {"config": "/x/cps.py", "source": "/x/cps.py", "fixed": {}, "grid": {}, "commit": "abc", "commits": ["abc"],
-            "date": "today", "command": "python -m launch.benchmark"}
+    meta = {
+        "config": "/x/cps.py",
+        "source": "/x/cps.py",
+        "fixed": {},
+        "grid": {},
+        "commit": "abc",
+        "commits": ["abc"],
+        "date": "today",
+        "command": "python -m launch.benchmark",
+    }
     text = benchmark.markdown(meta, rows, summary, None)
     assert "Left out of the means (their AUROC is undefined): c (undefined: the test set has no defective" in text
     assert "nan" not in text.lower()
 
 
-@pytest.mark.parametrize("n_train, changes, needed", [
-    (1, {}, detection.MIN_TRAIN_IMAGES), (3, {}, detection.MIN_TRAIN_IMAGES),
-    (1, {"localization.patch_size": 16, "localization.stride": 8, "localization.train_stride": 8,
-         "localization.batch_size": 64}, detection.MIN_TRAIN_IMAGES_PATCHES)])
+@pytest.mark.parametrize(
+    "n_train, changes, needed",
+    [
+        (1, {}, detection.MIN_TRAIN_IMAGES),
+        (3, {}, detection.MIN_TRAIN_IMAGES),
+        (
+            1,
+            {
+                "localization.patch_size": 16,
+                "localization.stride": 8,
+                "localization.train_stride": 8,
+                "localization.batch_size": 64,
+            },
+            detection.MIN_TRAIN_IMAGES_PATCHES,
+        ),
+    ],
+)
 def test_a_training_set_too_small_for_the_threshold_is_an_error_naming_the_count(tmp_path, n_train, changes, needed):
     root = demo_root(tmp_path, keep_train=n_train)
-    with pytest.raises(DataError, match=rf"holds {n_train} usable training image\(s\), but .* needs at least "
-                                        rf"{needed}") as error:
+    with pytest.raises(
+        DataError,
+        match=rf"holds {n_train} usable training image\(s\), but .* needs at least "
+        rf"{needed}",
+    ) as error:
         experiment.train_and_evaluate(data_config(tmp_path, root, changes), str(tmp_path / "run"), progress=False)
     assert str(root / "washer" / "train" / "good") in str(error.value)
     assert not identity.checkpoint_steps(tmp_path / "run")
@@ -315,6 +383,7 @@ def test_five_training_images_of_any_name_give_a_finite_threshold(tmp_path):
 
 # ----------------------------------------------------------------------------- image modes
 
+
 def encoded(image: Image.Image, fmt: str = "TIFF") -> bytes:
     out = io.BytesIO()
     image.save(out, format=fmt)
@@ -324,12 +393,16 @@ def encoded(image: Image.Image, fmt: str = "TIFF") -> bytes:
 GRAY = np.arange(16 * 16, dtype=np.float64).reshape(16, 16) % 256  # 0..255
 
 
-@pytest.mark.parametrize("image", [
-    Image.fromarray((GRAY / 255.0).astype(np.float32), "F"),  # float in [0, 1]
-    Image.fromarray(GRAY.astype(np.float32), "F"),  # float in [0, 255]
-    Image.fromarray((GRAY * 257).astype(np.int32), "I"),  # 32-bit integers holding 16-bit values
-    Image.fromarray((GRAY * 257).astype(np.uint16)),  # Pillow picks I;16
-], ids=["F-unit", "F-255", "I", "I;16"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray((GRAY / 255.0).astype(np.float32), "F"),  # float in [0, 1]
+        Image.fromarray(GRAY.astype(np.float32), "F"),  # float in [0, 255]
+        Image.fromarray((GRAY * 257).astype(np.int32), "I"),  # 32-bit integers holding 16-bit values
+        Image.fromarray((GRAY * 257).astype(np.uint16)),  # Pillow picks I;16
+    ],
+    ids=["F-unit", "F-255", "I", "I;16"],
+)
 def test_wide_gray_images_decode_to_the_8_bit_image_they_hold(image):
     decoded = decode.decode_image(encoded(image), size=16, name="wide.tif")
     assert decoded.dtype == np.uint8 and decoded.shape == (16, 16, 3)

@@ -44,8 +44,9 @@ class ResNet18(nn.Module):
         inplanes = 64
         for i, width in enumerate(widths):
             stride = 1 if i == 0 else 2
-            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, width, stride),
-                                                         BasicBlock(width, width, 1)))
+            setattr(
+                self, f"layer{i + 1}", nn.Sequential(BasicBlock(inplanes, width, stride), BasicBlock(width, width, 1))
+            )
             inplanes = width
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, 1000)

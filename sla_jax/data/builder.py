@@ -25,8 +25,20 @@ from sla_jax.errors import DataError
 from sla_jax.workdir import write_probe
 
 MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
-    "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood",
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
     "zipper",
 )
 DEFAULT_CACHE_DIR = "~/.cache/sla_jax/tfds"
@@ -49,10 +61,7 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     name = "mvtec_ad"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Encoded image and mask bytes, label, defect type, path."}
-    BUILDER_CONFIGS = [
-        MVTecConfig(name=c, category=c, description=f"MVTec AD category {c}.")
-        for c in MVTEC_CATEGORIES
-    ]
+    BUILDER_CONFIGS = [MVTecConfig(name=c, category=c, description=f"MVTec AD category {c}.") for c in MVTEC_CATEGORIES]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     Download MVTec AD from https://www.mvtec.com/company/research/datasets/mvtec-ad
     and extract it. Pass the extracted folder (the one holding bottle/, cable/, ...)
@@ -64,17 +73,18 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     config from `category_config(name)`.
     """
 
-    def __init__(
-        self, *, require_masks: bool = True, skip_bad_files: bool = False, **kwargs
-    ):
+    def __init__(self, *, require_masks: bool = True, skip_bad_files: bool = False, **kwargs):
         self._require_masks = require_masks
         self._skip_bad_files = skip_bad_files
         super().__init__(**kwargs)
 
     def _log_download_bytes(self) -> None:
         """Said instead of TFDS's "Downloading and preparing dataset Unknown size": nothing is downloaded."""
-        print(f"preparing {self.builder_config.name} once from the local folder (reused while its files do not "
-              f"change) into {self.data_dir}", flush=True)
+        print(
+            f"preparing {self.builder_config.name} once from the local folder (reused while its files do not "
+            f"change) into {self.data_dir}",
+            flush=True,
+        )
 
     def _log_download_done(self) -> None:
         print(f"prepared {self.builder_config.name}", flush=True)
@@ -86,13 +96,15 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
                 "Defect-free training images and good/defective test images "
                 "with pixel masks, stored as the original file bytes."
             ),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-                "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
-                "label": tfds.features.ClassLabel(names=["good", "defective"]),
-                "defect_type": tfds.features.Text(),
-                "path": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "label": tfds.features.ClassLabel(names=["good", "defective"]),
+                    "defect_type": tfds.features.Text(),
+                    "path": tfds.features.Text(),
+                }
+            ),
             disable_shuffling=True,
             homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
             citation="""\
@@ -113,21 +125,21 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
             require_masks=self._require_masks,
             skip_bad_files=self._skip_bad_files,
         )
-        return {
-            split: self._generate_examples(root / category, items)
-            for split, items in scan.splits.items()
-        }
+        return {split: self._generate_examples(root / category, items) for split, items in scan.splits.items()}
 
     def _generate_examples(self, folder: Path, entries: Sequence[Entry]):
         for entry in entries:
             # Names as the file system's bytes: any name it allows, UTF-8 or not, is stored and read back.
-            yield os.fsencode(entry.image), {
-                "image": (folder / entry.image).read_bytes(),
-                "mask": (folder / entry.mask).read_bytes() if entry.mask else b"",
-                "label": entry.label,
-                "defect_type": os.fsencode(entry.defect_type),
-                "path": os.fsencode(entry.image),
-            }
+            yield (
+                os.fsencode(entry.image),
+                {
+                    "image": (folder / entry.image).read_bytes(),
+                    "mask": (folder / entry.mask).read_bytes() if entry.mask else b"",
+                    "label": entry.label,
+                    "defect_type": os.fsencode(entry.defect_type),
+                    "path": os.fsencode(entry.image),
+                },
+            )
 
 
 def category_config(category: str) -> MVTecConfig:
@@ -179,9 +191,11 @@ def _check_cache_writable(cache: Path, data_dir: Path) -> None:
     try:
         write_probe(data_dir)
     except OSError as error:
-        raise DataError(f"cannot write the prepared-data cache {cache} ({error.strerror or error}): set "
-                        "--config.data.cache_dir to a writable folder (default ~/.cache/sla_jax/tfds)",
-                        path=cache) from None
+        raise DataError(
+            f"cannot write the prepared-data cache {cache} ({error.strerror or error}): set "
+            "--config.data.cache_dir to a writable folder (default ~/.cache/sla_jax/tfds)",
+            path=cache,
+        ) from None
 
 
 def prepare(

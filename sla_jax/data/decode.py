@@ -23,8 +23,7 @@ def _open(data: bytes, *, name: str) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as error:
         raise DataError(
-            f"Image file {name} is too large to decode safely ({error}). "
-            f"Downscale it, or remove it, {SKIP_HINT}.",
+            f"Image file {name} is too large to decode safely ({error}). Downscale it, or remove it, {SKIP_HINT}.",
             path=name,
         ) from error
     except Exception as error:  # PIL raises many types for corrupt files
@@ -35,8 +34,7 @@ def _open(data: bytes, *, name: str) -> Image.Image:
         else:
             reason = f"{type(error).__name__}: {error}"
         raise DataError(
-            f"Cannot decode image file {name} ({reason}). Replace or remove it, "
-            f"{SKIP_HINT}.",
+            f"Cannot decode image file {name} ({reason}). Replace or remove it, {SKIP_HINT}.",
             path=name,
         ) from error
 
@@ -108,9 +106,7 @@ def _binary_mask(image: Image.Image, *, size: int, name: str) -> tuple[np.ndarra
             path=name,
         )
     binary = (values > 127).astype(np.float32)
-    resized = Image.fromarray(binary, mode="F").resize(
-        (size, size), Image.Resampling.BILINEAR
-    )
+    resized = Image.fromarray(binary, mode="F").resize((size, size), Image.Resampling.BILINEAR)
     levels = np.unique(values)
     nonbinary = len(levels) > 2 or (len(levels) == 2 and levels[0] != 0)
     return (np.asarray(resized) >= 0.5).astype(np.uint8), nonbinary
@@ -132,8 +128,11 @@ def decode_record(record: Mapping, *, folder: Path, size: int, resample: str = "
     path = folder / text(record["path"])
     image = _open(record["image"], name=os.fspath(path))
     if not record["mask"]:
-        return (_resized_rgb(image, size=size, name=os.fspath(path), resample=resample),
-                np.zeros((size, size), np.uint8), False)
+        return (
+            _resized_rgb(image, size=size, name=os.fspath(path), resample=resample),
+            np.zeros((size, size), np.uint8),
+            False,
+        )
     mask_name = os.fspath(folder / _mask_path(text(record["path"])))
     mask = _open(record["mask"], name=mask_name)
     if mask.size != image.size:

@@ -63,16 +63,12 @@ def _image_files(folder: Path, skipped: list[str] | None = None) -> list[Path]:
         elif skipped is not None:
             skipped.append(f"{path}: {problem}")
         elif problem != "not a regular file":
-            raise DataError(
-                f"Image file {path} is {problem}. Replace or remove it, {SKIP_HINT}."
-            )
+            raise DataError(f"Image file {path} is {problem}. Replace or remove it, {SKIP_HINT}.")
     return files
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _category_dir(root: Path, category: str) -> Path:
@@ -118,21 +114,13 @@ def _mask_for(image: Path, gt_dir: Path, *, require_masks: bool) -> str:
 
 def _orphan_masks(gt_dir: Path, images: Sequence[Path]) -> list[Path]:
     stems = {p.stem for p in images}
-    return [
-        m for m in sorted(gt_dir.glob("*_mask.png"))
-        if m.name[: -len("_mask.png")] not in stems
-    ]
+    return [m for m in sorted(gt_dir.glob("*_mask.png")) if m.name[: -len("_mask.png")] not in stems]
 
 
-def _test_entries(
-    folder: Path, *, require_masks: bool, skipped: list[str] | None
-) -> tuple[Entry, ...]:
+def _test_entries(folder: Path, *, require_masks: bool, skipped: list[str] | None) -> tuple[Entry, ...]:
     test = folder / "test"
     if not test.is_dir():
-        raise DataError(
-            f"Test folder {test} does not exist. Put test images in "
-            "test/good/ and test/<defect_type>/."
-        )
+        raise DataError(f"Test folder {test} does not exist. Put test images in test/good/ and test/<defect_type>/.")
     entries = []
     for sub in _subfolders(test):
         files = _image_files(sub, skipped)
@@ -166,10 +154,7 @@ def _test_entries(
             for p in files
         ]
     if not entries:
-        raise DataError(
-            f"Test folder {test} holds no images. Put test images in "
-            "test/good/ and test/<defect_type>/."
-        )
+        raise DataError(f"Test folder {test} holds no images. Put test images in test/good/ and test/<defect_type>/.")
     return tuple(entries)
 
 
@@ -215,8 +200,13 @@ def collect_files(paths: Sequence[str]) -> tuple[list[Path], list[dict]]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if is_image_name(p) and p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if is_image_name(p)
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.exists():
             files.append(path)
         else:

@@ -66,9 +66,7 @@ def load_split(
         skip_bad_files=skip_bad_files,
     )
     source = builder.as_data_source(split=split)
-    records = sorted(
-        (source[i] for i in range(len(source))), key=lambda r: text(r["path"])
-    )
+    records = sorted((source[i] for i in range(len(source))), key=lambda r: text(r["path"]))
     folder = Path(root).expanduser().resolve() / category
 
     def decode(record):
@@ -115,10 +113,25 @@ class Dataset(NamedTuple):
     category: str
 
 
-def load_dataset(root: str | os.PathLike, *, category: str, image_size: int, cache_dir: str | os.PathLike | None = None,
-                 require_masks: bool = True, skip_bad_files: bool = False, resample: str = "bilinear") -> Dataset:
+def load_dataset(
+    root: str | os.PathLike,
+    *,
+    category: str,
+    image_size: int,
+    cache_dir: str | os.PathLike | None = None,
+    require_masks: bool = True,
+    skip_bad_files: bool = False,
+    resample: str = "bilinear",
+) -> Dataset:
     """Both splits of ``ROOT/CATEGORY`` (see :func:`load_split`)."""
-    options = dict(category=category, image_size=image_size, cache_dir=cache_dir, require_masks=require_masks,
-                   skip_bad_files=skip_bad_files, resample=resample)
-    return Dataset(load_split(root, split="train", **options), load_split(root, split="test", **options),
-                   os.fspath(root), category)
+    options = dict(
+        category=category,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        require_masks=require_masks,
+        skip_bad_files=skip_bad_files,
+        resample=resample,
+    )
+    return Dataset(
+        load_split(root, split="train", **options), load_split(root, split="test", **options), os.fspath(root), category
+    )

@@ -107,9 +107,7 @@ def _weave(rng: np.random.Generator, size: int) -> Scene:
     fibre = np.where(warp_on_top, along_warp, along_weft)
     shade = 0.38 + 0.62 * np.where(warp_on_top, warp, weft) + tone + 0.05 * fibre
     angle = rng.uniform(-4.0, 4.0)
-    rotated = Image.fromarray(shade.astype(np.float32), mode="F").rotate(
-        angle, Image.Resampling.BICUBIC
-    )
+    rotated = Image.fromarray(shade.astype(np.float32), mode="F").rotate(angle, Image.Resampling.BICUBIC)
     shade = np.asarray(rotated, np.float64)[pad : pad + size, pad : pad + size]
     light = 1.0 + 0.05 * _smooth_noise(rng, size, size / 5) + 0.12 * _gradient(rng, size)
     colour = np.array([206.0, 182.0, 142.0]) * rng.uniform(0.92, 1.05) + rng.normal(0.0, 3.0, 3)
@@ -262,8 +260,11 @@ def _crack_shape(rng, size) -> np.ndarray:
     for i in np.flatnonzero(rng.random(len(trunk)) < 0.08)[:4]:
         side = rng.choice([-1.0, 1.0])
         branch = _jagged(
-            rng, start=trunk[i], heading=heading + side * rng.uniform(0.5, 1.1),
-            length=rng.uniform(12, 30) * s, step=2.5 * s,
+            rng,
+            start=trunk[i],
+            heading=heading + side * rng.uniform(0.5, 1.1),
+            length=rng.uniform(12, 30) * s,
+            step=2.5 * s,
         )
         strokes.append((branch, np.linspace(0.7 * width[i], 0.5 * s, len(branch))))
     return _strokes_alpha(strokes, size)
@@ -464,8 +465,13 @@ def write_demo_dataset(
         raise ValueError(f"unknown demo categories {unknown}; choose from {sorted(CATEGORIES)}")
     root = Path(out_dir)
     params = dict(
-        version=_FORMAT_VERSION, seed=int(seed), categories=list(categories),
-        n_train=n_train, n_test_good=n_test_good, n_test_defect=n_test_defect, size=size,
+        version=_FORMAT_VERSION,
+        seed=int(seed),
+        categories=list(categories),
+        n_train=n_train,
+        n_test_good=n_test_good,
+        n_test_defect=n_test_defect,
+        size=size,
     )
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
@@ -478,8 +484,13 @@ def write_demo_dataset(
     for name in categories:
         shutil.rmtree(root / name, ignore_errors=True)
         _write_category(
-            root, name, seed=int(seed), n_train=n_train, n_test_good=n_test_good,
-            n_test_defect=n_test_defect, size=size,
+            root,
+            name,
+            seed=int(seed),
+            n_train=n_train,
+            n_test_good=n_test_good,
+            n_test_defect=n_test_defect,
+            size=size,
         )
     marker.write_text(json.dumps(params, indent=1))
     return os.fspath(root)

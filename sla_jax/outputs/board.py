@@ -21,7 +21,13 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summaries
 
 FOLDER = "tensorboard"
-FIGURES = ("roc.png", "scores.png", "heatmaps.png", "training.png", "alpha_sweep.png")  # the run's figures, when it drew them
+FIGURES = (
+    "roc.png",
+    "scores.png",
+    "heatmaps.png",
+    "training.png",
+    "alpha_sweep.png",
+)  # the run's figures, when it drew them
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")  # the final metrics shown in the HParams view
 
 
@@ -32,8 +38,15 @@ def open_writers(workdir: str, *, members: Sequence[str] = (), resumed_from: int
     logdirs = [os.path.join(folder, name) for name in members] if members else [folder]
     # tensorboardX names a file by the second it opened it and opens it with "wb": the suffix keeps a writer
     # opened within the same second as an earlier one from emptying the earlier one's file.
-    return [SummaryWriter(logdir, purge_step=resumed_from + 1 if resumed_from else None, flush_secs=30,
-                          filename_suffix=f".{uuid.uuid4().hex[:12]}") for logdir in logdirs]
+    return [
+        SummaryWriter(
+            logdir,
+            purge_step=resumed_from + 1 if resumed_from else None,
+            flush_secs=30,
+            filename_suffix=f".{uuid.uuid4().hex[:12]}",
+        )
+        for logdir in logdirs
+    ]
 
 
 def log_record(writers: Sequence[SummaryWriter], record: Mapping) -> None:
@@ -79,8 +92,11 @@ def hparam_values(settings: Mapping) -> dict:
 def log_hparams(writer: SummaryWriter, settings: Mapping, results: Mapping, *, step: int) -> dict:
     """The run's settings as one hparams session with its final :data:`METRICS` (``final/NAME``, those that
     are defined); returns the metrics written."""
-    metrics = {f"final/{name}": float(results[name]) for name in METRICS
-               if isinstance(results.get(name), (int, float)) and np.isfinite(results[name])}
+    metrics = {
+        f"final/{name}": float(results[name])
+        for name in METRICS
+        if isinstance(results.get(name), (int, float)) and np.isfinite(results[name])
+    }
     for summary in hparams_summaries(hparam_values(settings), metrics):
         writer.file_writer.add_summary(summary)
     for tag, value in metrics.items():

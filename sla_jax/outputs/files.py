@@ -12,6 +12,7 @@ import numpy as np
 
 from sla_jax.outputs import atomic, board, plots
 
+
 def read_json(path: str) -> dict:
     """The JSON object in ``path``; {} when there is none (or it is not a JSON object: rewritten whole)."""
     if not os.path.isfile(path):
@@ -28,12 +29,18 @@ def summary_lines(results: dict) -> list[str]:
     """What a command prints of a run's results: the image AUROC, and for patch models the pixel metrics; an
     undefined number is said in words."""
     auroc = results.get("image_auroc")
-    lines = [f"image AUROC: {auroc:.4f}" if auroc is not None
-             else f"image AUROC: {results.get('image_auroc_undefined', 'undefined')}"]
+    lines = [
+        f"image AUROC: {auroc:.4f}"
+        if auroc is not None
+        else f"image AUROC: {results.get('image_auroc_undefined', 'undefined')}"
+    ]
     if "pixel_auroc" in results:
-        pixel = [f"{name}: {results[key]:.4f}" if results.get(key) is not None
-                 else f"{name}: {results.get(key + '_undefined', 'undefined')}"
-                 for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR <= 0.3)"))]
+        pixel = [
+            f"{name}: {results[key]:.4f}"
+            if results.get(key) is not None
+            else f"{name}: {results.get(key + '_undefined', 'undefined')}"
+            for key, name in (("pixel_auroc", "pixel AUROC"), ("pixel_aupro", "AUPRO (FPR <= 0.3)"))
+        ]
         lines.append(", ".join(pixel))
     return lines
 
@@ -58,6 +65,7 @@ def run_log(workdir: str, *, name: str = "metrics.jsonl", resumed_from: int = 0,
     path = os.path.join(workdir, name)
     trim_log(path, up_to_step=resumed_from)
     with open(path, "a", encoding="utf-8") as f:
+
         def log(record: dict) -> None:
             f.write(atomic.dumps(record) + "\n")
             f.flush()
@@ -97,8 +105,11 @@ def read_scores(path: str, *, with_paths: bool = False) -> tuple:
     """(scores, labels, defect types) from a run's ``scores.csv``, and the image paths ``with_paths``."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    columns = (np.asarray([float(r["score"]) for r in rows]), np.asarray([int(r["label"]) for r in rows]),
-               [r["defect_type"] for r in rows])
+    columns = (
+        np.asarray([float(r["score"]) for r in rows]),
+        np.asarray([int(r["label"]) for r in rows]),
+        [r["defect_type"] for r in rows],
+    )
     return (*columns, [r["path"] for r in rows]) if with_paths else columns
 
 
@@ -108,9 +119,12 @@ DENSITY_FILES = {"gde": "gde.npz", "kde": "kde.npz"}
 def write_density(workdir: str, fitted, *, kind: str, threshold: float, checkpoint_step: int) -> str:
     """The fitted density, the decision threshold and the checkpoint step whose features it was fitted on:
     ``gde.npz`` (mean, precision, covariance, shrinkage) or ``kde.npz`` (the training features and γ)."""
-    return atomic.save_npz(os.path.join(workdir, DENSITY_FILES[kind]), threshold=np.float64(threshold),
-                           checkpoint_step=np.int64(checkpoint_step),
-                           **{k: np.asarray(v) for k, v in fitted._asdict().items()})
+    return atomic.save_npz(
+        os.path.join(workdir, DENSITY_FILES[kind]),
+        threshold=np.float64(threshold),
+        checkpoint_step=np.int64(checkpoint_step),
+        **{k: np.asarray(v) for k, v in fitted._asdict().items()},
+    )
 
 
 def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float, int | None]:
@@ -134,8 +148,14 @@ def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float, int |
 
 def write_maps(path: str, *, maps: np.ndarray, scores_low: np.ndarray, masks: np.ndarray, paths) -> None:
     """Defect maps, the patch scores before upsampling, the masks and the image paths (``maps.npz``)."""
-    atomic.save_npz(path, compressed=True, maps=maps.astype(np.float32), scores_low=scores_low, masks=masks,
-                    paths=np.asarray([atomic.printable(p) for p in paths]))
+    atomic.save_npz(
+        path,
+        compressed=True,
+        maps=maps.astype(np.float32),
+        scores_low=scores_low,
+        masks=masks,
+        paths=np.asarray([atomic.printable(p) for p in paths]),
+    )
 
 
 def write_predictions(records: list[dict], out_dir: str) -> None:
@@ -151,31 +171,43 @@ def write_predictions(records: list[dict], out_dir: str) -> None:
 def write_sweep(rows: list[dict], workdir: str, *, title: str, note: str) -> None:
     """alpha_sweep.json, alpha_sweep.md (table) and alpha_sweep.png (AUROC against α, seed spread)."""
     atomic.write_json(os.path.join(workdir, "alpha_sweep.json"), {"title": title, "note": note, "rows": rows})
-    lines = [f"# {title}", "", note, "",
-             "| labels | α | ε | seeds | image AUROC mean | std | min | max | per seed |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"# {title}",
+        "",
+        note,
+        "",
+        "| labels | α | ε | seeds | image AUROC mean | std | min | max | per seed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in rows:
         alpha = "–" if r["alpha"] is None else f"{r['alpha']:g}"
         eps = "–" if r["epsilon"] is None else f"{r['epsilon']:g}"
         per_seed = ", ".join(f"{v:.4f}" for v in r["image_auroc"])
-        lines.append(f"| {r['labels']} | {alpha} | {eps} | {len(r['seeds'])} | {r['mean']:.4f} | {r['std']:.4f} "
-                     f"| {r['min']:.4f} | {r['max']:.4f} | {per_seed} |")
+        lines.append(
+            f"| {r['labels']} | {alpha} | {eps} | {len(r['seeds'])} | {r['mean']:.4f} | {r['std']:.4f} "
+            f"| {r['min']:.4f} | {r['max']:.4f} | {per_seed} |"
+        )
     atomic.write_text(os.path.join(workdir, "alpha_sweep.md"), "\n".join(lines) + "\n")
     plots.plot_sweep(rows, os.path.join(workdir, "alpha_sweep.png"), title=title)
 
 
 def analysis_table(results: dict) -> str:
     every = results["every"]
-    lines = [f"Invalid edits (soft label < {results['threshold']}, α = {results['alpha']}, ε = {results['epsilon']}), "
-             f"{results['trials']} trials per transform on {results['images_per_dataset']} training image(s) per "
-             f"dataset at {results['image_size']} px.", "",
-             "| dataset | transform | invalid | fraction | unchanged (y = 0) | mean y | cumulative every "
-             f"{every} |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"Invalid edits (soft label < {results['threshold']}, α = {results['alpha']}, ε = {results['epsilon']}), "
+        f"{results['trials']} trials per transform on {results['images_per_dataset']} training image(s) per "
+        f"dataset at {results['image_size']} px.",
+        "",
+        f"| dataset | transform | invalid | fraction | unchanged (y = 0) | mean y | cumulative every {every} |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for dataset, entry in results["datasets"].items():
         for name, r in entry["transforms"].items():
-            lines.append(f"| {dataset} | {name.upper()} | {r['invalid']} | {r['invalid_fraction']:.1%} | "
-                         f"{r['exactly_unchanged']} | {r['mean_label']:.3f} | "
-                         f"{', '.join(map(str, r['cumulative_invalid']))} |")
+            lines.append(
+                f"| {dataset} | {name.upper()} | {r['invalid']} | {r['invalid_fraction']:.1%} | "
+                f"{r['exactly_unchanged']} | {r['mean_label']:.3f} | "
+                f"{', '.join(map(str, r['cumulative_invalid']))} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -183,5 +215,6 @@ def write_analysis(results: dict, out_dir: str) -> None:
     """analysis.json, analysis.md (table) and analysis.png of ``python -m sla_jax.analyze``."""
     atomic.write_json(os.path.join(out_dir, "analysis.json"), results)
     atomic.write_text(os.path.join(out_dir, "analysis.md"), analysis_table(results))
-    plots.plot_analysis(results, os.path.join(out_dir, "analysis.png"), every=results["every"],
-                        threshold=results["threshold"])
+    plots.plot_analysis(
+        results, os.path.join(out_dir, "analysis.png"), every=results["every"], threshold=results["threshold"]
+    )

@@ -98,10 +98,20 @@ def threshold_scale(threshold: float | None) -> tuple[float, float] | None:
     return 0.0, 2.0 * float(threshold)
 
 
-def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_NxHxW: np.ndarray, *,
-                      path: str, titles: Sequence[str] | None = None, max_images: int = 16, columns: int = 4,
-                      title: str = "", score_label: str = "anomaly score", threshold: float | None = None,
-                      scale: tuple[float, float] | None = None) -> list[int]:
+def plot_heatmap_grid(
+    images_NxHxWx3: np.ndarray,
+    masks_NxHxW: np.ndarray,
+    maps_NxHxW: np.ndarray,
+    *,
+    path: str,
+    titles: Sequence[str] | None = None,
+    max_images: int = 16,
+    columns: int = 4,
+    title: str = "",
+    score_label: str = "anomaly score",
+    threshold: float | None = None,
+    scale: tuple[float, float] | None = None,
+) -> list[int]:
     """Save a grid of images overlaid with their anomaly maps and defect outlines; return the indices shown.
 
     The map is drawn in ``jet`` over the image, the mask's 0.5 contour outlines the true defect
@@ -120,23 +130,44 @@ def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_
     n_cols = max(1, min(columns, len(chosen)))
     n_rows = max(1, math.ceil(len(chosen) / n_cols))
     # The colour-bar label wrapped to the bar's height: a one-image figure (predict's overlays) is short.
-    label = "\n".join(textwrap.fill(part, width=int(11 * PANEL_INCHES * n_rows * 0.9))
-                      for part in (score_label + (", one scale for all" if len(chosen) > 1 else "")).split("\n"))
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, dpi=DPI, layout="constrained",
-                             figsize=(PANEL_INCHES * n_cols + 0.9 + 0.2 * label.count("\n"), PANEL_INCHES * n_rows + 0.6))
+    label = "\n".join(
+        textwrap.fill(part, width=int(11 * PANEL_INCHES * n_rows * 0.9))
+        for part in (score_label + (", one scale for all" if len(chosen) > 1 else "")).split("\n")
+    )
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        squeeze=False,
+        dpi=DPI,
+        layout="constrained",
+        figsize=(PANEL_INCHES * n_cols + 0.9 + 0.2 * label.count("\n"), PANEL_INCHES * n_rows + 0.6),
+    )
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, i in zip(axes.ravel(), chosen):
         _draw_panel(ax, images[i], masks[i], maps[i], norm=norm, label=titles[i] if titles is not None else f"#{i}")
     extend = "max" if maps.size and float(np.nanmax(maps)) > norm.vmax else "neither"
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=axes.ravel().tolist(), shrink=0.9, extend=extend,
-                       label=label,
-                       format=FuncFormatter(lambda v, _: number(v) if v else "0"))
+    bar = fig.colorbar(
+        ScalarMappable(norm=norm, cmap=CMAP),
+        ax=axes.ravel().tolist(),
+        shrink=0.9,
+        extend=extend,
+        label=label,
+        format=FuncFormatter(lambda v, _: number(v) if v else "0"),
+    )
     if threshold is not None and norm.vmin <= threshold <= norm.vmax:
         bar.ax.axhline(threshold, color="white", lw=3)
         bar.ax.axhline(threshold, color="black", lw=1.5)
-        bar.ax.text(-0.15, threshold, f"threshold {number(threshold)}", transform=bar.ax.get_yaxis_transform(),
-                    ha="right", va="center", fontsize=7, rotation=90)
+        bar.ax.text(
+            -0.15,
+            threshold,
+            f"threshold {number(threshold)}",
+            transform=bar.ax.get_yaxis_transform(),
+            ha="right",
+            va="center",
+            fontsize=7,
+            rotation=90,
+        )
     if title:
         fig.suptitle(title)
     atomic.save_figure(fig, path)
@@ -144,16 +175,23 @@ def plot_heatmap_grid(images_NxHxWx3: np.ndarray, masks_NxHxW: np.ndarray, maps_
     return chosen
 
 
-def _draw_panel(ax, image_HxWx3: np.ndarray, mask_HxW: np.ndarray, map_HxW: np.ndarray, *,
-                norm: Normalize, label: str) -> None:
+def _draw_panel(
+    ax, image_HxWx3: np.ndarray, mask_HxW: np.ndarray, map_HxW: np.ndarray, *, norm: Normalize, label: str
+) -> None:
     """One panel: the image, its map overlaid and its mask outlined, both stretched over the image's pixels."""
     height, width = image_HxWx3.shape[:2]
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     ax.imshow(image_HxWx3, extent=extent)
     ax.imshow(map_HxW, cmap=CMAP, norm=norm, alpha=OVERLAY_ALPHA, extent=extent)
     if np.any(mask_HxW):
-        ax.contour(np.asarray(mask_HxW, dtype=np.float32), levels=[0.5], colors=OUTLINE_COLOR,
-                   linewidths=OUTLINE_WIDTH, extent=extent, origin="upper")
+        ax.contour(
+            np.asarray(mask_HxW, dtype=np.float32),
+            levels=[0.5],
+            colors=OUTLINE_COLOR,
+            linewidths=OUTLINE_WIDTH,
+            extent=extent,
+            origin="upper",
+        )
     ax.set_title(label, fontsize=7)
     ax.set_axis_off()
 
@@ -173,28 +211,61 @@ def plot_roc(scores: np.ndarray, split, path: str, *, title: str) -> None:
         fpr, tpr, _ = roc_curve(split.labels[keep], scores[keep])
         aurocs.append(float(sk_auc(fpr, tpr)))
         overall = name == "all defects"
-        ax.plot(fpr, tpr, lw=2.6 if overall else 1.6, ls="-" if overall else "--", zorder=3 if overall else 2,
-                color="black" if overall else None, alpha=0.75 if overall else 1.0,
-                label=f"{name} (AUROC {aurocs[-1]:.3f})")
+        ax.plot(
+            fpr,
+            tpr,
+            lw=2.6 if overall else 1.6,
+            ls="-" if overall else "--",
+            zorder=3 if overall else 2,
+            color="black" if overall else None,
+            alpha=0.75 if overall else 1.0,
+            label=f"{name} (AUROC {aurocs[-1]:.3f})",
+        )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", zorder=1)
-    ax.set(xlabel="false positive rate (good images flagged)", ylabel="true positive rate (defects found)",
-           title=title, xlim=(-0.03, 1.01), ylim=(-0.01, 1.03))
+    ax.set(
+        xlabel="false positive rate (good images flagged)",
+        ylabel="true positive rate (defects found)",
+        title=title,
+        xlim=(-0.03, 1.01),
+        ylim=(-0.01, 1.03),
+    )
     if aurocs:
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles[::-1], labels[::-1], loc="lower right", fontsize=8)  # the overall curve first
         if min(aurocs) == 1.0:
-            ax.text(0.5, 0.45, "every curve is perfect and they coincide:\nevery defective image scores above "
-                    "every good one", ha="center", va="center", fontsize=8.5, color="dimgrey")
+            ax.text(
+                0.5,
+                0.45,
+                "every curve is perfect and they coincide:\nevery defective image scores above every good one",
+                ha="center",
+                va="center",
+                fontsize=8.5,
+                color="dimgrey",
+            )
     else:  # a test set of one class: say so instead of an empty frame and an empty legend
-        ax.text(0.5, 0.55, "no ROC curve: the test set holds\nonly good or only defective images", ha="center",
-                va="center", fontsize=10, bbox=dict(facecolor="white", edgecolor="grey"))
+        ax.text(
+            0.5,
+            0.55,
+            "no ROC curve: the test set holds\nonly good or only defective images",
+            ha="center",
+            va="center",
+            fontsize=10,
+            bbox=dict(facecolor="white", edgecolor="grey"),
+        )
     fig.tight_layout()
     atomic.save_figure(fig, path)
     plt.close(fig)
 
 
-def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, path: str, *, threshold: float | None,
-                         title: str, xlabel: str = "anomaly score (squared Mahalanobis distance)") -> None:
+def plot_score_histogram(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    path: str,
+    *,
+    threshold: float | None,
+    title: str,
+    xlabel: str = "anomaly score (squared Mahalanobis distance)",
+) -> None:
     """Histograms of the anomaly scores of good and of defective test images, with the threshold; on a
     log axis when the positive scores span more than two decades (squared Mahalanobis distances of
     defects often do, and linear bins then put every good image in the first bin)."""
@@ -234,8 +305,13 @@ def plot_training(records: Sequence[dict], path: str, *, title: str) -> bool:
     if "mean_label" in records[0]:
         other.plot(steps, [mean(r["mean_label"]) for r in records], color="tab:green", ls=":", label="mean soft label")
     if "invalid_fraction" in records[0]:
-        other.plot(steps, [mean(r["invalid_fraction"]) for r in records], color="tab:red", ls="--",
-                   label="invalid edits (soft label < 0.5)")
+        other.plot(
+            steps,
+            [mean(r["invalid_fraction"]) for r in records],
+            color="tab:red",
+            ls="--",
+            label="invalid edits (soft label < 0.5)",
+        )
     other.set(ylabel="fraction", ylim=(0, 1.02))
     lines = ax.get_legend_handles_labels(), other.get_legend_handles_labels()
     fig.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize=8, loc="outside lower center", ncol=4)
@@ -262,8 +338,13 @@ def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
     ax.set(ylabel="image AUROC", ylim=(0.4, 1.0), title=title)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     if len(settings) > 1:  # below the axes: sweep labels are long
-        ax.legend(fontsize=7, ncol=2 if max(map(len, settings)) > 24 else min(len(settings), 4),
-                  loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+        ax.legend(
+            fontsize=7,
+            ncol=2 if max(map(len, settings)) > 24 else min(len(settings), 4),
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.22),
+            frameon=False,
+        )
     fig.tight_layout()
     atomic.save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
@@ -280,18 +361,31 @@ def plot_sweep(rows: list[dict], path: str, *, title: str) -> None:
     for (mode, eps), curve in by_curve.items():
         curve = sorted(curve, key=lambda r: r["alpha"])
         alphas = [r["alpha"] for r in curve]
-        line = ax.errorbar(alphas, [r["mean"] for r in curve], yerr=[r["std"] for r in curve], marker="o",
-                           capsize=3, label=f"{mode} labels, ε={eps:g} (mean ± std over seeds)")
+        line = ax.errorbar(
+            alphas,
+            [r["mean"] for r in curve],
+            yerr=[r["std"] for r in curve],
+            marker="o",
+            capsize=3,
+            label=f"{mode} labels, ε={eps:g} (mean ± std over seeds)",
+        )
         for r in curve:
-            ax.scatter([r["alpha"]] * len(r["image_auroc"]), r["image_auroc"], s=10, alpha=0.5,
-                       color=line[0].get_color())
+            ax.scatter(
+                [r["alpha"]] * len(r["image_auroc"]), r["image_auroc"], s=10, alpha=0.5, color=line[0].get_color()
+            )
     for r in rows:
         if r["labels"] == "hard":
             ax.axhline(r["mean"], color="black", ls="--", lw=1, label=f"hard labels (mean {r['mean']:.3f})")
             if r["std"]:
                 ax.axhspan(r["mean"] - r["std"], r["mean"] + r["std"], color="black", alpha=0.08)
-    ax.plot(list(PAPER_TABLE4), [v / 100 for v in PAPER_TABLE4.values()], color="grey", ls=":", marker="x",
-            label="paper Table 4 (MVTec AD mean, CPS, 256 px)")
+    ax.plot(
+        list(PAPER_TABLE4),
+        [v / 100 for v in PAPER_TABLE4.values()],
+        color="grey",
+        ls=":",
+        marker="x",
+        label="paper Table 4 (MVTec AD mean, CPS, 256 px)",
+    )
     ax.set(xlabel="α (SLA steepness)", ylabel="image AUROC", title=title)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -312,15 +406,26 @@ def plot_analysis(results: dict, path: str, *, every: int, threshold: float) -> 
             bins = np.linspace(0, 1, len(r["histogram"]) + 1)
             row[1].stairs(r["histogram"], bins, label=name.upper())
         most = max(max(r["cumulative_invalid"], default=0) for r in per.values())
-        row[0].set(title=f"{dataset}: invalid edits (soft label < {threshold})", xlabel="trials",
-                   ylabel="cumulative invalid", ylim=(0, max(5, 1.1 * most)), xlim=(0, None))
+        row[0].set(
+            title=f"{dataset}: invalid edits (soft label < {threshold})",
+            xlabel="trials",
+            ylabel="cumulative invalid",
+            ylim=(0, max(5, 1.1 * most)),
+            xlim=(0, None),
+        )
         if most == 0:  # a flat line at 0 on an axis from 0: said in words too
-            row[0].text(0.5, 0.5, "no invalid edit in any trial", transform=row[0].transAxes, ha="center",
-                        color="dimgrey")
+            row[0].text(
+                0.5, 0.5, "no invalid edit in any trial", transform=row[0].transAxes, ha="center", color="dimgrey"
+            )
         row[0].legend(fontsize=8)
         row[1].axvline(threshold, color="grey", ls="--", lw=0.8)
-        row[1].set(title=f"{dataset}: soft labels", xlabel="soft label y", ylabel="edits (log scale)",
-                   yscale="log", xlim=(0, 1))
+        row[1].set(
+            title=f"{dataset}: soft labels",
+            xlabel="soft label y",
+            ylabel="edits (log scale)",
+            yscale="log",
+            xlim=(0, 1),
+        )
         row[1].set_ylim(bottom=0.8)
         row[1].legend(fontsize=8)
     fig.tight_layout()
