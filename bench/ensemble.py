@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import ensemble
-from sla_jax import pretext
+from sla_jax import ensemble, pretext
 from sla_jax.models import PretextNet
 from sla_jax.state import data_mesh, init_state, make_optimizer
 

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import density, localization
-from sla_jax import detection
+from sla_jax import density, detection, localization
 from sla_jax.models import PretextNet
 from sla_jax.state import data_mesh
 

@@ -111,14 +111,13 @@ def main() -> None:
 
     import random
 
-    import numpy as np
-    import torch
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     import cutpaste
     import density
     import eval as port_eval
+    import numpy as np
     import run_training
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -36,7 +36,8 @@ def main() -> None:
     import numpy as np
 
     from sla_jax import data as data_lib
-    from sla_jax import detection, state as state_lib
+    from sla_jax import detection
+    from sla_jax import state as state_lib
     from sla_jax.models import PretextNet
 
     dataset = data_lib.load_dataset(

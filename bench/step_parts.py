@@ -4,7 +4,8 @@ At the config's image size and batch, on 64 device-resident random training imag
 own: the whole step (``pretext.train_step``, as ``sla_jax.train`` runs it), the whole step with one
 option changed (no whole-image jitter, Cutout for the edit), the data part alone
 (draw sources, whole-image jitter, edit, labels: ``pretext_edit`` + ``label_targets``) and the network
-update alone on that data part's batch (``apply_gradients``: forward, backward, optimizer). Median of ``--steps`` calls after one
+update alone on that data part's batch (``apply_gradients``: forward, backward, optimizer). Median of ``--steps``
+calls after one
 warm-up, in one process; ``--rounds`` runs the list again in turn, so drift on a shared machine reaches
 every variant alike.
 

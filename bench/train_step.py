@@ -4,7 +4,8 @@ ResNet-18 + CutPaste's head (8 × 512 + 128) + classifier, SGD (momentum 0.9, l2
 cross-entropy against soft targets, one step on a fixed batch of normalised images: no data pipeline
 (``bench/pipeline.py`` times that). Every (variant, size) runs in its own process, one after another:
 median seconds per step after warm-up, images/s, achieved GFLOP/s (the FLOPs of the compiled sla_jax
-step with direct convolutions by XLA's cost analysis, the same count for every variant of a size), the ratio to PyTorch fp32,
+step with direct convolutions by XLA's cost analysis, the same count for every variant of a size), the ratio to
+PyTorch fp32,
 and the process's peak RSS. ``--rounds N`` measures every variant N times, interleaved, and reports
 the median round (the machine's speed drifts). Prints a markdown table, writes JSON.
 

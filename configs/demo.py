@@ -1,7 +1,8 @@
 """CPU demo: Cutout with soft labels (CO-SLA) on the embedded synthetic dataset, 64 px, about 3 minutes on 2 cores.
 
 Cutout rather than CutPaste-Scar: at 64 px the scaled scars are 0.5-4 px wide and CPS does not train to a
-useful pretext accuracy within a CPU-minutes budget (measured 2026-11-28: 600 steps on the demo washer, then on a textured belt, pretext accuracy
+useful pretext accuracy within a CPU-minutes budget (measured 2026-11-28: 600 steps on the demo washer, then on a
+textured belt, pretext accuracy
 stayed near chance, image AUROC 0.81); Cutout learns in about 100 steps.
 """
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from launch import sweep as sweep_lib
-from launch.categories import Category, discover
 from launch.arguments import Parser, fail
+from launch.categories import Category, discover
 from sla_jax.outputs import atomic, report
-from sla_jax.runtime import source_commit as commit
 from sla_jax.outputs.report import mean_only, mean_std, percent
+from sla_jax.runtime import source_commit as commit
 
 RECORD = "benchmark.json"
 OUTPUT = "benchmark"
@@ -284,8 +284,9 @@ def ablation(summary: dict, *, method: str | None = None) -> list[dict] | None:
 
 def header_lines(meta: dict) -> list[str]:
     fixed = {k: v for k, v in meta["fixed"].items() if k not in ("data.root", "data.category", "data.cache_dir")}
+    config = os.path.relpath(meta["config"], REPO) if meta["config"].startswith(str(REPO)) else meta["config"]
     return [
-        f"- config: `{os.path.relpath(meta['config'], REPO) if meta['config'].startswith(str(REPO)) else meta['config']}`"
+        f"- config: `{config}`"
         + (f" (sweep `{os.path.relpath(meta['source'], REPO)}`)" if meta["source"] != meta["config"] else ""),
         f"- overrides: {', '.join(f'`{k}={sweep_lib.format_value(v)}`' for k, v in fixed.items()) or 'none'}",
         *([f"- grid: {', '.join(f'`{k}` ∈ {v}' for k, v in meta['grid'].items())}"] if meta["grid"] else []),
@@ -341,10 +342,9 @@ def markdown(meta: dict, rows: Sequence[dict], summary: dict, table3: list[dict]
         ]
         for r in table3:
             cat = f"**{r['category']}**" if r["category"] == "mean over categories" else r["category"]
-            lines.append(
-                f"| {r['method']} | {cat} | {mean_std({'mean': r['without'], 'std': r['without_std'], 'n': r['n']})} | "
-                f"{mean_std({'mean': r['with'], 'std': r['with_std'], 'n': r['n']})} | {r['rimp_percent']:+.2f} | {r['n']} |"
-            )
+            without = mean_std({"mean": r["without"], "std": r["without_std"], "n": r["n"]})
+            with_ = mean_std({"mean": r["with"], "std": r["with_std"], "n": r["n"]})
+            lines.append(f"| {r['method']} | {cat} | {without} | {with_} | {r['rimp_percent']:+.2f} | {r['n']} |")
     lines += [
         "",
         "Every run:",

@@ -194,7 +194,10 @@ def point_name(varying: Mapping[str, Any]) -> str:
         return "base"
     short = {key: key.rsplit(".", 1)[-1] for key in varying}
     clash = {s for s in short.values() if list(short.values()).count(s) > 1}
-    text = lambda v: "x".join(map(str, v)) if isinstance(v, (list, tuple)) else format_value(v)
+
+    def text(v):
+        return "x".join(map(str, v)) if isinstance(v, (list, tuple)) else format_value(v)
+
     parts = sorted(f"{key if short[key] in clash else short[key]}={text(value)}" for key, value in varying.items())
     return re.sub(r"[^A-Za-z0-9._=,+-]", "", ",".join(parts))
 

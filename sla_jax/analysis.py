@@ -1,6 +1,7 @@
 """How often does a local edit change (almost) nothing? The paper's Fig. 1, for any transform and dataset.
 
-The library behind ``python -m sla_jax.analyze --dataset=ROOT/CATEGORY [--dataset=...] --out=DIR``: it applies each transform
+The library behind ``python -m sla_jax.analyze --dataset=ROOT/CATEGORY [--dataset=...] --out=DIR``: it applies
+each transform
 ``--trials`` times (default 2,000) to training images of each category, computes the soft label of every
 edit (SLA, eq. 6-9), and counts an edit as *invalid* when its soft label is below ``--threshold``. Writes
 ``analysis.json``, ``analysis.md`` and ``analysis.png`` (cumulative invalid count every ``--every`` trials,

@@ -44,9 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.stem = "imagenet"  # imagenet (7×7/2 + max-pool) | small (3×3/1, no pool)
     c.model.conv_impl = "auto"  # auto | xla | im2col
     c.model.dtype = "float32"  # compute dtype of the backbone: float32 | bfloat16 (parameters stay float32)
-    c.model.init = (
-        ""  # "" = random init; else backbone weights from python -m sla_jax.convert_weights (.npz/.safetensors)
-    )
+    c.model.init = ""  # "" = random init; else a backbone from python -m sla_jax.convert_weights (.npz/.safetensors)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64  # network inputs per step (paired: half of them are sources)
@@ -61,9 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.steps_per_call = 1  # steps per dispatch (one compiled lax.scan): > 1 cuts the host's share of a step
     c.train.ensemble_strategy = "auto"  # an ensemble's members: vmap (batched) | map (one after another) | auto
     c.train.tensorboard = True  # write TensorBoard event files into WORKDIR/tensorboard (scalars, figures, hparams)
-    c.train.freeze_steps = (
-        20  # with model.init: backbone frozen for the first N steps (CutPaste); ignored at random init
-    )
+    c.train.freeze_steps = 20  # with model.init: backbone frozen for the first N steps (CutPaste); else ignored
 
     c.localization = ml_collections.ConfigDict()
     c.localization.patch_size = 0  # > 0: patch-level model and defect maps (paper: 32); 0: image level only

@@ -146,7 +146,6 @@ def to_onnx(detector: detection.Detector, *, metadata: dict[str, str]):
 
 def export_detector(detector: detection.Detector, path: str, **facts) -> dict:
     """Write ``detector`` to ``path`` (.onnx); returns the metadata and the file's size."""
-    import onnx
 
     info = model_metadata(detector, **facts)
     proto = to_onnx(detector, metadata=info)

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from sla_jax import data as data_lib
@@ -269,7 +270,10 @@ def patch_scores(
     is the centre one (for the record)."""
     m, n_h, n_w, dim = query_feats_Mxhxw_xD.shape
     if gde == "per_position":
-        per_position = lambda f: jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
+
+        def per_position(f):
+            return jnp.asarray(f.reshape(len(f), n_h * n_w, dim).transpose(1, 0, 2))
+
         gaussians = jax.jit(jax.vmap(density.fit_gaussian))(per_position(train_feats_NxhxwxD))
         scores = jax.jit(jax.vmap(density.mahalanobis))(gaussians, per_position(query_feats_Mxhxw_xD))
         centre = jax.tree_util.tree_map(lambda x: x[(n_h * n_w) // 2], gaussians)

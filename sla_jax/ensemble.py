@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from sla_jax import density, metrics
-from sla_jax import pretext
+from sla_jax import density, metrics, pretext
 from sla_jax.models import PretextNet
 from sla_jax.state import TrainState, init_state
 

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sla_jax import data as data_lib
 from sla_jax import detection, distributed, ensemble, identity, loop, pretext, pretrained, timing
@@ -34,7 +35,6 @@ from sla_jax.data.synthetic import write_demo_dataset
 from sla_jax.models import PretextNet
 from sla_jax.outputs import atomic, board, files, plots, report
 from sla_jax.validation import ConfigError, validate, validate_ensemble
-
 
 # ----------------------------------------------------------------------------- config → objects
 

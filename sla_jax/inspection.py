@@ -31,7 +31,8 @@ def overlay_name(index: int, path: Path) -> str:
 
 
 def overlay_title(path: Path, record: dict) -> str:
-    """``scratch/000.png`` over ``defective (score 15,640)``: the folder tells ``good/000.png`` from ``scratch/000.png``."""
+    """``scratch/000.png`` over ``defective (score 15,640)``: the folder tells ``good/000.png`` from
+    ``scratch/000.png``."""
     shown = atomic.printable(os.path.join(path.parent.name, path.name))
     return f"{shown}\n{record['decision']} (score {plots.number(record['score'])})"
 
@@ -156,10 +157,9 @@ def inspect(
     for r in errors:
         warn(f"skipped {r['path']}: {r['error']}")
     flagged = sum(r.get("decision") == "defective" for r in records)
-    log(
-        f"scored {len(records) - len(errors)} image(s): {flagged} defective (score > {plots.number(detector.threshold)}), "
-        f"{len(errors)} skipped"
-    )
+    threshold = plots.number(detector.threshold)
+    scored = len(records) - len(errors)
+    log(f"scored {scored} image(s): {flagged} defective (score > {threshold}), {len(errors)} skipped")
     log(f"predictions: {os.path.join(os.path.abspath(out_dir), PREDICTIONS)} (and .csv)")
     return 0
 

@@ -96,13 +96,15 @@ def receptive_field_upsample(
         window = gaussian_window(field, sigma)
         rows = stamp_matrix(scores_Bxhxw.shape[-2], window, stride=stride)
         cols = stamp_matrix(scores_Bxhxw.shape[-1], window, stride=stride)
-        upsample = lambda s: jnp.einsum(
-            "Hh,...hw,Ww->...HW",
-            rows,
-            s.astype(jnp.float32),
-            cols,  # noqa: E731
-            precision=jax.lax.Precision.HIGHEST,
-        )
+
+        def upsample(s):
+            return jnp.einsum(
+                "Hh,...hw,Ww->...HW",
+                rows,
+                s.astype(jnp.float32),
+                cols,  # noqa: E731
+                precision=jax.lax.Precision.HIGHEST,
+            )
     elif method == "conv":
         kernel = gaussian_kernel(field, sigma)
         upsample = lambda s: stamp_sum(s, kernel, stride=stride)  # noqa: E731
@@ -139,7 +141,10 @@ def random_corners(key: jax.Array, *, num: int, height: int, width: int, size: i
 def crop_patches(images_BxHxWxC: jax.Array, corners_Bx2: jax.Array, *, size: int = 32) -> jax.Array:
     """The ``size``² patch of each image at its corner: B×S×S×C (shape-static ``dynamic_slice``)."""
     channels = images_BxHxWxC.shape[-1]
-    crop = lambda image, corner: jax.lax.dynamic_slice(image, (corner[0], corner[1], 0), (size, size, channels))
+
+    def crop(image, corner):
+        return jax.lax.dynamic_slice(image, (corner[0], corner[1], 0), (size, size, channels))
+
     return jax.vmap(crop)(images_BxHxWxC, corners_Bx2)
 
 
@@ -204,7 +209,10 @@ def pro_curve(maps_NxHxW, masks_NxHxW, *, thresholds=None) -> tuple[np.ndarray, 
     else:
         levels = np.sort(np.asarray(thresholds, dtype=np.float64))
         group = np.searchsorted(levels, scores, side="right")
-    at_or_above = lambda weights: np.cumsum(np.bincount(group, weights, minlength=levels.size + 1)[::-1])[::-1]
+
+    def at_or_above(weights):
+        return np.cumsum(np.bincount(group, weights, minlength=levels.size + 1)[::-1])[::-1]
+
     flagged_fp, flagged_pro = at_or_above(normal.astype(np.float64)), at_or_above(pro_weights)
     fpr = np.minimum(flagged_fp[1:][::-1] / normal.sum(), 1.0)
     pro = np.minimum(flagged_pro[1:][::-1], 1.0)

@@ -181,7 +181,9 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        conv = lambda f, k, s, p, name: Conv(f, k, s, p, impl=self.conv_impl, dtype=self.dtype, name=name)
+        def conv(f, k, s, p, name):
+            return Conv(f, k, s, p, impl=self.conv_impl, dtype=self.dtype, name=name)
+
         y = conv(self.features, 3, self.strides, 1, "conv1")(x)
         y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
         y = conv(self.features, 3, 1, 1, "conv2")(y)

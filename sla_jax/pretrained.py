@@ -24,8 +24,8 @@ import numpy as np
 from flax import traverse_util
 
 from sla_jax.errors import WeightsError
-from sla_jax.outputs import atomic
 from sla_jax.models import ResNet18
+from sla_jax.outputs import atomic
 
 # sha256 of torchvision's ResNet18_Weights.IMAGENET1K_V1 file, resnet18-f37072fd.pth (46,830,571 bytes).
 # torchvision itself checks only the 8 hex digits in the file name; the full digest is the value that

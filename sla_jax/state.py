@@ -67,12 +67,18 @@ def make_optimizer(
 
     if freeze_backbone_steps <= 0:
         return sgd(schedule)
-    late = lambda count: schedule(count + freeze_backbone_steps)  # the inner count starts when unfrozen
+
+    def late(count):
+        return schedule(count + freeze_backbone_steps)  # the inner count starts when unfrozen
+
     frozen = optax.conditionally_mask(sgd(late), lambda step: step >= freeze_backbone_steps)
-    labels = lambda params: {
-        name: jax.tree_util.tree_map(lambda _: "backbone" if name == "backbone" else "rest", sub)
-        for name, sub in params.items()
-    }
+
+    def labels(params):
+        return {
+            name: jax.tree_util.tree_map(lambda _: "backbone" if name == "backbone" else "rest", sub)
+            for name, sub in params.items()
+        }
+
     return optax.multi_transform({"backbone": frozen, "rest": sgd(schedule)}, labels)
 
 

@@ -22,7 +22,8 @@ CHECK = """<script>
 window.addEventListener("load", () => {
   const images = Array.from(document.images);
   const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 60));
-  const external = Array.from(document.querySelectorAll("[src],[href]")).map(e => e.getAttribute("src") || e.getAttribute("href"))
+  const external = Array.from(document.querySelectorAll("[src],[href]"))
+    .map(e => e.getAttribute("src") || e.getAttribute("href"))
     .filter(u => /^(https?:)?\\/\\//.test(u));
   const out = document.createElement("pre");
   out.id = "sla-jax-check";

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from launch import benchmark
-from launch.categories import discover
 from launch import sweep as sweep_lib
-from sla_jax.outputs import plots
+from launch.categories import discover
 from sla_jax.data import synthetic
-
+from sla_jax.outputs import plots
 from tests.chromium import check_page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,9 +183,10 @@ def test_ablation_sweep_on_two_categories_matches_the_runs(tmp_path):
         *(f"--set={s}" for s in TINY),
     ]
     assert benchmark.main(argv) == 0
-    auc = lambda cat, mode, seed: json.loads((out / cat / f"mode={mode},seed={seed}" / "results.json").read_text())[
-        "image_auroc"
-    ]
+
+    def auc(cat, mode, seed):
+        return json.loads((out / cat / f"mode={mode},seed={seed}" / "results.json").read_text())["image_auroc"]
+
     summary = json.loads((out / "benchmark_summary.json").read_text())
     rows = {(r["method"], r["category"]): r for r in summary["table3"]}
     for cat in ("tile", "weave"):

@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from sla_jax import ensemble
-from sla_jax import pretext
-from sla_jax import experiment
-from sla_jax import detection
-from sla_jax.outputs import files
-from sla_jax import validation
+from sla_jax import detection, ensemble, experiment, pretext, validation
 from sla_jax import state as state_lib
 from sla_jax.models import PretextNet
+from sla_jax.outputs import files
 from sla_jax.validation import ConfigError
-
 from tests.chromium import check_page
 from tests.tiny import demo_config
 

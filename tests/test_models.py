@@ -1,10 +1,10 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-import flax.linen as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sla_jax.models import (
     Conv,
@@ -86,7 +86,10 @@ def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ti
     x = jax.random.normal(jax.random.key(height * 31 + width), (2, height, width, channels)) * 2
     if ties:
         x = jnp.round(jax.nn.relu(x))
-    ref = lambda v: nn.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    def ref(v):
+        return nn.max_pool(v, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
     np.testing.assert_array_equal(np.asarray(max_pool_3x3_s2(x)), np.asarray(ref(x)))
     np.testing.assert_array_equal(np.asarray(max_pool_reduce_window(x)), np.asarray(ref(x)))
     g = jax.random.normal(jax.random.key(7), ref(x).shape)
@@ -98,10 +101,13 @@ def test_max_pool_equals_flax_in_values_and_gradient(height, width, channels, ti
 def test_auto_conv_policy_on_cpu():
     """``auto`` takes im2col on CPU only for a k > 1 convolution whose output has at most 16 pixels
     (the 2×2 and 4×4 maps where XLA:CPU's direct convolution is slow), XLA's convolution otherwise."""
-    jaxpr = lambda size, k: str(
-        jax.make_jaxpr(lambda x: Conv(4, k, 1, k // 2).init_with_output(jax.random.key(0), x))(
-            jnp.zeros((1, size, size, 2))
+
+    def jaxpr(size, k):
+        return str(
+            jax.make_jaxpr(lambda x: Conv(4, k, 1, k // 2).init_with_output(jax.random.key(0), x))(
+                jnp.zeros((1, size, size, 2))
+            )
         )
-    )
+
     assert "conv_general_dilated" not in jaxpr(4, 3) and "conv_general_dilated" in jaxpr(5, 3)
     assert "conv_general_dilated" in jaxpr(2, 1)

@@ -15,9 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sla_jax import distributed
-from sla_jax import pretext
-from sla_jax import experiment
+from sla_jax import distributed, experiment, pretext
 from sla_jax import state as state_lib
 from sla_jax.models import PretextNet
 

@@ -22,15 +22,14 @@ torch = pytest.importorskip(
     "torchvision weight-import tests compare with PyTorch",
 )
 
-from sla_jax import pretrained
-from sla_jax import pretext
-from sla_jax import experiment
+from torch_resnet18 import random_resnet18  # noqa: E402
+
+from sla_jax import experiment, pretext, pretrained
 from sla_jax import state as state_lib
-from sla_jax.pretrained import convert
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet, ResNet18
+from sla_jax.pretrained import convert
 from sla_jax.validation import ConfigError, validate
-from torch_resnet18 import random_resnet18  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {f"layer{i}_1": f"layer{i}" for i in range(1, 5)}  # last block of each stage = the stage's output
@@ -237,8 +236,13 @@ def test_train_step_with_loaded_backbone_frozen_then_trained(state_dict):
         )
     )
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
-    leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
-    moved = lambda a, b: [not np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b))]
+
+    def leaves(tree):
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+    def moved(a, b):
+        return [not np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b))]
+
     s1, _ = step(state, images, jax.random.key(1))
     assert not any(moved(s1.params["backbone"], backbone["params"]))
     assert all(moved(s1.batch_stats["backbone"], backbone["batch_stats"]))
@@ -353,9 +357,11 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     manager = state_lib.checkpoint_manager(str(workdir), keep=5)
     import orbax.checkpoint as ocp
 
-    restore = lambda step: manager.restore(
-        step, args=ocp.args.StandardRestore(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract))
-    )
+    def restore(step):
+        return manager.restore(
+            step, args=ocp.args.StandardRestore(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract))
+        )
+
     file_params = traverse_util.unflatten_dict(flat, sep="/")["params"]
     for step, frozen in ((1, True), (2, True), (3, False)):
         restored = restore(step).params["backbone"]

@@ -19,11 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sla_jax import loop
-from sla_jax import experiment
-from sla_jax.data import synthetic
+from sla_jax import experiment, loop
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
+from sla_jax.data import synthetic
 from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]

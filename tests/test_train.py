@@ -14,14 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
+from sla_jax import detection, loop, pretext
 from sla_jax import state as state_lib
-from sla_jax import pretext
-from sla_jax import loop
-from sla_jax import detection
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
 from sla_jax.validation import ConfigError, validate
-
 from tests.chromium import check_page
 
 REPO = Path(__file__).resolve().parents[1]

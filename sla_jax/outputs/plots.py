@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
-from sklearn.metrics import auc as sk_auc, roc_curve  # noqa: E402
+from sklearn.metrics import auc as sk_auc  # noqa: E402
+from sklearn.metrics import roc_curve
 
 from sla_jax.outputs import atomic  # noqa: E402
 
