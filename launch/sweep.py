@@ -171,7 +171,7 @@ def expand(sweep: Sweep, sweep_dir: str) -> list[Point]:
 def check_points(points: Sequence[Point]) -> None:
     """Validate every point's config (base config with its overrides) as ``sla_jax.train`` would, before any
     folder is made: a value out of range is a SweepError naming the point (exit 2)."""
-    from sla_jax.validation import ConfigError, validate, validate_ensemble
+    from sla_jax.validation import ConfigError, validate_any
 
     configs: dict[str, Any] = {}
     for point in points:
@@ -181,7 +181,7 @@ def check_points(points: Sequence[Point]) -> None:
             config.update_from_flattened_dict(
                 {k: tuple(v) if isinstance(v, list) else v for k, v in point.overrides.items()}
             )
-            validate_ensemble(config) if "ensemble" in config else validate(config)
+            validate_any(config)
         except (ConfigError, KeyError, TypeError, ValueError) as error:
             reason = error.args[0] if isinstance(error, KeyError) and error.args else error
             raise SweepError(f"run {point.name}: {reason} (nothing was created)") from None

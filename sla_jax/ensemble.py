@@ -9,7 +9,8 @@ step_key(seed_k), hparams_k, data_key)``, and a member whose seed is ``config.se
 ``python -m sla_jax.train`` run with the same settings. No config: :mod:`sla_jax.experiment`
 builds the members from ``config.ensemble``.
 
-Evaluation is vmapped too: K embeddings per batch, K Gaussians, K image AUROCs in one pass.
+Each member is then evaluated as a single run is (:func:`member_variables`), so every model kind runs as an
+ensemble: image or patch models, GDE or KDE, random or loaded backbones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sla_jax import density, metrics, pretext
+from sla_jax import labels, pretext, pretrained
 from sla_jax.models import PretextNet
 from sla_jax.state import TrainState, init_state
 
@@ -53,8 +54,8 @@ def stack_hparams(members: list[Member]) -> pretext.HParams:
     return pretext.HParams.create(
         alpha=[m.alpha for m in members],
         epsilon=[m.epsilon for m in members],
-        tau=[m.tau for m in members],
-        hard=[float(m.mode == "hard") for m in members],
+        tau=[labels.mode_params(m.mode, tau=m.tau)[0] for m in members],
+        hard=[labels.mode_params(m.mode, tau=m.tau)[1] for m in members],
     )
 
 
@@ -141,39 +142,51 @@ def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, str
     return jax.jit(step, in_shardings=replicated, out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def network_variables(states: TrainState) -> dict:
-    """Flax variables (params without the learned label parameters, batch_stats), member axis kept."""
-    return {"params": pretext.network_params(states.params), "batch_stats": states.batch_stats}
+def member_variables(states: TrainState, k: int) -> dict:
+    """Flax variables of member ``k`` (its network params without the learned label parameters, its
+    BatchNorm statistics): what a single run's evaluation takes."""
+    variables = {"params": pretext.network_params(states.params), "batch_stats": states.batch_stats}
+    return jax.tree_util.tree_map(lambda x: x[k], variables)
 
 
-@jax.jit
-def ensemble_scores(train_feats_KxNxD: jax.Array, test_feats_KxMxD: jax.Array, test_labels_M: jax.Array):
-    """K GDEs fitted, K score vectors and K image AUROCs, vmapped over the member axis."""
-    gaussians = jax.vmap(density.fit_gaussian)(train_feats_KxNxD)
-    scores = jax.vmap(density.mahalanobis)(gaussians, test_feats_KxMxD)
-    return gaussians, scores, jax.vmap(metrics.auroc, in_axes=(0, None))(scores, test_labels_M)
+def with_backbone(states: TrainState, backbone: dict, *, optimizer: optax.GradientTransformation) -> TrainState:
+    """Every member's backbone replaced by ``backbone`` (``model.init``; heads stay their own), each member's
+    optimizer state re-initialised, as :func:`sla_jax.pretrained.with_backbone` does for a single run."""
+
+    def one(state):
+        return pretrained.with_backbone(state, backbone, optimizer=optimizer)
+
+    return jax.vmap(one, in_axes=(MEMBER_AXES,), out_axes=MEMBER_AXES)(states)
 
 
-def sweep_table(members: list[Member], aurocs: np.ndarray) -> list[dict]:
-    """One row per (mode, α, ε): mean, sample standard deviation, min, max of the AUROC over seeds."""
+SWEEP_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")  # tabled over seeds when the members have them
+
+
+def _spread(values: list) -> dict:
+    """Mean, sample standard deviation, min and max; all None when a value is undefined (None)."""
+    if any(v is None for v in values):
+        return {"mean": None, "std": None, "min": None, "max": None}
+    array = np.asarray(values, np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "min": float(array.min()), "max": float(array.max())}
+
+
+def sweep_table(members: list[Member], results: list[dict]) -> list[dict]:
+    """One row per (mode, α, ε) over seeds: the image AUROCs with their mean, sample standard deviation, min
+    and max (``mean``, ``std``, ``min``, ``max``), and the same for the pixel AUROC and AUPRO of patch models
+    (``pixel_auroc_mean``, ...)."""
     groups: dict[tuple, list] = {}
-    for member, auc in zip(members, aurocs):
+    for member, found in zip(members, results):
         key = ("hard", None, None) if member.mode == "hard" else (member.mode, member.alpha, member.epsilon)
-        groups.setdefault(key, []).append((member.seed, float(auc)))
+        groups.setdefault(key, []).append((member.seed, found))
+    present = [m for m in SWEEP_METRICS if any(m in found for found in results)]
     rows = []
     for (mode, alpha, epsilon), runs in groups.items():
-        values = np.array([v for _, v in runs])
-        rows.append(
-            {
-                "labels": mode,
-                "alpha": alpha,
-                "epsilon": epsilon,
-                "seeds": [s for s, _ in runs],
-                "image_auroc": [float(v) for v in values],
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "min": float(values.min()),
-                "max": float(values.max()),
-            }
-        )
+        row = {"labels": mode, "alpha": alpha, "epsilon": epsilon, "seeds": [s for s, _ in runs]}
+        for metric in present:
+            values = [None if found.get(metric) is None else float(found[metric]) for _, found in runs]
+            spread = _spread(values)
+            row[metric] = values
+            row.update(spread if metric == "image_auroc" else {f"{metric}_{k}": v for k, v in spread.items()})
+        rows.append(row)
     return rows

@@ -9,6 +9,14 @@ import optax
 LABEL_MODES = ("soft", "hard", "smooth")
 
 
+def mode_params(mode: str, *, tau: float) -> tuple[float, float]:
+    """(τ, hard) of a label mode: soft (0, 0), smooth (``tau``, 0), hard (0, 1); the one place a mode is
+    turned into the step's numbers."""
+    if mode not in LABEL_MODES:
+        raise ValueError(f"label mode must be one of {LABEL_MODES}, got {mode!r}")
+    return (tau if mode == "smooth" else 0.0), float(mode == "hard")
+
+
 def pixel_difference(original: jax.Array, edited: jax.Array) -> jax.Array:
     """Δ = Σ_c |x − x̃| per pixel (eq. 7); a 1-channel or H×W image counts as 3 replicated channels."""
     diff = jnp.abs(original.astype(jnp.float32) - edited.astype(jnp.float32))

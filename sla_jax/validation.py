@@ -217,8 +217,6 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
             "config.labels.mode='hard' with an ensemble: α members need soft or smooth labels; "
             "hard-label members come from config.ensemble.hard=True"
         )
-    if config.model.init:
-        raise ConfigError("config.model.init is not supported with an ensemble yet: members start from random init")
     _choice("train.ensemble_strategy", config.train.get("ensemble_strategy", "auto"), ("auto", *ENSEMBLE_STRATEGIES))
     if config.train.get("steps_per_call", 1) != 1:
         raise ConfigError("config.train.steps_per_call > 1 is not supported with an ensemble yet: set it to 1")
@@ -232,13 +230,11 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
     for e in ens.epsilons:
         if not 0 < e < 3:
             raise ConfigError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
-    if config.localization.patch_size:
-        raise ConfigError(
-            "config.localization.patch_size > 0 with an ensemble: patch models are not vmapped; "
-            "set --config.localization.patch_size=0"
-        )
-    if config.eval.density != "gde":
-        raise ConfigError(
-            "config.eval.density='kde' with an ensemble: the members are scored by vmapped "
-            "Gaussians; set --config.eval.density=gde"
-        )
+
+
+def validate_any(config: ml_collections.ConfigDict) -> None:
+    """:func:`validate_ensemble` for a config with an ``ensemble`` section, else :func:`validate`."""
+    if "ensemble" in config:
+        validate_ensemble(config)
+    else:
+        validate(config)

@@ -12,7 +12,7 @@ from launch import benchmark
 from launch import sweep as sweep_lib
 from launch.categories import discover
 from sla_jax.data import synthetic
-from sla_jax.outputs import plots
+from sla_jax.outputs import study_plots
 from tests.chromium import check_page
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_sweep_points_are_named_by_the_keys_they_set(tmp_path):
     summary = benchmark.summarize(rows)
     assert summary["settings"] == ["base config", "resize=bicubic", "weight_decay_on=all", "init=None"]
     assert summary["table"]["m"]["resize=bicubic"]["values"] == pytest.approx([0.61, 0.611])
-    plots.plot_benchmark(summary, str(tmp_path / "b.png"), title="t")
+    study_plots.plot_benchmark(summary, str(tmp_path / "b.png"), title="t")
     assert (tmp_path / "b.png").stat().st_size > 10_000
 
 

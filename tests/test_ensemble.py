@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from sla_jax import detection, ensemble, experiment, pretext, validation
+from sla_jax import ensemble, experiment, pretext, validation
 from sla_jax import state as state_lib
 from sla_jax.models import PretextNet
 from sla_jax.outputs import files
@@ -150,18 +150,6 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed(strategy):
     assert other > 1.0  # the members really are different models
 
 
-def test_vmapped_gde_and_auroc_equal_the_per_member_ones():
-    rng = np.random.default_rng(0)
-    train_feats = rng.normal(size=(3, 40, 8)).astype(np.float32)
-    test_feats = rng.normal(size=(3, 12, 8)).astype(np.float32) * np.array([1.0, 2.0, 3.0])[:, None, None]
-    labels = np.array([0] * 6 + [1] * 6)
-    _, scores, aurocs = ensemble.ensemble_scores(train_feats, test_feats, labels)
-    for k in range(3):
-        _, expected = detection.image_scores(train_feats[k], test_feats[k])
-        np.testing.assert_allclose(np.asarray(scores[k]), expected, rtol=1e-5)
-        assert float(aurocs[k]) == pytest.approx(detection.detection_report(expected, _split(labels))["image_auroc"])
-
-
 def _split(labels):
     from sla_jax.data import Split
 
@@ -207,10 +195,6 @@ def test_members_from_config_and_checks():
         bad.ensemble[key] = value
         with pytest.raises(ConfigError, match=match):
             validation.validate_ensemble(bad)
-    bad = sweep_config()
-    bad.localization.patch_size = 32
-    with pytest.raises(ConfigError, match="patch_size"):
-        validation.validate_ensemble(bad)
     for key, value, match in [
         ("ensemble_strategy", "pmap", "train.ensemble_strategy='pmap' is not valid"),
         ("steps_per_call", 2, "steps_per_call > 1 is not supported with an ensemble"),
@@ -225,16 +209,142 @@ def test_members_from_config_and_checks():
 
 def test_sweep_table_statistics_and_files(tmp_path):
     members = experiment.members_from_config(sweep_config())
-    aurocs = np.array([0.6, 0.7, 0.9, 0.95, 0.8, 0.82])
-    rows = ensemble.sweep_table(members, aurocs)
+    aurocs = [0.6, 0.7, 0.9, 0.95, 0.8, 0.82]
+    rows = ensemble.sweep_table(members, [{"image_auroc": a} for a in aurocs])
     assert [(r["labels"], r["alpha"]) for r in rows] == [("soft", 1.0), ("soft", 10.0), ("hard", None)]
     assert rows[1]["mean"] == pytest.approx(0.925) and rows[1]["std"] == pytest.approx(np.std([0.9, 0.95], ddof=1))
     assert rows[2]["seeds"] == [0, 1] and rows[2]["min"] == pytest.approx(0.8)
+    assert "pixel_auroc" not in rows[0]  # image models: the image AUROC only
     files.write_sweep(rows, str(tmp_path), title="t", note="n")
     assert json.loads((tmp_path / "alpha_sweep.json").read_text())["rows"] == rows
     table = (tmp_path / "alpha_sweep.md").read_text().splitlines()
     assert sum(line.startswith("| soft") or line.startswith("| hard") for line in table) == 3
     assert (tmp_path / "alpha_sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_table_of_patch_models_spreads_the_pixel_metrics(tmp_path):
+    members = experiment.members_from_config(sweep_config())
+    found = [
+        {"image_auroc": 0.6 + 0.05 * k, "pixel_auroc": 0.9 + 0.01 * k, "pixel_aupro": 0.5 + 0.1 * k} for k in range(6)
+    ]
+    found[5]["pixel_aupro"] = None  # undefined for one member: its group's spread is undefined, not a number
+    rows = ensemble.sweep_table(members, found)
+    assert rows[0]["pixel_auroc"] == [0.9, 0.91] and rows[0]["pixel_auroc_mean"] == pytest.approx(0.905)
+    assert rows[1]["pixel_aupro_std"] == pytest.approx(np.std([0.7, 0.8], ddof=1))
+    assert rows[2]["pixel_aupro_mean"] is None and rows[2]["pixel_auroc_max"] == pytest.approx(0.95)
+    files.write_sweep(rows, str(tmp_path), title="t", note="n")
+    table = (tmp_path / "alpha_sweep.md").read_text()
+    assert "pixel AUROC mean ± std | AUPRO mean ± std |" in table
+    assert "| 0.9050 ± 0.0071 |" in table and "undefined ± undefined" in table
+
+
+def small_patch_ensemble(tmp_path, **changes):
+    """A CPF patch-model ensemble at 48 px (32 px patches every 8 px): α ∈ {1, 10} × seeds {0, 1}."""
+    config = sweep_config()
+    config.data.cache_dir = str(tmp_path / "tfds")
+    config.data.category = "washer"
+    config.transform.name = "cpf"
+    config.update_from_flattened_dict(
+        {
+            "data.image_size": 48,
+            "model.head": (32,),
+            "train.batch_size": 8,
+            "train.steps": 3,
+            "localization.patch_size": 32,
+            "localization.stride": 8,
+            "localization.train_stride": 8,
+            "localization.heatmaps": 4,
+            "eval.threshold_images": 8,
+            "ensemble.hard": False,
+            **changes,
+        }
+    )
+    return config
+
+
+@pytest.mark.slow
+def test_an_ensemble_of_patch_models_evaluates_each_member_as_the_single_run(tmp_path):
+    """α × seed grid of CPF patch models in one program: every member gets its image and pixel AUROC and
+    AUPRO, its own scores, density, maps and figures; the member with the config's α and seed scores as the
+    plain run with those settings does (the same evaluation code, the member's training equal to float32
+    rounding)."""
+    config = small_patch_ensemble(tmp_path)
+    workdir = tmp_path / "ensemble"
+    results = experiment.train_and_evaluate(config, str(workdir), progress=False)
+    names = [m["name"] for m in results["members"]]
+    assert names == [f"soft/alpha{a}/eps0.02/seed{s}" for a in (1, 10) for s in (0, 1)]
+    for m in results["members"]:
+        assert 0 <= m["pixel_auroc"] <= 1 and 0 <= m["pixel_aupro"] <= 1 and m["threshold"] > 0
+        folder = workdir / "members" / m["name"]
+        for name in ("gde.npz", "scores.csv", "roc.png", "maps.npz", "heatmaps.png"):
+            assert (folder / name).stat().st_size > 100, (m["name"], name)
+    chosen = [m for m in results["members"] if m["alpha"] == 10.0]
+    for metric in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+        assert results[metric] == pytest.approx(np.mean([m[metric] for m in chosen]))
+    assert [r["pixel_auroc"] for r in results["table"]] == [
+        [m["pixel_auroc"] for m in results["members"][:2]],
+        [m["pixel_auroc"] for m in results["members"][2:]],
+    ]
+    assert "pixel AUROC mean" in (workdir / "alpha_sweep.md").read_text()
+
+    plain = small_patch_ensemble(tmp_path)
+    del plain.ensemble
+    plain.labels.alpha = 10.0
+    alone = experiment.train_and_evaluate(plain, str(tmp_path / "single"), progress=False)
+    member = results["members"][names.index("soft/alpha10/eps0.02/seed0")]
+    for metric in ("image_auroc", "pixel_auroc", "pixel_aupro", "threshold"):
+        assert member[metric] == pytest.approx(alone[metric], rel=1e-3, abs=1e-3), metric
+
+
+def random_backbone_file(path) -> str:
+    """A converted-weights file of a random ResNet-18 backbone (what ``model.init`` loads)."""
+    from sla_jax import pretrained
+
+    rng = np.random.default_rng(0)
+    flat = {
+        k: (np.ones(shape) if k.endswith("/var") else rng.normal(scale=0.05, size=shape)).astype(np.float32)
+        for k, shape in pretrained.backbone_layout().items()
+    }
+    pretrained.save_converted(str(path), flat)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_kde_and_loaded_backbone_ensembles_run(tmp_path):
+    """An image-level ensemble scored by KDE, its members started from ``model.init``: with no pretext steps
+    every member is the loaded backbone, so every member scores as the plain run from that file does."""
+    init = random_backbone_file(tmp_path / "backbone.npz")
+    config = sweep_config()
+    config.data.cache_dir = str(tmp_path / "tfds")
+    config.update_from_flattened_dict(
+        {
+            "data.image_size": 32,
+            "model.head": (32,),
+            "model.init": init,
+            "train.steps": 0,
+            "eval.density": "kde",
+            "ensemble.alphas": (2.0, 10.0),
+            "ensemble.seeds": (0,),
+            "ensemble.hard": True,
+        }
+    )
+    results = experiment.train_and_evaluate(config, str(tmp_path / "ensemble"), progress=False)
+    assert len(results["members"]) == 3 and all(m["density"] == "kde" for m in results["members"])
+    plain = demo_config()
+    plain.data.cache_dir = str(tmp_path / "tfds")
+    plain.update_from_flattened_dict(
+        {
+            "data.image_size": 32,
+            "model.head": (32,),
+            "model.init": init,
+            "train.steps": 0,
+            "eval.density": "kde",
+        }
+    )
+    alone = experiment.train_and_evaluate(plain, str(tmp_path / "single"), progress=False)
+    for m in results["members"]:
+        assert m["image_auroc"] == pytest.approx(alone["image_auroc"], abs=1e-6)
+        assert m["kde_gamma"] == pytest.approx(alone["kde_gamma"], rel=1e-5)
 
 
 @pytest.mark.slow

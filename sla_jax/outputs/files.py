@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from sla_jax.outputs import atomic, board, plots
+from sla_jax.outputs import atomic, board, study_plots
 
 
 def read_json(path: str) -> dict:
@@ -169,26 +169,36 @@ def write_predictions(records: list[dict], out_dir: str) -> None:
 
 
 def write_sweep(rows: list[dict], workdir: str, *, title: str, note: str) -> None:
-    """alpha_sweep.json, alpha_sweep.md (table) and alpha_sweep.png (AUROC against α, seed spread)."""
+    """alpha_sweep.json, alpha_sweep.md (table) and alpha_sweep.png (AUROC against α, seed spread); patch
+    models' rows add the pixel AUROC and AUPRO over seeds."""
     atomic.write_json(os.path.join(workdir, "alpha_sweep.json"), {"title": title, "note": note, "rows": rows})
+    pixel = any("pixel_auroc_mean" in r for r in rows)
+    extra = " pixel AUROC mean ± std | AUPRO mean ± std |" if pixel else ""
     lines = [
         f"# {title}",
         "",
         note,
         "",
-        "| labels | α | ε | seeds | image AUROC mean | std | min | max | per seed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| labels | α | ε | seeds | image AUROC mean | std | min | max | per seed |{extra}",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |" + (" ---: | ---: |" if pixel else ""),
     ]
+
+    def value(v) -> str:
+        return "undefined" if v is None else f"{v:.4f}"
+
     for r in rows:
         alpha = "–" if r["alpha"] is None else f"{r['alpha']:g}"
         eps = "–" if r["epsilon"] is None else f"{r['epsilon']:g}"
-        per_seed = ", ".join(f"{v:.4f}" for v in r["image_auroc"])
-        lines.append(
-            f"| {r['labels']} | {alpha} | {eps} | {len(r['seeds'])} | {r['mean']:.4f} | {r['std']:.4f} "
-            f"| {r['min']:.4f} | {r['max']:.4f} | {per_seed} |"
+        per_seed = ", ".join(value(v) for v in r["image_auroc"])
+        line = (
+            f"| {r['labels']} | {alpha} | {eps} | {len(r['seeds'])} | {value(r['mean'])} | {value(r['std'])} "
+            f"| {value(r['min'])} | {value(r['max'])} | {per_seed} |"
         )
+        for metric in ("pixel_auroc", "pixel_aupro") if pixel else ():
+            line += f" {value(r.get(metric + '_mean'))} ± {value(r.get(metric + '_std'))} |"
+        lines.append(line)
     atomic.write_text(os.path.join(workdir, "alpha_sweep.md"), "\n".join(lines) + "\n")
-    plots.plot_sweep(rows, os.path.join(workdir, "alpha_sweep.png"), title=title)
+    study_plots.plot_sweep(rows, os.path.join(workdir, "alpha_sweep.png"), title=title)
 
 
 def analysis_table(results: dict) -> str:
@@ -215,6 +225,6 @@ def write_analysis(results: dict, out_dir: str) -> None:
     """analysis.json, analysis.md (table) and analysis.png of ``python -m sla_jax.analyze``."""
     atomic.write_json(os.path.join(out_dir, "analysis.json"), results)
     atomic.write_text(os.path.join(out_dir, "analysis.md"), analysis_table(results))
-    plots.plot_analysis(
+    study_plots.plot_analysis(
         results, os.path.join(out_dir, "analysis.png"), every=results["every"], threshold=results["threshold"]
     )

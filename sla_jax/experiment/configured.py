@@ -1,0 +1,196 @@
+"""A config's sections turned into what the library takes: a dataset, a model, an optimizer, the pretext
+step's :class:`~sla_jax.pretext.StepSpec` and :class:`~sla_jax.pretext.HParams`, the main task's
+:class:`~sla_jax.detection.EvalSpec`, the members of a run."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import jax.numpy as jnp
+import ml_collections
+
+from sla_jax import data as data_lib
+from sla_jax import detection, ensemble, identity, labels, pretext
+from sla_jax import state as state_lib
+from sla_jax import transforms as transforms_lib
+from sla_jax.data.synthetic import write_demo_dataset
+from sla_jax.models import PretextNet
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
+    return PretextNet(
+        num_classes=transforms_lib.num_classes(config.transform.name),
+        head=tuple(config.model.head),
+        stem=config.model.stem,
+        conv_impl=config.model.conv_impl,
+        dtype=jnp.dtype(config.model.dtype),
+    )
+
+
+def optimizer_from_config(config: ml_collections.ConfigDict):
+    """The training optimizer; the backbone freeze applies only to a loaded backbone (``model.init``)."""
+    return state_lib.make_optimizer(
+        learning_rate=config.train.learning_rate,
+        momentum=config.train.momentum,
+        weight_decay=config.train.weight_decay,
+        total_steps=config.train.steps,
+        freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0,
+        decay_all=config.train.weight_decay_on == "all",
+    )
+
+
+def schedule_from_config(config: ml_collections.ConfigDict):
+    """The learning rate against the step, as the optimizer applies it (logged beside the metrics)."""
+    return state_lib.lr_schedule(learning_rate=config.train.learning_rate, total_steps=int(config.train.steps))
+
+
+def model_input_size(config: ml_collections.ConfigDict) -> int:
+    """Side of the network's input: the patch size for patch models, else the image size."""
+    return config.localization.patch_size or config.data.image_size
+
+
+def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data_lib.Dataset:
+    """Train and test splits named by ``config.data`` (the demo set is generated into WORKDIR/demo_data)."""
+    root = config.data.root
+    if config.data.demo:
+        root = root or write_demo_dataset(
+            os.path.join(workdir, "demo_data"), seed=config.seed, log=lambda line: print(line, flush=True)
+        )
+    return data_lib.load_dataset(
+        root,
+        category=config.data.category,
+        image_size=config.data.image_size,
+        cache_dir=config.data.cache_dir or None,
+        require_masks=config.data.require_masks,
+        skip_bad_files=config.data.skip_bad_files,
+        resample=config.data.resize,
+    )
+
+
+def train_folder(dataset: data_lib.Dataset) -> str:
+    return os.path.join(os.path.abspath(dataset.root), dataset.category, "train", "good")
+
+
+def check_data_folder(config: ml_collections.ConfigDict) -> None:
+    """Scan the data folder (not the generated demo data) before anything is written: a missing root or
+    category, an empty training folder or missing masks raise DataError with the workdir not yet made."""
+    if config.data.root:
+        data_lib.scan_category(
+            config.data.root,
+            category=config.data.category,
+            require_masks=config.data.require_masks,
+            skip_bad_files=config.data.skip_bad_files,
+        )
+
+
+def spec_from_config(config: ml_collections.ConfigDict) -> pretext.StepSpec:
+    """The step's static options. Scars are sized for the whole image (``transform.scar_size``), also when
+    the network sees patches of it."""
+    return pretext.StepSpec(
+        batch_size=config.train.batch_size,
+        transform=config.transform.name,
+        pairing=config.transform.pairing,
+        cutout_fill=config.transform.cutout_fill,
+        patch_size=int(config.localization.patch_size),
+        scar_scale=transforms_lib.scar_scale(config.data.image_size, rule=config.transform.scar_size),
+        global_jitter=float(config.transform.global_jitter),
+        jitter_order=config.transform.jitter_order,
+    )
+
+
+def hparams_from_config(config: ml_collections.ConfigDict) -> pretext.HParams:
+    tau, hard = labels.mode_params(config.labels.mode, tau=config.labels.tau)
+    return pretext.HParams.create(alpha=config.labels.alpha, epsilon=config.labels.epsilon, tau=tau, hard=hard)
+
+
+def eval_spec_from_config(config: ml_collections.ConfigDict) -> detection.EvalSpec:
+    loc = config.localization
+    patches = None
+    if loc.patch_size:
+        patches = detection.PatchSpec(
+            size=int(loc.patch_size),
+            stride=int(loc.stride),
+            train_stride=int(loc.train_stride),
+            sigma=float(loc.sigma),
+            normalize=bool(loc.normalize),
+            gde=loc.gde,
+            batch_size=int(loc.batch_size),
+            threshold_images=int(config.eval.threshold_images),
+        )
+    return detection.EvalSpec(
+        batch_size=int(config.eval.batch_size),
+        l2_normalize=bool(config.eval.l2_normalize),
+        density=config.eval.density,
+        threshold_quantile=float(config.eval.threshold_quantile),
+        threshold_folds=int(config.eval.threshold_folds),
+        patches=patches,
+    )
+
+
+def members_from_config(config: ml_collections.ConfigDict) -> list[ensemble.Member]:
+    """The grid ``ensemble.alphas × ensemble.epsilons × ensemble.seeds`` in ``labels.mode``, plus one
+    hard-label member per seed when ``ensemble.hard``."""
+    ens = config.ensemble
+    mode = config.labels.mode
+    tau, _ = labels.mode_params(mode, tau=float(config.labels.tau))
+    epsilons = tuple(ens.epsilons) or (config.labels.epsilon,)
+    members = [
+        ensemble.Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=mode, tau=tau)
+        for a in ens.alphas
+        for e in epsilons
+        for s in ens.seeds
+    ]
+    if ens.hard:
+        members += [
+            ensemble.Member(
+                seed=int(s), alpha=float(config.labels.alpha), epsilon=float(config.labels.epsilon), mode="hard"
+            )
+            for s in ens.seeds
+        ]
+    return members
+
+
+def run_title(config: ml_collections.ConfigDict, category: str) -> str:
+    return f"{category}: {config.transform.name.upper()}-{'hard' if config.labels.mode == 'hard' else 'SLA'}"
+
+
+def member_title(config: ml_collections.ConfigDict, category: str, member: ensemble.Member | None) -> str:
+    """The run's title, or an ensemble member's (its label mode, α, ε and seed)."""
+    if member is None:
+        return run_title(config, category)
+    return f"{category}: {config.transform.name.upper()} {member.name}"
+
+
+def with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``data.root``, ``data.cache_dir`` and ``model.init`` absolute, so that the
+    run's ``config.json`` means the same files from any working directory."""
+    config = copy.deepcopy(config)
+    for key in identity.PATH_KEYS:
+        section, name = key.split(".")
+        value = config[section][name]
+        if value:
+            config[section][name] = os.path.abspath(os.path.expanduser(value))
+    return config
+
+
+def board_settings(config: ml_collections.ConfigDict, member: ensemble.Member | None = None) -> dict:
+    """The run's settings for TensorBoard's HParams view: every key that tells runs apart (not the free ones,
+    not the data paths), with an ensemble member's own seed and label settings."""
+    flat = identity.flatten(config.to_dict())
+    settings = {
+        k: v
+        for k, v in flat.items()
+        if not identity.is_free(k) and k not in ("data.root", "data.cache_dir") and not k.startswith("ensemble.")
+    }
+    if member is not None:
+        settings.update(
+            {
+                "seed": member.seed,
+                "labels.alpha": member.alpha,
+                "labels.epsilon": member.epsilon,
+                "labels.mode": member.mode,
+                "labels.tau": member.tau,
+            }
+        )
+    return settings
