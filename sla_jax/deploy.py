@@ -46,7 +46,7 @@ def inference_function(detector: detection.Detector):
 
     def features(images_uint8):
         feats = backbone.apply(backbone_variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
-        return detection.l2_normalized(feats) if spec.l2_normalize else feats
+        return features.l2_normalized(feats) if spec.l2_normalize else feats
 
     if spec.patches is None:
         return lambda images_uint8: score(features(images_uint8))

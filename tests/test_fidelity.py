@@ -11,6 +11,7 @@ import pytest
 from scipy.special import logsumexp
 
 from sla_jax import density, experiment, pretext
+from sla_jax import jitter as J
 from sla_jax import transforms as T
 from sla_jax.defaults import base_config
 from tests.tiny import tiny_config
@@ -59,7 +60,7 @@ def _fixed_order_candidates(key, image, strength):
         jax.random.uniform(k_s, minval=lo, maxval=hi),
         jax.random.uniform(k_h, minval=-strength, maxval=strength),
     ]
-    ops = [T._brightness, T._contrast, T._saturation, T._hue]
+    ops = [J._brightness, J._contrast, J._saturation, J._hue]
     region = jnp.ones(image.shape[:2])
     outs = []
     for order in itertools.permutations(range(4)):

@@ -9,6 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "sla_jax"
 LEAVES = {
     "sla_jax.transforms",
+    "sla_jax.jitter",
     "sla_jax.labels",
     "sla_jax.density",
     "sla_jax.localization",
@@ -17,7 +18,7 @@ LEAVES = {
 }  # runtime: the platform's defaults, standard library only
 # Besides the command lines, only these may touch a ConfigDict: the defaults build one, validation checks
 # one, the experiment reads one.
-CONFIG_READERS = {"sla_jax.defaults", "sla_jax.validation", "sla_jax.experiment"}
+CONFIG_READERS = {"sla_jax.defaults", "sla_jax.validation", "sla_jax.experiment"}  # and its modules
 
 
 def module_name(path: Path) -> str:
@@ -109,4 +110,17 @@ def test_no_module_imports_a_command_line():
 def test_only_the_config_reader_reads_configs():
     _, foreign, commands = graph()
     readers = {name for name, others in foreign.items() if "ml_collections" in others}
+    readers = {name for name in readers if not name.startswith("sla_jax.experiment.")}  # the reader's modules
     assert readers <= CONFIG_READERS | commands, f"{sorted(readers - CONFIG_READERS - commands)} import ml_collections"
+
+
+MAX_LINES = 350  # a module longer than this holds more than one concern: split it by concern
+
+
+def test_no_library_module_is_longer_than_the_limit():
+    long = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines: {long}"

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
-from sla_jax import detection, loop, pretext
+from sla_jax import detection, features, loop, pretext
 from sla_jax import state as state_lib
 from sla_jax.defaults import base_config
 from sla_jax.models import PretextNet
@@ -365,7 +365,7 @@ def test_patch_features_are_the_embeddings_of_the_patches_whatever_the_chunking(
 def test_padded_batch_holds_the_chunk_in_few_shapes(n, n_dev, batches):
     batch_size = n_dev * batches
     chunk = min(n, batch_size)
-    padded = detection.padded_batch(chunk, batch_size=batch_size, n_dev=n_dev)
+    padded = features.padded_batch(chunk, batch_size=batch_size, n_dev=n_dev)
     assert chunk <= padded <= batch_size and padded % n_dev == 0
     assert padded == batch_size or (padded // n_dev) & (padded // n_dev - 1) == 0  # a power of two times n_dev
     assert padded < 2 * max(chunk, n_dev)  # never more than twice the work
