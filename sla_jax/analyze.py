@@ -23,9 +23,9 @@ def main(argv):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments: {argv[1:]}")
     cli.require(FLAGS.dataset, "give at least one --dataset=ROOT/CATEGORY (a category folder in MVTec AD layout)")
-    unknown = set(FLAGS.transforms) - set(transforms_lib.TRANSFORM_NAMES)
+    unknown = set(FLAGS.transforms) - set(tuple(transforms_lib.TRANSFORMS))
     if unknown:
-        raise cli.UsageError(f"--transforms: unknown {sorted(unknown)}; choose from {transforms_lib.TRANSFORM_NAMES}")
+        raise cli.UsageError(f"--transforms: unknown {sorted(unknown)}; choose from {tuple(transforms_lib.TRANSFORMS)}")
     if FLAGS.trials < FLAGS.every or FLAGS.every < 1:
         raise cli.UsageError("--trials must be >= --every >= 1")
     if os.path.exists(os.path.join(FLAGS.out, "analysis.json")) and not FLAGS.overwrite:

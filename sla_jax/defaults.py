@@ -15,7 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.root = ""  # folder holding CATEGORY/ in MVTec AD layout (MVTec AD itself, or your own)
+    c.data.root = ""  # folder holding CATEGORY/ in data.layout (MVTec AD itself, or your own)
+    c.data.layout = "mvtec"  # mvtec (train/good, test/TYPE, ground_truth/TYPE) | folders (good/, TYPE/, masks/)
+    c.data.test_fraction = 0.2  # layout folders: share of the good images held out for testing (by file name)
     c.data.category = ""  # sub-folder of root, e.g. "bottle"
     c.data.demo = False  # generate the embedded demo dataset into WORKDIR/demo_data and use it
     c.data.image_size = 256

@@ -6,6 +6,7 @@ fitting and scoring jit, vmap (ensembles) and run on the accelerator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -105,21 +106,58 @@ def kde_scores(train_features_NxD: jax.Array, test_features_MxD: jax.Array, *, g
     return kde_score(fit_kde(train_features_NxD, gamma=gamma), test_features_MxD)
 
 
-DENSITIES = ("gde", "kde")
+class Density(NamedTuple):
+    """A registered density: how it is fitted and scores, what its fitted arrays are (the NamedTuple class
+    whose fields are saved in ``WORKDIR/NAME.npz``), the numbers it adds to results.json, and what its
+    score is called on the figures."""
+
+    fit: Callable[[jax.Array], NamedTuple]  # features N×D -> the fitted arrays
+    score: Callable[..., jax.Array]  # (fitted, features M×D, *, chunk) -> anomaly scores (M,), higher = worse
+    fitted: type  # the NamedTuple class ``fit`` returns
+    summary: Callable[[NamedTuple], dict]  # JSON-ready numbers for results.json
+    score_name: str  # what a score is, for axes and colour bars
 
 
-def fit(features_NxD: jax.Array, *, kind: str = "gde") -> Gaussian | KDE:
-    """The density ``kind`` (``gde`` or ``kde``) fitted on ``features_NxD``."""
-    if kind == "gde":
-        return fit_gaussian(features_NxD)
-    if kind == "kde":
-        return fit_kde(features_NxD)
-    raise ValueError(f"density must be one of {DENSITIES}, got {kind!r}")
+DENSITIES: dict[str, Density] = {
+    "gde": Density(
+        fit=fit_gaussian,
+        score=lambda fitted, feats, *, chunk=None: mahalanobis(fitted, feats),
+        fitted=Gaussian,
+        summary=lambda fitted: {"gde_shrinkage": float(fitted.shrinkage)},
+        score_name="squared Mahalanobis distance",
+    ),
+    "kde": Density(
+        fit=fit_kde,
+        score=kde_score,
+        fitted=KDE,
+        summary=lambda fitted: {"kde_gamma": float(fitted.gamma)},
+        score_name="KDE score",
+    ),
+}
 
 
-def score(fitted: Gaussian | KDE, features_MxD: jax.Array, *, chunk: int | None = 4096) -> jax.Array:
-    """Anomaly scores (M,) under a fitted density: squared Mahalanobis distance (GDE) or the KDE score
-    (``chunk``: see :func:`kde_score`)."""
-    if isinstance(fitted, KDE):
-        return kde_score(fitted, features_MxD, chunk=chunk)
-    return mahalanobis(fitted, features_MxD)
+def register(name: str, density: Density) -> None:
+    """Make ``eval.density=name`` fit, score, save and load with ``density`` (an entry here is all a new
+    density needs)."""
+    DENSITIES[name] = density
+
+
+def kind_of(fitted: NamedTuple) -> str:
+    """The registered name of a fitted density."""
+    for name, entry in DENSITIES.items():
+        if isinstance(fitted, entry.fitted):
+            return name
+    raise ValueError(f"{type(fitted).__name__} is not a registered density's fit: one of {tuple(DENSITIES)}")
+
+
+def fit(features_NxD: jax.Array, *, kind: str = "gde") -> NamedTuple:
+    """The registered density ``kind`` (``gde``, ``kde``, ...) fitted on ``features_NxD``."""
+    if kind not in DENSITIES:
+        raise ValueError(f"density must be one of {tuple(DENSITIES)}, got {kind!r}")
+    return DENSITIES[kind].fit(features_NxD)
+
+
+def score(fitted: NamedTuple, features_MxD: jax.Array, *, chunk: int | None = 4096) -> jax.Array:
+    """Anomaly scores (M,) under a fitted density (``chunk``: query rows at a time where the density
+    chunks, see :func:`kde_score`)."""
+    return DENSITIES[kind_of(fitted)].score(fitted, features_MxD, chunk=chunk)

@@ -280,11 +280,7 @@ def evaluate(
         "data_root": os.path.abspath(dataset.root),
         "n_train": int(len(dataset.train.images)),
         "density": spec.density,
-        **(
-            {"gde_shrinkage": float(fitted.shrinkage)}
-            if isinstance(fitted, density.Gaussian)
-            else {"kde_gamma": float(fitted.gamma)}
-        ),
+        **density.DENSITIES[spec.density].summary(fitted),
         "threshold": threshold,
         "threshold_quantile": float(spec.threshold_quantile),
         "test_false_positive_rate": float(np.mean(flagged[labels == 0])) if np.any(labels == 0) else None,

@@ -22,7 +22,6 @@ SCAR_LENGTH = (10.0, 25.0)
 SCAR_REFERENCE_SIZE = 256.0
 SCAR_MAX_DEGREES = 45.0
 
-TRANSFORM_NAMES = ("co", "cp", "cps", "cpf")
 SCAR_SIZE_RULES = ("relative", "pixels")
 
 
@@ -168,9 +167,64 @@ class Edit(NamedTuple):
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
+def _cutout_edit(key, image, *, cutout_fill="random", **_) -> Edit:
+    edited, mask = cutout(key, image, fill=cutout_fill)
+    return Edit(edited, mask, jnp.int32(1))
+
+
+def _cutpaste_edit(key, image, *, jitter_order="random", **_) -> Edit:
+    edited, mask = cutpaste(key, image, jitter_order=jitter_order)
+    return Edit(edited, mask, jnp.int32(1))
+
+
+def _scar_edit(key, image, *, scar_scale=None, jitter_order="random", **_) -> Edit:
+    edited, mask = cutpaste_scar(key, image, scale=scar_scale, jitter_order=jitter_order)
+    return Edit(edited, mask, jnp.int32(1))
+
+
+def _fusion_edit(key, image, *, scar_scale=None, jitter_order="random", **_) -> Edit:
+    """CutPaste-Fusion (3-way): per sample CP (class 1) or CPS (class 2)."""
+    k_pick, k_edit = jax.random.split(key)
+    scar = jax.random.bernoulli(k_pick)
+    cp_img, cp_mask = cutpaste(k_edit, image, jitter_order=jitter_order)
+    sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale, jitter_order=jitter_order)
+    return Edit(
+        jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask), jnp.where(scar, 2, 1).astype(jnp.int32)
+    )
+
+
+class Transform(NamedTuple):
+    """A registered local edit: ``edit(key, image, *, cutout_fill, scar_scale, jitter_order) -> Edit`` of one
+    image (keyword options it does not use are ignored; its class is 1, or 1..classes-1), and the
+    classifier's width (the "original" class included)."""
+
+    edit: Callable[..., Edit]
+    classes: int = 2
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "co": Transform(_cutout_edit),
+    "cp": Transform(_cutpaste_edit),
+    "cps": Transform(_scar_edit),
+    "cpf": Transform(_fusion_edit, classes=3),
+}
+TRANSFORM_NAMES = tuple(TRANSFORMS)  # the built-in ones; registered ones are in TRANSFORMS
+
+
+def register(name: str, transform: Transform) -> None:
+    """Make ``transform.name=name`` train with ``transform`` (an entry here is all a new transform needs)."""
+    TRANSFORMS[name] = transform
+
+
+def _registered(name: str) -> Transform:
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}; expected one of {tuple(TRANSFORMS)}")
+    return TRANSFORMS[name]
+
+
 def num_classes(name: str) -> int:
-    """Classifier width for a transform: 3 for CutPaste-Fusion, else 2."""
-    return 3 if name == "cpf" else 2
+    """Classifier width for a transform: 3 for CutPaste-Fusion, else 2 (a registered one: its own)."""
+    return _registered(name).classes
 
 
 def edit_one(
@@ -182,25 +236,8 @@ def edit_one(
     scar_scale: float | None = None,
     jitter_order: str = "random",
 ) -> Edit:
-    """Apply transform ``name`` (co, cp, cps, cpf) to one image; returns the edit with its class."""
-    if name == "co":
-        edited, mask = cutout(key, image, fill=cutout_fill)
-        return Edit(edited, mask, jnp.int32(1))
-    if name == "cp":
-        edited, mask = cutpaste(key, image, jitter_order=jitter_order)
-        return Edit(edited, mask, jnp.int32(1))
-    if name == "cps":
-        edited, mask = cutpaste_scar(key, image, scale=scar_scale, jitter_order=jitter_order)
-        return Edit(edited, mask, jnp.int32(1))
-    if name == "cpf":
-        k_pick, k_edit = jax.random.split(key)
-        scar = jax.random.bernoulli(k_pick)
-        cp_img, cp_mask = cutpaste(k_edit, image, jitter_order=jitter_order)
-        sc_img, sc_mask = cutpaste_scar(k_edit, image, scale=scar_scale, jitter_order=jitter_order)
-        return Edit(
-            jnp.where(scar, sc_img, cp_img), jnp.where(scar, sc_mask, cp_mask), jnp.where(scar, 2, 1).astype(jnp.int32)
-        )
-    raise ValueError(f"unknown transform {name!r}; expected one of {TRANSFORM_NAMES}")
+    """Apply the registered transform ``name`` (co, cp, cps, cpf, ...) to one image; the edit with its class."""
+    return _registered(name).edit(key, image, cutout_fill=cutout_fill, scar_scale=scar_scale, jitter_order=jitter_order)
 
 
 def assemble_batch(
@@ -270,6 +307,9 @@ __all__ = [
     "num_classes",
     "sample_box_size",
     "TRANSFORM_NAMES",
+    "TRANSFORMS",
+    "Transform",
+    "register",
     "SCAR_SIZE_RULES",
     "JITTER_ORDERS",
     "scar_scale",

@@ -9,13 +9,14 @@ import jax
 import ml_collections
 
 from sla_jax.data.decode import RESAMPLING
+from sla_jax.data.layouts import LAYOUTS
 from sla_jax.density import DENSITIES
 from sla_jax.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
 from sla_jax.errors import ConfigError
 from sla_jax.labels import LABEL_MODES
 from sla_jax.models import CONV_IMPLS, STEMS
 from sla_jax.pretrained import CONVERTED_SUFFIXES
-from sla_jax.transforms import JITTER_ORDERS, SCAR_SIZE_RULES, TRANSFORM_NAMES
+from sla_jax.transforms import JITTER_ORDERS, SCAR_SIZE_RULES, TRANSFORMS
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -75,12 +76,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.data.demo and not config.data.category:
         raise ConfigError("config.data.category is empty: the demo data has categories weave, tile, washer")
-    _choice("transform.name", config.transform.name, TRANSFORM_NAMES)
+    _choice("transform.name", config.transform.name, tuple(TRANSFORMS))
     _choice("transform.pairing", config.transform.pairing, ("bernoulli", "paired"))
     _choice("transform.cutout_fill", config.transform.cutout_fill, ("random", "zero"))
     _choice("data.resize", config.data.resize, tuple(RESAMPLING))
+    _choice("data.layout", config.data.layout, tuple(LAYOUTS))
+    if config.data.demo and config.data.layout != "mvtec" and not config.data.root:
+        raise ConfigError("config.data.demo=True writes the demo data in the MVTec layout: set data.layout='mvtec'")
+    if not 0 < config.data.test_fraction < 1:
+        raise ConfigError(
+            f"config.data.test_fraction={config.data.test_fraction} must lie in (0, 1): the share of the good "
+            "images held out for testing (data.layout='folders')"
+        )
     _choice("train.weight_decay_on", config.train.weight_decay_on, ("weights", "all"))
-    _choice("eval.density", config.eval.density, DENSITIES)
+    _choice("eval.density", config.eval.density, tuple(DENSITIES))
     if config.eval.density == "kde" and config.localization.patch_size and config.localization.gde != "shared":
         raise ConfigError(
             "config.eval.density='kde' with patches needs config.localization.gde='shared' (one KDE "

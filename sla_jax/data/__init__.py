@@ -1,4 +1,5 @@
-"""Datasets in the MVTec AD folder layout: scanned (``scan``), prepared once with tensorflow-datasets
+"""Datasets in a registered folder layout (``layouts``: MVTec AD's, or a folder of good images beside folders of
+defective ones): scanned (``scan``), prepared once with tensorflow-datasets
 (``builder``), decoded with PIL (``decode``), loaded as arrays (``split``); ``synthetic`` is the demo data.
 
 Names load their module on first use, so ``sla_jax.data.decode`` and ``sla_jax.data.scan`` import without
@@ -12,6 +13,7 @@ from sla_jax.errors import SKIP_HINT, DataError
 _HOMES = {
     "builder": ("DEFAULT_CACHE_DIR", "MVTEC_CATEGORIES", "MVTecAD", "MVTecConfig", "category_config", "prepare"),
     "decode": ("RESAMPLING", "decode_image", "decode_mask", "read_image"),
+    "layouts": ("LAYOUTS", "Layout", "scan_folders"),
     "scan": ("IMAGE_SUFFIXES", "Entry", "Scan", "collect_files", "fingerprint", "is_image_name", "scan_category"),
     "split": ("SPLITS", "Dataset", "Split", "load_dataset", "load_split"),
 }

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sla_jax.data.scan import Entry, Scan, fingerprint, scan_category
+from sla_jax.data import layouts
+from sla_jax.data.scan import Entry, Scan, fingerprint
 from sla_jax.errors import DataError
 from sla_jax.workdir import write_probe
 
@@ -73,9 +74,19 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     config from `category_config(name)`.
     """
 
-    def __init__(self, *, require_masks: bool = True, skip_bad_files: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        require_masks: bool = True,
+        skip_bad_files: bool = False,
+        layout: str = "mvtec",
+        test_fraction: float = 0.2,
+        **kwargs,
+    ):
         self._require_masks = require_masks
         self._skip_bad_files = skip_bad_files
+        self._layout = layout
+        self._test_fraction = test_fraction
         super().__init__(**kwargs)
 
     def _log_download_bytes(self) -> None:
@@ -119,11 +130,13 @@ class MVTecAD(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         root = Path(os.fspath(dl_manager.manual_dir))
         category = self.builder_config.category
-        scan = scan_category(
+        scan = layouts.scan(
             root,
             category=category,
+            layout=self._layout,
             require_masks=self._require_masks,
             skip_bad_files=self._skip_bad_files,
+            test_fraction=self._test_fraction,
         )
         return {split: self._generate_examples(root / category, items) for split, items in scan.splits.items()}
 
@@ -205,6 +218,8 @@ def prepare(
     cache_dir: str | os.PathLike | None = None,
     require_masks: bool = True,
     skip_bad_files: bool = False,
+    layout: str = "mvtec",
+    test_fraction: float = 0.2,
 ) -> MVTecAD:
     """Prepares (or reuses) one category under ``cache_dir``; returns the builder.
 
@@ -218,6 +233,8 @@ def prepare(
         cache_dir=cache_dir,
         require_masks=require_masks,
         skip_bad_files=skip_bad_files,
+        layout=layout,
+        test_fraction=test_fraction,
     )[0]
 
 
@@ -228,15 +245,19 @@ def prepare_with_scan(
     cache_dir: str | os.PathLike | None = None,
     require_masks: bool = True,
     skip_bad_files: bool = False,
+    layout: str = "mvtec",
+    test_fraction: float = 0.2,
 ) -> tuple[MVTecAD, Scan]:
     """:func:`prepare`, also returning the scan of the folder."""
     root = Path(root).expanduser().resolve()
     cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser().resolve()
-    scan = scan_category(
+    scan = layouts.scan(
         root,
         category=category,
+        layout=layout,
         require_masks=require_masks,
         skip_bad_files=skip_bad_files,
+        test_fraction=test_fraction,
     )
     key = fingerprint(root / category, scan.splits)[:16]
     data_dir = _prepared_dir(cache, root, category, key)
@@ -249,6 +270,8 @@ def prepare_with_scan(
             file_format="array_record",
             require_masks=require_masks,
             skip_bad_files=skip_bad_files,
+            layout=layout,
+            test_fraction=test_fraction,
         )
     tfds.disable_progress_bar()
     builder.download_and_prepare(

@@ -147,9 +147,12 @@ def decode_record(record: Mapping, *, folder: Path, size: int, resample: str = "
 
 
 def _mask_path(image_path: str) -> str:
-    """``test/<type>/<stem>.ext`` → ``ground_truth/<type>/<stem>_mask.png``."""
-    _, defect_type, file_name = image_path.split("/")
-    return f"ground_truth/{defect_type}/{Path(file_name).stem}_mask.png"
+    """``test/<type>/<stem>.ext`` → ``ground_truth/<type>/<stem>_mask.png`` (the MVTec layout); in another
+    layout, the mask of ``image_path``."""
+    parts = image_path.split("/")
+    if len(parts) == 3 and parts[0] == "test":
+        return f"ground_truth/{parts[1]}/{Path(parts[2]).stem}_mask.png"
+    return f"{image_path} (its mask)"
 
 
 def text(value) -> str:

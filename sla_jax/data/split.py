@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sla_jax.data import layouts
 from sla_jax.data.builder import prepare_with_scan
 from sla_jax.data.decode import decode_record, text
 from sla_jax.errors import DataError
@@ -44,6 +45,8 @@ def load_split(
     require_masks: bool = True,
     skip_bad_files: bool = False,
     resample: str = "bilinear",
+    layout: str = "mvtec",
+    test_fraction: float = 0.2,
 ) -> Split:
     """Loads one split of one category as arrays, in sorted path order.
 
@@ -64,6 +67,8 @@ def load_split(
         cache_dir=cache_dir,
         require_masks=require_masks,
         skip_bad_files=skip_bad_files,
+        layout=layout,
+        test_fraction=test_fraction,
     )
     source = builder.as_data_source(split=split)
     records = sorted((source[i] for i in range(len(source))), key=lambda r: text(r["path"]))
@@ -79,10 +84,7 @@ def load_split(
 
     with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
         decoded = list(pool.map(decode, records))
-    prefix = os.fspath(folder / split) + os.sep
-    skipped = [s for s in scan.skipped if s.startswith(prefix)]
-    if split == "test":
-        skipped += [s for s in scan.skipped if s.startswith(os.fspath(folder / "ground_truth"))]
+    skipped = layouts.skipped_in(scan, split=split, folder=folder, layout=layout)
     skipped += [f"{d.path}: {d}" for d in decoded if isinstance(d, DataError)]
     for reason in skipped:
         logging.warning("skipped: %s", reason)
@@ -122,8 +124,10 @@ def load_dataset(
     require_masks: bool = True,
     skip_bad_files: bool = False,
     resample: str = "bilinear",
+    layout: str = "mvtec",
+    test_fraction: float = 0.2,
 ) -> Dataset:
-    """Both splits of ``ROOT/CATEGORY`` (see :func:`load_split`)."""
+    """Both splits of ``ROOT/CATEGORY`` in the folder ``layout`` (see :func:`load_split`)."""
     options = dict(
         category=category,
         image_size=image_size,
@@ -131,6 +135,8 @@ def load_dataset(
         require_masks=require_masks,
         skip_bad_files=skip_bad_files,
         resample=resample,
+        layout=layout,
+        test_fraction=test_fraction,
     )
     return Dataset(
         load_split(root, split="train", **options), load_split(root, split="test", **options), os.fspath(root), category

@@ -14,6 +14,7 @@ from sla_jax import data as data_lib
 from sla_jax import detection, ensemble, identity, labels, pretext
 from sla_jax import state as state_lib
 from sla_jax import transforms as transforms_lib
+from sla_jax.data import layouts
 from sla_jax.data.synthetic import write_demo_dataset
 from sla_jax.models import PretextNet
 
@@ -65,22 +66,27 @@ def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data
         require_masks=config.data.require_masks,
         skip_bad_files=config.data.skip_bad_files,
         resample=config.data.resize,
+        layout=config.data.layout,
+        test_fraction=float(config.data.test_fraction),
     )
 
 
-def train_folder(dataset: data_lib.Dataset) -> str:
-    return os.path.join(os.path.abspath(dataset.root), dataset.category, "train", "good")
+def train_folder(dataset: data_lib.Dataset, *, layout: str = "mvtec") -> str:
+    """The folder of the defect-free training images (for messages)."""
+    return os.path.join(os.path.abspath(dataset.root), dataset.category, layouts.LAYOUTS[layout].good)
 
 
 def check_data_folder(config: ml_collections.ConfigDict) -> None:
     """Scan the data folder (not the generated demo data) before anything is written: a missing root or
     category, an empty training folder or missing masks raise DataError with the workdir not yet made."""
     if config.data.root:
-        data_lib.scan_category(
+        layouts.scan(
             config.data.root,
             category=config.data.category,
+            layout=config.data.layout,
             require_masks=config.data.require_masks,
             skip_bad_files=config.data.skip_bad_files,
+            test_fraction=float(config.data.test_fraction),
         )
 
 

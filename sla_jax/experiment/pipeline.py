@@ -92,7 +92,9 @@ def run(
     with phases("data"):
         dataset = distributed.primary_first(lambda: configured.dataset_from_config(config, workdir))
     eval_spec = configured.eval_spec_from_config(config)
-    detection.check_train_size(len(dataset.train.images), eval_spec, where=configured.train_folder(dataset))
+    detection.check_train_size(
+        len(dataset.train.images), eval_spec, where=configured.train_folder(dataset, layout=config.data.layout)
+    )
     with phases("setup"):
         mesh = state_lib.data_mesh()
         spec = configured.spec_from_config(config)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from sla_jax import detection, identity, pretext
+from sla_jax import density, detection, identity, pretext
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
 from sla_jax.experiment import configured, evaluation
@@ -138,19 +138,19 @@ def load_detector(workdir: str) -> detection.Detector:
             "position) are not stored; prediction supports the shared patch GDE"
         )
     kind = config.eval.density
-    kinds = {"gde": detection.density.Gaussian, "kde": detection.density.KDE}
-    arrays, threshold, fitted_on = files.read_density(workdir, kind=kind, fields=kinds[kind]._fields)
+    fitted_type = density.DENSITIES[kind].fitted
+    arrays, threshold, fitted_on = files.read_density(workdir, kind=kind, fields=fitted_type._fields)
     kept = identity.checkpoint_steps(workdir)
     newest = kept[-1] if kept else None
     if newest is not None and fitted_on != newest:  # refused before the checkpoint is restored
         raise workdir_lib.WorkdirError(
-            f"{os.path.join(workdir, files.DENSITY_FILES[kind])} was fitted on "
+            f"{os.path.join(workdir, files.density_file(kind))} was fitted on "
             + ("an unrecorded checkpoint" if fitted_on is None else f"the checkpoint of step {fitted_on}")
             + f", but the newest checkpoint is of step {newest}: run `python -m sla_jax.evaluate --workdir={workdir}` "
             "to refit it on that checkpoint, then score again."
         )
     model, variables, step = restore_model(config, workdir)
-    fitted = kinds[kind](*(jnp.asarray(arrays[k]) for k in kinds[kind]._fields))
+    fitted = fitted_type(*(jnp.asarray(arrays[k]) for k in fitted_type._fields))
     return detection.Detector(
         model=model,
         variables=variables,

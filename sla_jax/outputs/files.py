@@ -113,14 +113,16 @@ def read_scores(path: str, *, with_paths: bool = False) -> tuple:
     return (*columns, [r["path"] for r in rows]) if with_paths else columns
 
 
-DENSITY_FILES = {"gde": "gde.npz", "kde": "kde.npz"}
+def density_file(kind: str) -> str:
+    """The file a run's fitted density ``kind`` is saved in: ``gde.npz``, ``kde.npz``, ``NAME.npz``."""
+    return f"{kind}.npz"
 
 
 def write_density(workdir: str, fitted, *, kind: str, threshold: float, checkpoint_step: int) -> str:
     """The fitted density, the decision threshold and the checkpoint step whose features it was fitted on:
     ``gde.npz`` (mean, precision, covariance, shrinkage) or ``kde.npz`` (the training features and γ)."""
     return atomic.save_npz(
-        os.path.join(workdir, DENSITY_FILES[kind]),
+        os.path.join(workdir, density_file(kind)),
         threshold=np.float64(threshold),
         checkpoint_step=np.int64(checkpoint_step),
         **{k: np.asarray(v) for k, v in fitted._asdict().items()},
@@ -130,7 +132,7 @@ def write_density(workdir: str, fitted, *, kind: str, threshold: float, checkpoi
 def read_density(workdir: str, *, kind: str, fields) -> tuple[dict, float, int | None]:
     """(the arrays named ``fields``, the threshold, the checkpoint step it was fitted on, None for a file of an
     older version) of a run's density file; FileNotFoundError says what to run."""
-    path = os.path.join(workdir, DENSITY_FILES[kind])
+    path = os.path.join(workdir, density_file(kind))
     refit = f"run `python -m sla_jax.evaluate --workdir={workdir}` to refit it on the newest checkpoint"
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: {refit}")

@@ -84,7 +84,7 @@ def shared_scale(maps_NxHxW: np.ndarray, *, percentile: float = 99.5) -> tuple[f
 def map_label(density: str = "gde", *, patch_size: int | None = None) -> str:
     """What a defect map's value is, for its colour bar."""
     patches = f"{patch_size} px patches" if patch_size else "patches"
-    kind = "squared Mahalanobis distances (GDE)" if density == "gde" else "KDE scores"
+    kind = {"gde": "squared Mahalanobis distances (GDE)", "kde": "KDE scores"}.get(density, f"{density} scores")
     return f"defect score of a pixel: the {kind} of the\n{patches} covering it, Gaussian-weighted and summed (RFU)"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sla_jax.density import DENSITIES
 from sla_jax.outputs import atomic, plots, study_plots
 from sla_jax.outputs.files import read_json, read_scores
 from sla_jax.outputs.html_page import figure, html_table, mean_only, mean_std, page, percent
@@ -55,7 +56,8 @@ def write_run_report(workdir: str) -> str:
     scores_csv = os.path.join(workdir, "scores.csv")
     if os.path.isfile(scores_csv):
         scores, labels, _ = read_scores(scores_csv)
-        density = "KDE score" if results.get("density") == "kde" else "squared Mahalanobis distance"
+        kind = DENSITIES.get(results.get("density", "gde"))
+        density = kind.score_name if kind else "anomaly score"
         what = "maximum of the defect map" if results.get("image_score") else density
         plots.plot_score_histogram(
             scores,
