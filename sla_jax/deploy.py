@@ -25,7 +25,9 @@ from importlib import metadata as importlib_metadata
 import jax
 import jax.numpy as jnp
 
-from sla_jax import density, detection, localization
+from sla_jax import density, localization
+from sla_jax.detector import Detector
+from sla_jax.features import l2_normalized
 from sla_jax.models import ResNet18, normalize
 from sla_jax.outputs import atomic
 from sla_jax.runtime import source_commit
@@ -33,7 +35,7 @@ from sla_jax.runtime import source_commit
 INPUT, SCORES, MAPS = "images", "scores", "maps"
 
 
-def inference_function(detector: detection.Detector):
+def inference_function(detector: Detector):
     """``images_uint8 → scores`` (and maps, for patch models) of ``detector``, in the plain inference form."""
     model = detector.model.clone(conv_impl="xla", pool_impl="reduce_window")
     variables, fitted, spec = detector.variables, detector.fitted, detector.spec
@@ -46,7 +48,7 @@ def inference_function(detector: detection.Detector):
 
     def features(images_uint8):
         feats = backbone.apply(backbone_variables, normalize(images_uint8.astype(jnp.float32) / 255.0), train=False)
-        return features.l2_normalized(feats) if spec.l2_normalize else feats
+        return l2_normalized(feats) if spec.l2_normalize else feats
 
     if spec.patches is None:
         return lambda images_uint8: score(features(images_uint8))
@@ -89,7 +91,7 @@ def _quiet_converter():
             log.setLevel(level)
 
 
-def model_metadata(detector: detection.Detector, **facts) -> dict[str, str]:
+def model_metadata(detector: Detector, **facts) -> dict[str, str]:
     """What a deployment needs to know besides the graph (ONNX metadata values are strings)."""
     try:
         version = importlib_metadata.version("sla_jax")
@@ -115,7 +117,7 @@ def model_metadata(detector: detection.Detector, **facts) -> dict[str, str]:
     return info
 
 
-def to_onnx(detector: detection.Detector, *, metadata: dict[str, str]):
+def to_onnx(detector: Detector, *, metadata: dict[str, str]):
     """The ONNX ``ModelProto`` of ``detector`` (batch size N chosen at run time), shapes re-inferred and
     checked, ``metadata`` in ``metadata_props``."""
     import onnx
@@ -144,7 +146,7 @@ def to_onnx(detector: detection.Detector, *, metadata: dict[str, str]):
     return proto
 
 
-def export_detector(detector: detection.Detector, path: str, **facts) -> dict:
+def export_detector(detector: Detector, path: str, **facts) -> dict:
     """Write ``detector`` to ``path`` (.onnx); returns the metadata and the file's size."""
 
     info = model_metadata(detector, **facts)

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sla_jax import data as data_lib
-from sla_jax import density, localization, metrics
+from sla_jax import density, localization
 from sla_jax.features import embed, patch_features
-from sla_jax.models import PretextNet
+from sla_jax.metrics import detection_report, pixel_metrics
+from sla_jax.settings import Section, choice, setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,56 @@ class EvalSpec:
     patches: PatchSpec | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class PatchSettings(Section):
+    """``config.localization``: the patch-level model and its defect maps (paper eq. 4, RFU)."""
+
+    SECTION = "localization"
+    patch_size: int = setting(0, "> 0: patch-level model and defect maps (paper: 32); 0: image level only")
+    stride: int = setting(4, "test patches every `stride` pixels (paper: 4)")
+    train_stride: int = setting(4, "training patches for the GDE every `train_stride` pixels")
+    sigma: float = setting(10.0, "RFU Gaussian (FCDD's value for a 32 px field)")
+    normalize: bool = setting(False, "RFU: divide by the summed kernel weights (weighted mean of overlaps)")
+    gde: str = setting("shared", "shared (one GDE on all patches) | per_position (aligned objects)")
+    batch_size: int = setting(1024, "patches per forward pass (bounds memory)")
+    heatmaps: int = setting(16, "test images drawn in heatmaps.png")
+
+    def check(self) -> None:
+        choice("localization.gde", self.gde, ("shared", "per_position"))
+        if not self.patch_size:
+            return
+        for key in ("stride", "train_stride", "batch_size"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"config.localization.{key}={getattr(self, key)} must be > 0")
+        if self.gde == "per_position" and self.train_stride != self.stride:
+            raise ValueError("config.localization.gde='per_position' needs localization.train_stride == stride")
+        if self.sigma <= 0:
+            raise ValueError(f"config.localization.sigma={self.sigma} must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings(Section):
+    """``config.eval``: the main task's density and decision threshold."""
+
+    SECTION = "eval"
+    batch_size: int = setting(64)
+    l2_normalize: bool = setting(True, "GDE on L2-normalised pooled features")
+    density: str = setting("gde", "gde (Gaussian, squared Mahalanobis) | kde (Gaussian kernels, DROC's bandwidth)")
+    threshold_quantile: float = setting(0.99, "decision threshold: this quantile of out-of-fold training-image scores")
+    threshold_folds: int = setting(5, "folds for those out-of-fold scores")
+    threshold_images: int = setting(32, "patch models: training images scored for the threshold (maps are costly)")
+
+    def check(self) -> None:
+        choice("eval.density", self.density, tuple(density.DENSITIES))
+        if self.batch_size <= 0:
+            raise ValueError(f"config.eval.batch_size={self.batch_size} must be > 0")
+        if not 0 < self.threshold_quantile <= 1:
+            raise ValueError(f"config.eval.threshold_quantile={self.threshold_quantile} must lie in (0, 1]")
+        for key in ("threshold_folds", "threshold_images"):
+            if getattr(self, key) < 2:
+                raise ValueError(f"config.eval.{key}={getattr(self, key)} must be >= 2")
+
+
 class Evaluation(NamedTuple):
     """What :func:`evaluate` found: ``results`` (the JSON-ready numbers) and the arrays behind them."""
 
@@ -69,38 +120,6 @@ def image_scores(
     Mahalanobis distances for the GDE)."""
     fitted = jax.jit(partial(density.fit, kind=kind))(jnp.asarray(train_feats_NxD))
     return fitted, np.asarray(jax.jit(density.score)(fitted, jnp.asarray(test_feats_MxD)))
-
-
-def undefined_auroc_reason(labels: np.ndarray) -> str | None:
-    """Why an AUROC of these labels is undefined (it needs good and defective images), or None."""
-    n_good, n_bad = int(np.sum(labels == 0)), int(np.sum(labels == 1))
-    if n_good and n_bad:
-        return None
-    missing = " and ".join(w for w, n in (("good", n_good), ("defective", n_bad)) if not n)
-    return f"undefined: the test set has no {missing} images, and an AUROC compares the two"
-
-
-def detection_report(scores: np.ndarray, split: data_lib.Split) -> dict:
-    """Image AUROC overall and per defect type (that type's images against all good test images). An AUROC
-    that is undefined (no good or no defective test images) is None, with ``image_auroc_undefined`` saying
-    why."""
-    labels = split.labels
-    types = np.asarray(split.defect_types)
-    reason = undefined_auroc_reason(labels)
-    per_type = {}
-    for name in sorted(set(split.defect_types) - {"good"}):
-        keep = (types == name) | (labels == 0)
-        per_type[name] = None if reason else float(metrics.auroc(scores[keep], labels[keep]))
-    report = {
-        "image_auroc": None if reason else float(metrics.auroc(scores, labels)),
-        "per_defect_type_auroc": per_type,
-        "n_test": int(len(labels)),
-        "n_test_good": int(np.sum(labels == 0)),
-        "n_test_defective": int(np.sum(labels == 1)),
-    }
-    if reason:
-        report["image_auroc_undefined"] = reason
-    return report
 
 
 def patch_scores(
@@ -207,18 +226,6 @@ def decision_threshold(
     return float(np.quantile(oof, spec.threshold_quantile)), oof
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict:
-    """Pixel AUROC and AUPRO; None with ``KEY_undefined`` saying why when the masks hold one class only."""
-    if np.any(masks > 0) and not np.all(masks > 0):
-        return {"pixel_auroc": localization.pixel_auroc(maps, masks), "pixel_aupro": localization.aupro(maps, masks)}
-    reason = (
-        "undefined: no test mask marks a defect pixel"
-        if not np.any(masks > 0)
-        else "undefined: the test masks mark every pixel defective"
-    )
-    return {"pixel_auroc": None, "pixel_auroc_undefined": reason, "pixel_aupro": None, "pixel_aupro_undefined": reason}
-
-
 def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mesh, progress: bool = False):
     """Defect maps of the test images: patch GDE scores at ``stride``, receptive-field upsampled.
 
@@ -291,51 +298,3 @@ def evaluate(
         **pixel_report,
     }
     return Evaluation(results, scores, fitted, threshold, maps, scores_low, masks)
-
-
-def score_images(
-    images_uint8: np.ndarray, *, variables, model, fitted: density.Gaussian | density.KDE, spec: EvalSpec, mesh
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scores of images under a fitted density, by the same path as evaluation (maps for patch models)."""
-    score = jax.jit(density.score)
-    loc = spec.patches
-    if loc is None:
-        feats = embed(
-            variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize
-        )
-        return np.asarray(score(fitted, jnp.asarray(feats))), None
-    feats = patch_features(
-        variables,
-        images_uint8,
-        model=model,
-        patch_size=loc.size,
-        stride=loc.stride,
-        batch_size=loc.batch_size,
-        mesh=mesh,
-        l2_normalize=spec.l2_normalize,
-    )
-    n, n_h, n_w, dim = feats.shape
-    low = np.asarray(score(fitted, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
-    maps = upsample_scores(low, patches=loc)
-    return np.asarray(localization.image_scores_from_maps(jnp.asarray(maps))), maps
-
-
-@dataclasses.dataclass(frozen=True)
-class Detector:
-    """A trained model ready to score images: network, variables, fitted density, decision threshold."""
-
-    model: PretextNet
-    variables: dict
-    fitted: density.Gaussian | density.KDE
-    threshold: float
-    spec: EvalSpec
-    image_size: int
-    step: int
-    mesh: jax.sharding.Mesh
-    resample: str = "bilinear"  # the filter that resized the training images (data.resize)
-
-    def score(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Anomaly scores (N,) and, for patch models, defect maps (N, H, W)."""
-        return score_images(
-            images_uint8, variables=self.variables, model=self.model, fitted=self.fitted, spec=self.spec, mesh=self.mesh
-        )

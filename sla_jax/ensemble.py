@@ -27,9 +27,34 @@ from jax.sharding import PartitionSpec as P
 
 from sla_jax import labels, pretext, pretrained
 from sla_jax.models import PretextNet
+from sla_jax.settings import Section, setting
 from sla_jax.state import TrainState, init_state
 
 MEMBER_AXES = TrainState(step=None, params=0, batch_stats=0, opt_state=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSettings(Section):
+    """``config.ensemble`` (a config has it or not): the members, ``alphas × epsilons × seeds`` in
+    ``labels.mode`` plus one hard-label member per seed when ``hard``."""
+
+    SECTION = "ensemble"
+    alphas: tuple = setting((), "the α of the soft (or smooth) members")
+    epsilons: tuple = setting((), "() = (labels.epsilon,)")
+    seeds: tuple = setting((0,), "every grid point once per seed; the first is also the data seed")
+    hard: bool = setting(False, 'plus one hard-label ("w/o SLA") member per seed')
+
+    def check(self) -> None:
+        if not self.seeds:
+            raise ValueError("config.ensemble.seeds is empty: give at least one seed, e.g. (0, 1)")
+        if not self.alphas and not self.hard:
+            raise ValueError("config.ensemble has no members: set ensemble.alphas or ensemble.hard=True")
+        for a in self.alphas:
+            if not a >= 0:
+                raise ValueError(f"config.ensemble.alphas contains {a}: every α must be >= 0")
+        for e in self.epsilons:
+            if not 0 < e < 3:
+                raise ValueError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
 
 
 @dataclasses.dataclass(frozen=True)

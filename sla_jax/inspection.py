@@ -1,6 +1,6 @@
 """Inspecting parts: score image files with a detector, call each good or defective, draw the defect maps.
 
-A detector is the trained run in JAX (:class:`sla_jax.detection.Detector`, from
+A detector is the trained run in JAX (:class:`sla_jax.detector.Detector`, from
 ``sla_jax.experiment.load_detector``) or an exported ONNX model (:class:`OnnxDetector`): both resize
 images as the run did and score a batch of uint8 images. This module imports neither JAX nor flax, so
 ``python -m sla_jax.run_onnx`` runs with onnxruntime, numpy and PIL alone.

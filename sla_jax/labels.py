@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from sla_jax.settings import Section, choice, setting
+
 LABEL_MODES = ("soft", "hard", "smooth")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSettings(Section):
+    """``config.labels``: how an edit's label is assigned (paper eq. 6-9)."""
+
+    SECTION = "labels"
+    mode: str = setting("soft", 'soft (SLA) | hard (the "w/o SLA" ablation) | smooth (SLA with tau)')
+    alpha: float = setting(10.0)
+    epsilon: float = setting(0.02)
+    tau: float = setting(0.005, 'mode "smooth": sigmoid((Δ − ε)/τ) replaces 1{Δ > ε} (differentiable labels)')
+    learn: tuple = setting((), '("alpha",), ("alpha", "epsilon"): train these jointly with the network')
+
+    def check(self) -> None:
+        choice("labels.mode", self.mode, LABEL_MODES)
+        if not self.alpha >= 0:
+            raise ValueError(f"config.labels.alpha={self.alpha} must be >= 0 (the paper uses 10)")
+        if not 0 < self.epsilon < 3:
+            raise ValueError(
+                f"config.labels.epsilon={self.epsilon} must lie in (0, 3): Δ sums 3 channels "
+                "of [0, 1] values (the paper uses 0.02)"
+            )
+        if self.mode == "smooth" and not self.tau > 0:
+            raise ValueError(
+                f"config.labels.tau={self.tau} must be > 0 for labels.mode='smooth' "
+                "(e.g. 0.005; smaller is closer to the paper's step)"
+            )
+        for name in self.learn:
+            choice("labels.learn", name, ("alpha", "epsilon"))
+        if "epsilon" in self.learn and self.mode != "smooth":
+            raise ValueError(
+                "config.labels.learn contains 'epsilon' but labels.mode is not 'smooth': the step "
+                "1{Δ > ε} has no gradient in ε; set --config.labels.mode=smooth"
+            )
+        if self.learn and self.mode == "hard":
+            raise ValueError("config.labels.learn is set but labels.mode='hard': hard labels do not depend on α or ε")
 
 
 def mode_params(mode: str, *, tau: float) -> tuple[float, float]:

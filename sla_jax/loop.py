@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import shutil
 import signal
 import sys
@@ -21,7 +22,52 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from sla_jax.errors import CheckpointWriteError, Interrupted
+from sla_jax.settings import Section, choice, setting
 from sla_jax.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings(Section):
+    """``config.train``: the optimizer and its schedule, the loop's checkpoints, logs and dispatch."""
+
+    SECTION = "train"
+    batch_size: int = setting(64, "network inputs per step (paired: half of them are sources)")
+    steps: int = setting(256 * 256, "256 epochs of 256 steps (CutPaste's epoch)")
+    learning_rate: float = setting(0.03)
+    momentum: float = setting(0.9)
+    weight_decay: float = setting(3e-5, "l2")
+    weight_decay_on: str = setting(
+        "weights", "weights: kernels only, not BatchNorm or biases | all (torch's SGD, the ports)"
+    )
+    checkpoint_every: int = setting(1024)
+    log_every: int = setting(64)
+    keep_checkpoints: int = setting(2)
+    steps_per_call: int = setting(1, "steps per dispatch (one compiled lax.scan): > 1 cuts the host's share of a step")
+    ensemble_strategy: str = setting("auto", "an ensemble's members: vmap (batched) | map (one after another) | auto")
+    tensorboard: bool = setting(
+        True, "write TensorBoard event files into WORKDIR/tensorboard (scalars, figures, hparams)"
+    )
+    freeze_steps: int = setting(20, "with model.init: backbone frozen for the first N steps (CutPaste); else ignored")
+
+    def check(self) -> None:
+        choice("train.weight_decay_on", self.weight_decay_on, ("weights", "all"))
+        if self.steps < 0:
+            raise ValueError(f"config.train.steps={self.steps} must be >= 0")
+        for key in ("learning_rate", "checkpoint_every", "log_every", "keep_checkpoints"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"config.train.{key}={getattr(self, key)} must be > 0")
+        per_call = self.steps_per_call
+        if not (isinstance(per_call, int) and per_call >= 1):
+            raise ValueError(f"config.train.steps_per_call={per_call!r} must be an integer >= 1")
+        for key in ("log_every", "checkpoint_every"):
+            if getattr(self, key) % per_call:
+                raise ValueError(
+                    f"config.train.{key}={getattr(self, key)} is not a multiple of config.train.steps_per_call="
+                    f"{per_call}: a run of steps cut short there compiles a program of its own; choose "
+                    f"a multiple of {per_call}"
+                )
+        if self.freeze_steps < 0:
+            raise ValueError(f"config.train.freeze_steps={self.freeze_steps} must be >= 0")
 
 
 @contextlib.contextmanager

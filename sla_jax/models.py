@@ -7,6 +7,7 @@ PyTorch (Flax's ``SAME`` would pad stride-2 layers asymmetrically).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Sequence
@@ -16,11 +17,37 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax.runtime import IM2COL_MAX_PIXELS, platform_defaults
+from sla_jax.settings import Section, choice, setting
 
 STAGE_SIZES = (2, 2, 2, 2)
 STAGE_WIDTHS = (64, 128, 256, 512)
 CONV_IMPLS = ("auto", "xla", "im2col")
 STEMS = ("imagenet", "small")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings(Section):
+    """``config.model``: the network (ResNet-18 backbone, projection head) and where its backbone starts."""
+
+    SECTION = "model"
+    head: tuple = setting((512, 512, 512, 512, 512, 512, 512, 512, 128), "CutPaste's projection head")
+    stem: str = setting("imagenet", "imagenet (7×7/2 + max-pool) | small (3×3/1, no pool)")
+    conv_impl: str = setting("auto", "auto | xla | im2col")
+    dtype: str = setting("float32", "compute dtype of the backbone: float32 | bfloat16 (parameters stay float32)")
+    init: str = setting(
+        "", '"" = random init; else a backbone from python -m sla_jax.convert_weights (.npz/.safetensors)'
+    )
+
+    def check(self) -> None:
+        choice("model.stem", self.stem, STEMS)
+        choice("model.conv_impl", self.conv_impl, CONV_IMPLS)
+        choice("model.dtype", self.dtype, ("float32", "bfloat16"))
+        if not self.head or min(self.head) < 1:
+            raise ValueError(
+                f"config.model.head={tuple(self.head)!r} must be one or more positive widths, e.g. (512, 128)"
+            )
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -8,12 +8,14 @@ paper (DESIGN.md §1).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from sla_jax.jitter import JITTER, JITTER_ORDERS, color_jitter, hsv_to_rgb, jitter_images, rgb_to_hsv
+from sla_jax.settings import Section, choice, setting
 
 AREA_RANGE = (0.02, 0.15)
 ASPECT_RANGES = ((0.3, 1.0), (1.0, 3.3))
@@ -23,6 +25,31 @@ SCAR_REFERENCE_SIZE = 256.0
 SCAR_MAX_DEGREES = 45.0
 
 SCAR_SIZE_RULES = ("relative", "pixels")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformSettings(Section):
+    """``config.transform``: the local edit of the pretext task and how a batch is built."""
+
+    SECTION = "transform"
+    name: str = setting("cps", "co | cp | cps | cpf (3-way CutPaste-Fusion)")
+    pairing: str = setting("bernoulli", "bernoulli (eq. 2, b ~ Bernoulli(0.5)) | paired")
+    cutout_fill: str = setting("random", "random | zero")
+    scar_size: str = setting("relative", "relative (scales with data.image_size / 256) | pixels (the PyTorch ports)")
+    global_jitter: float = setting(0.1, "colour jitter of the whole image before the edit (CutPaste); 0: none")
+    jitter_order: str = setting("random", "colour-jitter operations in random order (torchvision) | fixed")
+
+    def check(self) -> None:
+        choice("transform.name", self.name, tuple(TRANSFORMS))
+        choice("transform.pairing", self.pairing, ("bernoulli", "paired"))
+        choice("transform.cutout_fill", self.cutout_fill, ("random", "zero"))
+        choice("transform.scar_size", self.scar_size, SCAR_SIZE_RULES)
+        choice("transform.jitter_order", self.jitter_order, JITTER_ORDERS)
+        if not 0 <= self.global_jitter < 1:
+            raise ValueError(
+                f"config.transform.global_jitter={self.global_jitter} must lie in [0, 1) "
+                "(CutPaste: 0.1; 0 turns it off)"
+            )
 
 
 def _pixel_grid(height: int, width: int) -> tuple[jax.Array, jax.Array]:

@@ -10,12 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sla_jax"
 LEAVES = {
     "sla_jax.transforms",
     "sla_jax.jitter",
+    "sla_jax.settings",
     "sla_jax.labels",
     "sla_jax.density",
     "sla_jax.localization",
     "sla_jax.metrics",
     "sla_jax.runtime",
-}  # runtime: the platform's defaults, standard library only
+}  # runtime: the platform's defaults; settings: the sections' base; both standard library only
 # Besides the command lines, only these may touch a ConfigDict: the defaults build one, validation checks
 # one, the experiment reads one.
 CONFIG_READERS = {"sla_jax.defaults", "sla_jax.validation", "sla_jax.experiment"}  # and its modules

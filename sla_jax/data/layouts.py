@@ -13,16 +13,59 @@ the category folder), so preparing, decoding and loading do not depend on it; a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from sla_jax.data.decode import RESAMPLING
 from sla_jax.data.scan import Entry, Scan, _category_dir, _image_files, _subfolders, scan_category
 from sla_jax.errors import DataError
+from sla_jax.settings import Section, choice, setting
 
 MASKS = "masks"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings(Section):
+    """``config.data``: where the images are, in which layout, and how they are read."""
+
+    SECTION = "data"
+    root: str = setting("", "folder holding CATEGORY/ in data.layout (MVTec AD itself, or your own)")
+    layout: str = setting("mvtec", "mvtec (train/good, test/TYPE, ground_truth/TYPE) | folders (good/, TYPE/, masks/)")
+    test_fraction: float = setting(0.2, "layout folders: share of the good images held out for testing (by file name)")
+    category: str = setting("", 'sub-folder of root, e.g. "bottle"')
+    demo: bool = setting(False, "generate the embedded demo dataset into WORKDIR/demo_data and use it")
+    image_size: int = setting(256)
+    resize: str = setting(
+        "bilinear", "PIL's antialiased filter to data.image_size: bilinear | bicubic (the PyTorch ports)"
+    )
+    require_masks: bool = setting(True, "False: image-level only, defect types may lack ground_truth/")
+    skip_bad_files: bool = setting(False, "True: unreadable/mismatched files are left out (listed in results.json)")
+    cache_dir: str = setting("", 'prepared TFDS records; "" = ~/.cache/sla_jax/tfds')
+
+    def check(self) -> None:
+        if not self.demo and not (self.root and self.category):
+            raise ValueError(
+                "no dataset given: set --config.data.root=/path/to/mvtec_anomaly_detection (or any folder in MVTec "
+                "AD layout) and --config.data.category=bottle (a sub-folder of root), or train on the embedded "
+                "demo data with --config=configs/demo.py"
+            )
+        if self.demo and not self.category:
+            raise ValueError("config.data.category is empty: the demo data has categories weave, tile, washer")
+        choice("data.resize", self.resize, tuple(RESAMPLING))
+        choice("data.layout", self.layout, tuple(LAYOUTS))
+        if self.demo and self.layout != "mvtec" and not self.root:
+            raise ValueError("config.data.demo=True writes the demo data in the MVTec layout: set data.layout='mvtec'")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(
+                f"config.data.test_fraction={self.test_fraction} must lie in (0, 1): the share of the good "
+                "images held out for testing (data.layout='folders')"
+            )
+        if self.image_size < 32:
+            raise ValueError(f"config.data.image_size={self.image_size} must be >= 32")
 
 
 class Layout(NamedTuple):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from sla_jax import density, detection, identity, pretext
+from sla_jax import density, detector, identity, pretext
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
 from sla_jax.experiment import configured, evaluation
@@ -126,7 +126,7 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, progress: bool = 
 # ----------------------------------------------------------------------------- scoring new images
 
 
-def load_detector(workdir: str) -> detection.Detector:
+def load_detector(workdir: str) -> detector.Detector:
     """A trained run ready to score images: its newest checkpoint and the density and decision threshold
     saved in ``WORKDIR/gde.npz`` (``kde.npz`` for ``eval.density=kde``; nothing is refitted). A density
     fitted on another checkpoint than the newest (a run continued or interrupted after its evaluation) is
@@ -151,7 +151,7 @@ def load_detector(workdir: str) -> detection.Detector:
         )
     model, variables, step = restore_model(config, workdir)
     fitted = fitted_type(*(jnp.asarray(arrays[k]) for k in fitted_type._fields))
-    return detection.Detector(
+    return detector.Detector(
         model=model,
         variables=variables,
         fitted=fitted,
