@@ -274,7 +274,8 @@ def ensemble_results(config, dataset: data_lib.Dataset, members: list, found: li
 
 def sweep_heading(config, dataset: data_lib.Dataset, members: list) -> tuple[str, str]:
     """The title and the note of the ensemble's table (alpha_sweep.md, .json, .png)."""
-    title = f"{dataset.category}: {config.transform.name.upper()} image AUROC against α"
+    metrics = "image and pixel metrics" if config.localization.patch_size else "image AUROC"
+    title = f"{dataset.category}: {config.transform.name.upper()} {metrics} against α"
     note = (
         f"{len(members)} members trained in one program: {config.train.steps} steps of batch "
         f"{config.train.batch_size}, {config.data.image_size} px, head {tuple(config.model.head)}, stem "

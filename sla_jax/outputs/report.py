@@ -211,7 +211,12 @@ def write_ensemble_report(workdir: str, results: dict) -> str:
         table,
     ]
     if os.path.isfile(os.path.join(workdir, "alpha_sweep.png")):
-        body.append(figure(os.path.join(workdir, "alpha_sweep.png"), caption="Image AUROC against α; dots: seeds."))
+        body.append(
+            figure(
+                os.path.join(workdir, "alpha_sweep.png"),
+                caption="Image AUROC (patch models: also pixel AUROC and AUPRO) against α; dots: seeds.",
+            )
+        )
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if os.path.isfile(metrics_path):
         with open(metrics_path, encoding="utf-8") as f:

@@ -45,47 +45,62 @@ def plot_benchmark(summary: dict, path: str, *, title: str) -> None:
     plt.close(fig)
 
 
+SWEEP_PANELS = (  # (metric, its mean and std keys in a sweep row, axis label)
+    ("image_auroc", "mean", "std", "image AUROC"),
+    ("pixel_auroc", "pixel_auroc_mean", "pixel_auroc_std", "pixel AUROC"),
+    ("pixel_aupro", "pixel_aupro_mean", "pixel_aupro_std", "AUPRO (FPR ≤ 0.3)"),
+)
+
+
 def plot_sweep(rows: list[dict], path: str, *, title: str) -> None:
-    """Image AUROC against α, one curve per label mode and ε (mean ± std over seeds, dots: each seed),
-    hard labels as a band, the paper's Table 4 for reference."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    """Each metric the rows hold against α (image AUROC; for patch models also pixel AUROC and AUPRO), one
+    curve per label mode and ε (mean ± std over seeds, dots: each seed), hard labels as a band; the paper's
+    Table 4 beside the image AUROC for reference. Undefined values are left out."""
+    panels = [p for p in SWEEP_PANELS if any(p[0] in r for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 if len(panels) == 1 else 4.6 * len(panels), 4), dpi=120)
+    axes = np.atleast_1d(axes)
+    for ax, (metric, mean, std, label) in zip(axes, panels):
+        _sweep_panel(ax, rows, metric=metric, mean=mean, std=std)
+        if metric == "image_auroc":
+            ax.plot(
+                list(PAPER_TABLE4),
+                [v / 100 for v in PAPER_TABLE4.values()],
+                color="grey",
+                ls=":",
+                marker="x",
+                label="paper Table 4 (MVTec AD mean, CPS, 256 px)",
+            )
+        ax.set(xlabel="α (SLA steepness)", ylabel=label, title=title if len(panels) == 1 else label)
+        ax.legend(fontsize=7, loc="lower right")
+    if len(panels) > 1:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic.save_figure(fig, path)
+    plt.close(fig)
+
+
+def _sweep_panel(ax, rows: list[dict], *, metric: str, mean: str, std: str) -> None:
     by_curve: dict[tuple, list] = {}
     for r in rows:
-        if r["alpha"] is not None:
+        if r["alpha"] is not None and r.get(mean) is not None:
             by_curve.setdefault((r["labels"], r["epsilon"]), []).append(r)
     for (mode, eps), curve in by_curve.items():
         curve = sorted(curve, key=lambda r: r["alpha"])
-        alphas = [r["alpha"] for r in curve]
         line = ax.errorbar(
-            alphas,
-            [r["mean"] for r in curve],
-            yerr=[r["std"] for r in curve],
+            [r["alpha"] for r in curve],
+            [r[mean] for r in curve],
+            yerr=[r[std] for r in curve],
             marker="o",
             capsize=3,
             label=f"{mode} labels, ε={eps:g} (mean ± std over seeds)",
         )
         for r in curve:
-            ax.scatter(
-                [r["alpha"]] * len(r["image_auroc"]), r["image_auroc"], s=10, alpha=0.5, color=line[0].get_color()
-            )
+            ax.scatter([r["alpha"]] * len(r[metric]), r[metric], s=10, alpha=0.5, color=line[0].get_color())
     for r in rows:
-        if r["labels"] == "hard":
-            ax.axhline(r["mean"], color="black", ls="--", lw=1, label=f"hard labels (mean {r['mean']:.3f})")
-            if r["std"]:
-                ax.axhspan(r["mean"] - r["std"], r["mean"] + r["std"], color="black", alpha=0.08)
-    ax.plot(
-        list(PAPER_TABLE4),
-        [v / 100 for v in PAPER_TABLE4.values()],
-        color="grey",
-        ls=":",
-        marker="x",
-        label="paper Table 4 (MVTec AD mean, CPS, 256 px)",
-    )
-    ax.set(xlabel="α (SLA steepness)", ylabel="image AUROC", title=title)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    atomic.save_figure(fig, path)
-    plt.close(fig)
+        if r["labels"] == "hard" and r.get(mean) is not None:
+            ax.axhline(r[mean], color="black", ls="--", lw=1, label=f"hard labels (mean {r[mean]:.3f})")
+            if r[std]:
+                ax.axhspan(r[mean] - r[std], r[mean] + r[std], color="black", alpha=0.08)
 
 
 def plot_analysis(results: dict, path: str, *, every: int, threshold: float) -> None:
