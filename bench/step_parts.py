@@ -42,15 +42,15 @@ def build(config) -> dict:
 
     size = config.data.image_size
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8))
-    key, hparams = jax.random.key(1), experiment.hparams_from_config(config)
+    key, hparams = jax.random.key(1), experiment.read(config).hparams
     calls = {}
     for name, changes in VARIANTS.items():
         c = config.copy_and_resolve_references()
         c.update_from_flattened_dict(changes)
         model, optimizer, spec = (
-            experiment.model_from_config(c),
-            experiment.optimizer_from_config(c),
-            experiment.spec_from_config(c),
+            experiment.read(c).model,
+            experiment.read(c).optimizer,
+            experiment.read(c).step,
         )
         state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
         step = jax.jit(partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec))

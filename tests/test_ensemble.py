@@ -173,7 +173,7 @@ def sweep_config():
 
 def test_members_from_config_and_checks():
     config = sweep_config()
-    members = experiment.members_from_config(config)
+    members = experiment.read(config).members
     assert [m.name for m in members] == [
         "soft/alpha1/eps0.02/seed0",
         "soft/alpha1/eps0.02/seed1",
@@ -185,7 +185,7 @@ def test_members_from_config_and_checks():
     hp = ensemble.stack_hparams(members)
     np.testing.assert_array_equal(np.asarray(hp.hard), [0, 0, 0, 0, 1, 1])
     config.labels.mode, config.labels.tau = "smooth", 0.01
-    assert {m.tau for m in experiment.members_from_config(config) if m.mode == "smooth"} == {0.01}
+    assert {m.tau for m in experiment.read(config).members if m.mode == "smooth"} == {0.01}
     for key, value, match in [
         ("seeds", (), "ensemble.seeds"),
         ("alphas", (-1.0,), "ensemble.alphas"),
@@ -208,7 +208,7 @@ def test_members_from_config_and_checks():
 
 
 def test_sweep_table_statistics_and_files(tmp_path):
-    members = experiment.members_from_config(sweep_config())
+    members = experiment.read(sweep_config()).members
     aurocs = [0.6, 0.7, 0.9, 0.95, 0.8, 0.82]
     rows = ensemble.sweep_table(members, [{"image_auroc": a} for a in aurocs])
     assert [(r["labels"], r["alpha"]) for r in rows] == [("soft", 1.0), ("soft", 10.0), ("hard", None)]
@@ -223,7 +223,7 @@ def test_sweep_table_statistics_and_files(tmp_path):
 
 
 def test_sweep_table_of_patch_models_spreads_the_pixel_metrics(tmp_path):
-    members = experiment.members_from_config(sweep_config())
+    members = experiment.read(sweep_config()).members
     found = [
         {"image_auroc": 0.6 + 0.05 * k, "pixel_auroc": 0.9 + 0.01 * k, "pixel_aupro": 0.5 + 0.1 * k} for k in range(6)
     ]

@@ -43,9 +43,9 @@ def test_config_scar_size_reaches_the_step():
     config = base_config()
     config.data.image_size = 128
     config.transform.scar_size = "pixels"
-    assert experiment.spec_from_config(config).scar_scale == 1.0
+    assert experiment.read(config).step.scar_scale == 1.0
     config.transform.scar_size = "relative"
-    assert experiment.spec_from_config(config).scar_scale == 0.5
+    assert experiment.read(config).step.scar_scale == 0.5
 
 
 def _fixed_order_candidates(key, image, strength):
@@ -217,7 +217,7 @@ def test_weight_decay_on_all_parameters_reaches_batch_norm():
         assert bool(jnp.all(updates["conv"]["kernel"] < 0))
     config = base_config()
     config.train.weight_decay_on = "all"
-    assert experiment.optimizer_from_config(config) is not None
+    assert experiment.read(config).optimizer is not None
 
 
 def test_bicubic_resize_is_pils(tmp_path):

@@ -127,7 +127,7 @@ def start(args: list[str], *, devices: int, log: Path) -> subprocess.Popen:
 def restore(workdir: Path):
     """The final train state of a run, restored onto one device of this (4-device) process."""
     config = experiment.load_run_config(str(workdir))
-    model = experiment.model_from_config(config)
+    model = experiment.read(config).model
     optimizer = state_lib.make_optimizer(
         learning_rate=config.train.learning_rate,
         momentum=config.train.momentum,
@@ -135,7 +135,7 @@ def restore(workdir: Path):
         total_steps=config.train.steps,
     )
     init = jax.jit(
-        partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=experiment.model_input_size(config))
+        partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=experiment.read(config).input_size)
     )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(

@@ -350,9 +350,9 @@ def test_fine_tuning_freezes_the_loaded_backbone_and_a_checkpoint_wins_over_init
     assert "frozen for the first 2 steps" in proc.stdout
 
     config = experiment.load_run_config(str(workdir))
-    optimizer = experiment.optimizer_from_config(config)
+    optimizer = experiment.read(config).optimizer
     abstract = state_lib.init_state(
-        jax.random.key(0), model=experiment.model_from_config(config), optimizer=optimizer, image_size=32
+        jax.random.key(0), model=experiment.read(config).model, optimizer=optimizer, image_size=32
     )
     manager = state_lib.checkpoint_manager(str(workdir), keep=5)
     import orbax.checkpoint as ocp

@@ -1,8 +1,8 @@
 """An experiment from its config: the config reader (with ``defaults`` and ``validation``, the only library
 code that reads a ``ConfigDict``).
 
-- :mod:`~sla_jax.experiment.configured`: config sections → dataset, model, optimizer, step and evaluation
-  specs, ensemble members;
+- :mod:`~sla_jax.experiment.configured`: :func:`read` turns the config's sections (settings dataclasses) into
+  the model, optimizer, schedule, step and evaluation specs and ensemble members, in one place;
 - :mod:`~sla_jax.experiment.pipeline`: the one run pipeline (prepare, init or restore, fit, evaluate, write),
   for a plain run and an ensemble alike; :mod:`~sla_jax.experiment.members` is where the two differ;
 - :mod:`~sla_jax.experiment.evaluation`: a model evaluated and its files written (every run, every member);
@@ -11,17 +11,7 @@ code that reads a ``ConfigDict``).
 The names below are what the command lines call.
 """
 
-from sla_jax.experiment.configured import (
-    dataset_from_config,
-    eval_spec_from_config,
-    hparams_from_config,
-    members_from_config,
-    model_from_config,
-    model_input_size,
-    optimizer_from_config,
-    spec_from_config,
-    with_absolute_paths,
-)
+from sla_jax.experiment.configured import Configured, dataset_from_config, read, with_absolute_paths
 from sla_jax.experiment.pipeline import train_and_evaluate
 from sla_jax.experiment.saved import (
     config_of_saved,
@@ -33,20 +23,15 @@ from sla_jax.experiment.saved import (
 )
 
 __all__ = [
+    "Configured",
     "config_of_saved",
     "dataset_from_config",
-    "eval_spec_from_config",
     "evaluate_workdir",
     "export_workdir",
-    "hparams_from_config",
     "load_detector",
     "load_run_config",
-    "members_from_config",
-    "model_from_config",
-    "model_input_size",
-    "optimizer_from_config",
+    "read",
     "restore_model",
-    "spec_from_config",
     "train_and_evaluate",
     "with_absolute_paths",
 ]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from sla_jax import data as data_lib
 from sla_jax import detection, ensemble, identity, labels, pretext
@@ -16,39 +18,102 @@ from sla_jax import state as state_lib
 from sla_jax import transforms as transforms_lib
 from sla_jax.data import layouts
 from sla_jax.data.synthetic import write_demo_dataset
+from sla_jax.defaults import read_sections
 from sla_jax.models import PretextNet
 
 
-def model_from_config(config: ml_collections.ConfigDict) -> PretextNet:
-    return PretextNet(
-        num_classes=transforms_lib.num_classes(config.transform.name),
-        head=tuple(config.model.head),
-        stem=config.model.stem,
-        conv_impl=config.model.conv_impl,
-        dtype=jnp.dtype(config.model.dtype),
+class Configured(NamedTuple):
+    """Everything the library takes for one run, read from its config in one place (:func:`read`)."""
+
+    sections: dict  # section name -> its settings dataclass (sla_jax.defaults.read_sections)
+    model: PretextNet
+    optimizer: optax.GradientTransformation  # the backbone freeze applies only to a loaded backbone
+    schedule: optax.Schedule  # the learning rate against the step, as the optimizer applies it (logged)
+    step: pretext.StepSpec  # the pretext step's static options
+    hparams: pretext.HParams  # the label hyper-parameters (traced)
+    evaluation: detection.EvalSpec  # the main task's options
+    input_size: int  # side of the network's input: the patch size for patch models, else the image size
+    members: list | None  # an ensemble's members; None for a plain run
+
+
+def read(config: ml_collections.ConfigDict) -> Configured:
+    """The config's sections as settings dataclasses, and what the library builds from them."""
+    sections = read_sections(config)
+    data, transform, label, net, train = (sections[k] for k in ("data", "transform", "labels", "model", "train"))
+    loc, ev = sections["localization"], sections["eval"]
+    tau, hard = labels.mode_params(label.mode, tau=label.tau)
+    patches = None
+    if loc.patch_size:
+        patches = detection.PatchSpec(
+            size=int(loc.patch_size),
+            stride=int(loc.stride),
+            train_stride=int(loc.train_stride),
+            sigma=float(loc.sigma),
+            normalize=bool(loc.normalize),
+            gde=loc.gde,
+            batch_size=int(loc.batch_size),
+            threshold_images=int(ev.threshold_images),
+        )
+    return Configured(
+        sections=sections,
+        model=PretextNet(
+            num_classes=transforms_lib.num_classes(transform.name),
+            head=tuple(net.head),
+            stem=net.stem,
+            conv_impl=net.conv_impl,
+            dtype=jnp.dtype(net.dtype),
+        ),
+        optimizer=state_lib.make_optimizer(
+            learning_rate=train.learning_rate,
+            momentum=train.momentum,
+            weight_decay=train.weight_decay,
+            total_steps=train.steps,
+            freeze_backbone_steps=train.freeze_steps if net.init else 0,
+            decay_all=train.weight_decay_on == "all",
+        ),
+        schedule=state_lib.lr_schedule(learning_rate=train.learning_rate, total_steps=int(train.steps)),
+        # Scars are sized for the whole image (transform.scar_size), also when the network sees patches of it.
+        step=pretext.StepSpec(
+            batch_size=train.batch_size,
+            transform=transform.name,
+            pairing=transform.pairing,
+            cutout_fill=transform.cutout_fill,
+            patch_size=int(loc.patch_size),
+            scar_scale=transforms_lib.scar_scale(data.image_size, rule=transform.scar_size),
+            global_jitter=float(transform.global_jitter),
+            jitter_order=transform.jitter_order,
+        ),
+        hparams=pretext.HParams.create(alpha=label.alpha, epsilon=label.epsilon, tau=tau, hard=hard),
+        evaluation=detection.EvalSpec(
+            batch_size=int(ev.batch_size),
+            l2_normalize=bool(ev.l2_normalize),
+            density=ev.density,
+            threshold_quantile=float(ev.threshold_quantile),
+            threshold_folds=int(ev.threshold_folds),
+            patches=patches,
+        ),
+        input_size=loc.patch_size or data.image_size,
+        members=ensemble_members(sections["ensemble"], label) if "ensemble" in sections else None,
     )
 
 
-def optimizer_from_config(config: ml_collections.ConfigDict):
-    """The training optimizer; the backbone freeze applies only to a loaded backbone (``model.init``)."""
-    return state_lib.make_optimizer(
-        learning_rate=config.train.learning_rate,
-        momentum=config.train.momentum,
-        weight_decay=config.train.weight_decay,
-        total_steps=config.train.steps,
-        freeze_backbone_steps=config.train.freeze_steps if config.model.init else 0,
-        decay_all=config.train.weight_decay_on == "all",
-    )
-
-
-def schedule_from_config(config: ml_collections.ConfigDict):
-    """The learning rate against the step, as the optimizer applies it (logged beside the metrics)."""
-    return state_lib.lr_schedule(learning_rate=config.train.learning_rate, total_steps=int(config.train.steps))
-
-
-def model_input_size(config: ml_collections.ConfigDict) -> int:
-    """Side of the network's input: the patch size for patch models, else the image size."""
-    return config.localization.patch_size or config.data.image_size
+def ensemble_members(ens, label) -> list[ensemble.Member]:
+    """The grid ``ensemble.alphas × ensemble.epsilons × ensemble.seeds`` in ``labels.mode``, plus one
+    hard-label member per seed when ``ensemble.hard``."""
+    tau, _ = labels.mode_params(label.mode, tau=float(label.tau))
+    epsilons = tuple(ens.epsilons) or (label.epsilon,)
+    members = [
+        ensemble.Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=label.mode, tau=tau)
+        for a in ens.alphas
+        for e in epsilons
+        for s in ens.seeds
+    ]
+    if ens.hard:
+        members += [
+            ensemble.Member(seed=int(s), alpha=float(label.alpha), epsilon=float(label.epsilon), mode="hard")
+            for s in ens.seeds
+        ]
+    return members
 
 
 def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data_lib.Dataset:
@@ -88,73 +153,6 @@ def check_data_folder(config: ml_collections.ConfigDict) -> None:
             skip_bad_files=config.data.skip_bad_files,
             test_fraction=float(config.data.test_fraction),
         )
-
-
-def spec_from_config(config: ml_collections.ConfigDict) -> pretext.StepSpec:
-    """The step's static options. Scars are sized for the whole image (``transform.scar_size``), also when
-    the network sees patches of it."""
-    return pretext.StepSpec(
-        batch_size=config.train.batch_size,
-        transform=config.transform.name,
-        pairing=config.transform.pairing,
-        cutout_fill=config.transform.cutout_fill,
-        patch_size=int(config.localization.patch_size),
-        scar_scale=transforms_lib.scar_scale(config.data.image_size, rule=config.transform.scar_size),
-        global_jitter=float(config.transform.global_jitter),
-        jitter_order=config.transform.jitter_order,
-    )
-
-
-def hparams_from_config(config: ml_collections.ConfigDict) -> pretext.HParams:
-    tau, hard = labels.mode_params(config.labels.mode, tau=config.labels.tau)
-    return pretext.HParams.create(alpha=config.labels.alpha, epsilon=config.labels.epsilon, tau=tau, hard=hard)
-
-
-def eval_spec_from_config(config: ml_collections.ConfigDict) -> detection.EvalSpec:
-    loc = config.localization
-    patches = None
-    if loc.patch_size:
-        patches = detection.PatchSpec(
-            size=int(loc.patch_size),
-            stride=int(loc.stride),
-            train_stride=int(loc.train_stride),
-            sigma=float(loc.sigma),
-            normalize=bool(loc.normalize),
-            gde=loc.gde,
-            batch_size=int(loc.batch_size),
-            threshold_images=int(config.eval.threshold_images),
-        )
-    return detection.EvalSpec(
-        batch_size=int(config.eval.batch_size),
-        l2_normalize=bool(config.eval.l2_normalize),
-        density=config.eval.density,
-        threshold_quantile=float(config.eval.threshold_quantile),
-        threshold_folds=int(config.eval.threshold_folds),
-        patches=patches,
-    )
-
-
-def members_from_config(config: ml_collections.ConfigDict) -> list[ensemble.Member]:
-    """The grid ``ensemble.alphas × ensemble.epsilons × ensemble.seeds`` in ``labels.mode``, plus one
-    hard-label member per seed when ``ensemble.hard``."""
-    ens = config.ensemble
-    mode = config.labels.mode
-    tau, _ = labels.mode_params(mode, tau=float(config.labels.tau))
-    epsilons = tuple(ens.epsilons) or (config.labels.epsilon,)
-    members = [
-        ensemble.Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=mode, tau=tau)
-        for a in ens.alphas
-        for e in epsilons
-        for s in ens.seeds
-    ]
-    if ens.hard:
-        members += [
-            ensemble.Member(
-                seed=int(s), alpha=float(config.labels.alpha), epsilon=float(config.labels.epsilon), mode="hard"
-            )
-            for s in ens.seeds
-        ]
-    return members
 
 
 def run_title(config: ml_collections.ConfigDict, category: str) -> str:

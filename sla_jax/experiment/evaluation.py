@@ -31,7 +31,7 @@ def evaluate_and_write(
     """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
-    spec = configured.eval_spec_from_config(config)
+    spec = configured.read(config).evaluation
     if out_dir:
         print(
             f"evaluating {which}the checkpoint of step {step}: {len(dataset.train.images)} training and "

@@ -30,16 +30,14 @@ class Training:
     chunk_fn: object = None
 
 
-def initial_state(
-    config: ml_collections.ConfigDict, members: list[ensemble.Member] | None, *, model, optimizer, replicated
-) -> Training:
+def initial_state(config: ml_collections.ConfigDict, run: configured.Configured, *, replicated) -> Training:
     """The state before training: random initialisation from the seed (each member's own), the backbone of
     ``model.init`` when one is named, and the learned label parameters (``labels.learn``)."""
     learn = tuple(config.labels.learn)
-    size = configured.model_input_size(config)
+    members, model, optimizer, size = run.members, run.model, run.optimizer, run.input_size
     if members is None:
         root = jax.random.key(config.seed)
-        hparams = configured.hparams_from_config(config)
+        hparams = run.hparams
         init = functools.partial(state_lib.init_state, model=model, optimizer=optimizer, image_size=size)
         state = jax.jit(init, out_shardings=replicated)(jax.random.fold_in(root, pretext.KEY_INIT))
         backbone = initial_backbone(config)

@@ -86,23 +86,23 @@ def run(
 ) -> dict:
     """Prepare, init or restore, fit, evaluate every member, write; returns the results."""
     primary = distributed.is_primary()
-    members = configured.members_from_config(config) if "ensemble" in config else None
+    run_specs = configured.read(config)
+    members = run_specs.members
     os.makedirs(workdir, exist_ok=True)
     phases = timing.Phases()
     with phases("data"):
         dataset = distributed.primary_first(lambda: configured.dataset_from_config(config, workdir))
-    eval_spec = configured.eval_spec_from_config(config)
     detection.check_train_size(
-        len(dataset.train.images), eval_spec, where=configured.train_folder(dataset, layout=config.data.layout)
+        len(dataset.train.images),
+        run_specs.evaluation,
+        where=configured.train_folder(dataset, layout=config.data.layout),
     )
     with phases("setup"):
         mesh = state_lib.data_mesh()
-        spec = configured.spec_from_config(config)
-        model = configured.model_from_config(config)
+        spec, model, optimizer = run_specs.step, run_specs.model, run_specs.optimizer
         total = int(config.train.steps)
-        optimizer = configured.optimizer_from_config(config)
         replicated = NamedSharding(mesh, P())
-        training = members_lib.initial_state(config, members, model=model, optimizer=optimizer, replicated=replicated)
+        training = members_lib.initial_state(config, run_specs, replicated=replicated)
         state = training.state
         workdir_lib.check_free_space(
             workdir, needed_bytes=(config.train.keep_checkpoints + 1) * state_lib.tree_bytes(state)
@@ -149,7 +149,7 @@ def run(
                 checkpoint_every=config.train.checkpoint_every,
                 log_every=config.train.log_every,
                 log=lambda record: rates.append(record["images_per_s"]) or log(record),
-                schedule=configured.schedule_from_config(config),
+                schedule=run_specs.schedule,
                 progress=progress and primary,
                 started=phases.started,
                 steps_per_call=int(config.train.steps_per_call),

@@ -77,14 +77,10 @@ def restore_model(
         raise FileNotFoundError(
             f"no checkpoint of step {step} in {folder}; it holds steps {kept} (train.keep_checkpoints keeps the newest)"
         )
-    model = configured.model_from_config(config)
-    optimizer = configured.optimizer_from_config(config)
-    state = state_lib.init_state(
-        jax.random.key(0), model=model, optimizer=optimizer, image_size=configured.model_input_size(config)
-    )
-    state = pretext.with_label_params(
-        state, configured.hparams_from_config(config), learn=tuple(config.labels.learn), optimizer=optimizer
-    )
+    run = configured.read(config)
+    model, optimizer = run.model, run.optimizer
+    state = state_lib.init_state(jax.random.key(0), model=model, optimizer=optimizer, image_size=run.input_size)
+    state = pretext.with_label_params(state, run.hparams, learn=tuple(config.labels.learn), optimizer=optimizer)
     manager = state_lib.checkpoint_manager(workdir, keep=config.train.keep_checkpoints)
     try:
         state = state_lib.restore_latest(manager, state, step=step)
@@ -156,7 +152,7 @@ def load_detector(workdir: str) -> detector.Detector:
         variables=variables,
         fitted=fitted,
         threshold=threshold,
-        spec=configured.eval_spec_from_config(config),
+        spec=configured.read(config).evaluation,
         image_size=int(config.data.image_size),
         step=step,
         mesh=state_lib.data_mesh(),
