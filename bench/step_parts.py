@@ -47,11 +47,8 @@ def build(config) -> dict:
     for name, changes in VARIANTS.items():
         c = config.copy_and_resolve_references()
         c.update_from_flattened_dict(changes)
-        model, optimizer, spec = (
-            experiment.read(c).model,
-            experiment.read(c).optimizer,
-            experiment.read(c).step,
-        )
+        run = experiment.read(c)
+        model, optimizer, spec = run.model, run.optimizer, run.step
         state = jax.jit(partial(init_state, model=model, optimizer=optimizer, image_size=size))(jax.random.key(0))
         step = jax.jit(partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec))
         calls[name] = partial(lambda fn, s: jax.block_until_ready(fn(s, images, key, hparams)), step, state)
