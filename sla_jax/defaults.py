@@ -38,11 +38,6 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def ensemble_section() -> ml_collections.ConfigDict:
-    """The ``ensemble`` section with its defaults, for a config to fill in."""
-    return ml_collections.ConfigDict(settings.defaults(EnsembleSettings))
-
-
 def key_comments() -> dict[str, str]:
     """``{"train.steps": "256 epochs of 256 steps (CutPaste's epoch)", ...}``: the meaning of each key that
     states one, from the settings dataclasses."""

@@ -113,6 +113,25 @@ class Evaluation(NamedTuple):
     masks: np.ndarray | None = None  # M×H×W ground truth cropped to the maps
 
 
+def spec_patch_features(
+    variables, images_uint8, *, model, spec: EvalSpec, mesh, stride: int, progress: str = ""
+) -> np.ndarray:
+    """:func:`sla_jax.features.patch_features` with the patch size, batch and normalisation of ``spec``,
+    every ``stride`` px (the evaluation's test and training strides, the detector's test stride)."""
+    loc = spec.patches
+    return patch_features(
+        variables,
+        images_uint8,
+        model=model,
+        patch_size=loc.size,
+        stride=stride,
+        batch_size=loc.batch_size,
+        mesh=mesh,
+        l2_normalize=spec.l2_normalize,
+        progress=progress,
+    )
+
+
 def image_scores(
     train_feats_NxD: np.ndarray, test_feats_MxD: np.ndarray, *, kind: str = "gde"
 ) -> tuple[density.Gaussian | density.KDE, np.ndarray]:
@@ -205,15 +224,13 @@ def decision_threshold(
     loc = spec.patches
     n = len(train.images)
     held = np.unique(np.linspace(0, n - 1, min(n, int(loc.threshold_images))).round().astype(int))
-    held_feats = patch_features(
+    held_feats = spec_patch_features(
         variables,
         train.images[held],
         model=model,
-        patch_size=loc.size,
-        stride=loc.stride,
-        batch_size=loc.batch_size,
+        spec=spec,
         mesh=mesh,
-        l2_normalize=spec.l2_normalize,
+        stride=loc.stride,
         progress="threshold maps" if progress else "",
     )
     fold = fold_of(len(held), folds=folds)
@@ -233,17 +250,15 @@ def localize(variables, dataset: data_lib.Dataset, *, model, spec: EvalSpec, mes
     features, the maps, the patch scores before upsampling and the masks cropped to the maps.
     """
     loc = spec.patches
-    options = dict(
-        model=model, patch_size=loc.size, batch_size=loc.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize
-    )
-    train_feats = patch_features(
+    options = dict(model=model, spec=spec, mesh=mesh)
+    train_feats = spec_patch_features(
         variables,
         dataset.train.images,
         stride=loc.train_stride,
         **options,
         progress="train patches" if progress else "",
     )
-    test_feats = patch_features(
+    test_feats = spec_patch_features(
         variables, dataset.test.images, stride=loc.stride, **options, progress="test patches" if progress else ""
     )
     n, n_h, n_w, dim = test_feats.shape

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sla_jax import density, localization
-from sla_jax.detection import EvalSpec, upsample_scores
-from sla_jax.features import embed, patch_features
+from sla_jax.detection import EvalSpec, spec_patch_features, upsample_scores
+from sla_jax.features import embed
 from sla_jax.models import PretextNet
 
 
@@ -27,16 +27,7 @@ def score_images(
             variables, images_uint8, model=model, batch_size=spec.batch_size, mesh=mesh, l2_normalize=spec.l2_normalize
         )
         return np.asarray(score(fitted, jnp.asarray(feats))), None
-    feats = patch_features(
-        variables,
-        images_uint8,
-        model=model,
-        patch_size=loc.size,
-        stride=loc.stride,
-        batch_size=loc.batch_size,
-        mesh=mesh,
-        l2_normalize=spec.l2_normalize,
-    )
+    feats = spec_patch_features(variables, images_uint8, model=model, spec=spec, mesh=mesh, stride=loc.stride)
     n, n_h, n_w, dim = feats.shape
     low = np.asarray(score(fitted, jnp.asarray(feats.reshape(-1, dim)))).reshape(n, n_h, n_w)
     maps = upsample_scores(low, patches=loc)

@@ -12,11 +12,7 @@ from sla_jax.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
 from sla_jax.ensemble import EnsembleSettings
 from sla_jax.errors import ConfigError
 from sla_jax.pretrained import CONVERTED_SUFFIXES
-
-
-def _choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"config.{key}={value!r} is not valid; choose one of {tuple(allowed)}")
+from sla_jax.settings import choice
 
 
 def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
@@ -64,7 +60,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     _check_keys_and_types(config, base_config())
     for section in SECTIONS:
-        _check_section(section.from_mapping(config[section.SECTION]))
+        _checked(section.from_mapping(config[section.SECTION]).check)
     if config.eval.density == "kde" and config.localization.patch_size and config.localization.gde != "shared":
         raise ConfigError(
             "config.eval.density='kde' with patches needs config.localization.gde='shared' (one KDE "
@@ -93,10 +89,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_init(config)
 
 
-def _check_section(section) -> None:
-    """The section's own checks (:meth:`sla_jax.settings.Section.check`), their ValueError a ConfigError."""
+def _checked(check, *args) -> None:
+    """``check(*args)`` (a section's :meth:`~sla_jax.settings.Section.check`, :func:`sla_jax.settings.choice`),
+    its ValueError a ConfigError."""
     try:
-        section.check()
+        check(*args)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -138,14 +135,14 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
             "config.labels.mode='hard' with an ensemble: α members need soft or smooth labels; "
             "hard-label members come from config.ensemble.hard=True"
         )
-    _choice("train.ensemble_strategy", config.train.ensemble_strategy, ("auto", *ENSEMBLE_STRATEGIES))
+    _checked(choice, "train.ensemble_strategy", config.train.ensemble_strategy, ("auto", *ENSEMBLE_STRATEGIES))
     if config.train.steps_per_call != 1:
         raise ConfigError("config.train.steps_per_call > 1 is not supported with an ensemble yet: set it to 1")
     try:
         ensemble = EnsembleSettings.from_mapping(config.ensemble)
     except KeyError as error:
         raise ConfigError(f"config.ensemble has no key {error.args[0]!r}: it needs alphas, epsilons, seeds, hard")
-    _check_section(ensemble)
+    _checked(ensemble.check)
 
 
 def validate_any(config: ml_collections.ConfigDict) -> None:

@@ -322,33 +322,22 @@ def test_kde_and_loaded_backbone_ensembles_run(tmp_path):
     """An image-level ensemble scored by KDE, its members started from ``model.init``: with no pretext steps
     every member is the loaded backbone, so every member scores as the plain run from that file does."""
     init = random_backbone_file(tmp_path / "backbone.npz")
+    shared = {
+        "data.cache_dir": str(tmp_path / "tfds"),
+        "data.image_size": 32,
+        "model.head": (32,),
+        "model.init": init,
+        "train.steps": 0,
+        "eval.density": "kde",
+    }
     config = sweep_config()
-    config.data.cache_dir = str(tmp_path / "tfds")
     config.update_from_flattened_dict(
-        {
-            "data.image_size": 32,
-            "model.head": (32,),
-            "model.init": init,
-            "train.steps": 0,
-            "eval.density": "kde",
-            "ensemble.alphas": (2.0, 10.0),
-            "ensemble.seeds": (0,),
-            "ensemble.hard": True,
-        }
+        {**shared, "ensemble.alphas": (2.0, 10.0), "ensemble.seeds": (0,), "ensemble.hard": True}
     )
     results = experiment.train_and_evaluate(config, str(tmp_path / "ensemble"), progress=False)
     assert len(results["members"]) == 3 and all(m["density"] == "kde" for m in results["members"])
     plain = demo_config()
-    plain.data.cache_dir = str(tmp_path / "tfds")
-    plain.update_from_flattened_dict(
-        {
-            "data.image_size": 32,
-            "model.head": (32,),
-            "model.init": init,
-            "train.steps": 0,
-            "eval.density": "kde",
-        }
-    )
+    plain.update_from_flattened_dict(shared)
     alone = experiment.train_and_evaluate(plain, str(tmp_path / "single"), progress=False)
     for m in results["members"]:
         assert m["image_auroc"] == pytest.approx(alone["image_auroc"], abs=1e-6)

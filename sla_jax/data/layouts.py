@@ -68,11 +68,29 @@ class DataSettings(Section):
             raise ValueError(f"config.data.image_size={self.image_size} must be >= 32")
 
 
+def skipped_with_test(scan_: Scan, *, split: str, folder: Path) -> list[str]:
+    """Every file left out, listed with the test split (so each is named once): a layout whose folders do
+    not tell the splits apart."""
+    del folder
+    return list(scan_.skipped) if split == "test" else []
+
+
+def _skipped_by_folder(scan_: Scan, *, split: str, folder: Path) -> list[str]:
+    """The MVTec layout's files left out of ``split``: those in its folder (and, for test, its masks)."""
+    prefix = os.fspath(folder / split) + os.sep
+    skipped = [s for s in scan_.skipped if s.startswith(prefix)]
+    if split == "test":
+        skipped += [s for s in scan_.skipped if s.startswith(os.fspath(folder / "ground_truth"))]
+    return skipped
+
+
 class Layout(NamedTuple):
-    """A registered layout: its scan, where its defect-free training images are (for messages)."""
+    """A registered layout: its scan, where its defect-free training images are (for messages), and which
+    of the files it left out belong to a split."""
 
     scan: Callable[..., Scan]  # (root, *, category, require_masks, skip_bad_files, test_fraction) -> Scan
     good: str  # the folder of defect-free images, relative to the category folder
+    skipped_in: Callable[..., list[str]] = skipped_with_test  # (scan, *, split, folder) -> files left out
 
 
 def _scan_mvtec(root, *, category: str, require_masks: bool, skip_bad_files: bool, test_fraction: float) -> Scan:
@@ -139,7 +157,7 @@ def scan_folders(
 
 
 LAYOUTS: dict[str, Layout] = {
-    "mvtec": Layout(_scan_mvtec, good="train/good"),
+    "mvtec": Layout(_scan_mvtec, good="train/good", skipped_in=_skipped_by_folder),
     "folders": Layout(scan_folders, good="good"),
 }
 
@@ -171,12 +189,5 @@ def scan(
 
 
 def skipped_in(scan_: Scan, *, split: str, folder: Path, layout: str) -> list[str]:
-    """The files left out of ``split`` (the MVTec layout tells them by folder; others list them with the
-    test split, so each is named once)."""
-    if layout != "mvtec":
-        return list(scan_.skipped) if split == "test" else []
-    prefix = os.fspath(folder / split) + os.sep
-    skipped = [s for s in scan_.skipped if s.startswith(prefix)]
-    if split == "test":
-        skipped += [s for s in scan_.skipped if s.startswith(os.fspath(folder / "ground_truth"))]
-    return skipped
+    """The files the registered ``layout`` left out of ``split``."""
+    return LAYOUTS[layout].skipped_in(scan_, split=split, folder=folder)

@@ -8,9 +8,9 @@ import os
 
 import ml_collections
 
+import sla_jax.experiment.configured as configured
 from sla_jax import data as data_lib
 from sla_jax import detection, ensemble, timing
-from sla_jax.experiment import configured
 from sla_jax.outputs import atomic, files, plots
 
 
@@ -19,6 +19,7 @@ def evaluate_and_write(
     dataset: data_lib.Dataset,
     *,
     model,
+    spec: detection.EvalSpec,
     config: ml_collections.ConfigDict,
     mesh,
     out_dir: str | None,
@@ -28,10 +29,9 @@ def evaluate_and_write(
     member: ensemble.Member | None = None,
     which: str = "",
 ) -> dict:
-    """:func:`sla_jax.detection.evaluate` with the run's options; writes gde.npz, scores.csv, roc.png (and,
+    """:func:`sla_jax.detection.evaluate` with the run's options ``spec``; writes gde.npz, scores.csv, roc.png (and,
     for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
-    spec = configured.read(config).evaluation
     if out_dir:
         print(
             f"evaluating {which}the checkpoint of step {step}: {len(dataset.train.images)} training and "

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import sla_jax.experiment.configured as configured
 from sla_jax import distributed, ensemble, loop, pretext, pretrained
 from sla_jax import state as state_lib
-from sla_jax.experiment import configured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def learned_labels(state: state_lib.TrainState, hparams: pretext.HParams, k: int
     """The label parameters learned with the network (``labels.learn``), by name; empty when none are."""
     if "sla" not in state.params:
         return {}
-    params = jax.device_get(state.params)
-    learned = pretext.effective_hparams(params, jax.device_get(hparams))
-    names = [key[len("log_") :] for key in params["sla"]]
+    sla = jax.device_get(state.params["sla"])  # the label parameters only, not the network's
+    learned = pretext.effective_hparams({"sla": sla}, jax.device_get(hparams))
+    names = [key[len("log_") :] for key in sla]
     return {name: float(getattr(learned, name) if k is None else getattr(learned, name)[k]) for name in names}

@@ -14,12 +14,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import sla_jax.experiment.configured as configured
+import sla_jax.experiment.evaluation as evaluation
+import sla_jax.experiment.members as members_lib
+import sla_jax.experiment.saved as saved
 from sla_jax import data as data_lib
 from sla_jax import detection, distributed, ensemble, identity, loop, timing
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
-from sla_jax.experiment import configured, evaluation, saved
-from sla_jax.experiment import members as members_lib
 from sla_jax.outputs import atomic, board, files, report
 from sla_jax.validation import validate_any
 
@@ -167,6 +169,7 @@ def run(
             members_lib.member_variables(state, None if member is None else k),
             dataset,
             model=model,
+            spec=run_specs.evaluation,
             config=config,
             mesh=mesh,
             out_dir=out_dir if primary else None,

@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+import sla_jax.experiment.configured as configured
+import sla_jax.experiment.evaluation as evaluation
 from sla_jax import density, detector, identity, pretext
 from sla_jax import state as state_lib
 from sla_jax import workdir as workdir_lib
-from sla_jax.experiment import configured, evaluation
 from sla_jax.models import PretextNet
 from sla_jax.outputs import files, report
 from sla_jax.validation import ConfigError, validate_any
@@ -107,7 +108,15 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, progress: bool = 
         os.makedirs(out_dir, exist_ok=True)
         earlier = files.read_json(os.path.join(workdir, "results.json"))
         results = evaluation.evaluate_and_write(
-            variables, dataset, model=model, config=config, mesh=mesh, out_dir=out_dir, step=restored, progress=progress
+            variables,
+            dataset,
+            model=model,
+            spec=configured.read(config).evaluation,
+            config=config,
+            mesh=mesh,
+            out_dir=out_dir,
+            step=restored,
+            progress=progress,
         )
         same_step = earlier.get("checkpoint_step", earlier.get("steps")) == restored
         results.update({k: earlier[k] for k in KEPT_ON_EVALUATE if k in earlier and same_step})
