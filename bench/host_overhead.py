@@ -79,11 +79,12 @@ def measure(*, size: int, batch: int, steps: int, variants: list[int], rounds: i
     return rows
 
 
-def host_only(*, steps: int, rounds: int) -> list[dict]:
+def host_only(*, steps: int, rounds: int, variants: list[int]) -> list[dict]:
     """The host's share alone: the real state of the paper's network (ResNet-18, the 9-layer head, SGD
     momentum) through a jitted step that only counts (``step + 1``, constant metrics; the state donated), so
     the device does next to nothing. ``loop.fit`` (dispatch plus the loop's bookkeeping) against a bare Python
-    loop of the same calls (dispatch alone)."""
+    loop of the same calls (dispatch alone), and ``loop.fit`` with k > 1 counting steps per dispatch (a
+    ``lax.scan``, as ``train.steps_per_call`` = k runs the real step): what is left of the host's share."""
     from functools import partial
 
     import jax
@@ -102,28 +103,44 @@ def host_only(*, steps: int, rounds: int) -> list[dict]:
         "mean_label": jnp.float32(0.9),
         "invalid_fraction": jnp.float32(0.0),
     }
-    count = jax.jit(lambda s, x, k: (s.replace(step=s.step + 1), metrics), donate_argnums=(0,))
+
+    def counted(s, x, k):
+        return s.replace(step=s.step + 1), metrics
+
+    def counted_steps(s, x, k, *, n):
+        s, stacked = jax.lax.scan(lambda c, _: counted(c, x, k), s, length=n)
+        return s, {"last": metrics, "sum": {name: jnp.sum(v, axis=0) for name, v in stacked.items()}}
+
+    count = jax.jit(counted, donate_argnums=(0,))
+    chunks = {n: jax.jit(partial(counted_steps, n=n), donate_argnums=(0,)) for n in variants if n > 1}
+    hows = ["loop.fit", "bare dispatch", *(f"loop.fit, {n} steps per call" for n in chunks)]
     leaves = len(jax.tree_util.tree_leaves(init(jax.random.key(0))))
     rows = []
     for round_ in range(rounds):
-        for how in ("loop.fit", "bare dispatch"):
+        for how in hows:
             state = init(jax.random.key(0))
             state, _ = count(state, None, None)
+            for program in chunks.values():  # compiled outside the timed loop
+                state, _ = program(state, None, None)
+            state = state.replace(step=jnp.int32(0))
             jax.block_until_ready(state)
+            per_call = int(how.split(", ")[1].split()[0]) if ", " in how else 1
             start = time.perf_counter()
-            if how == "loop.fit":
+            if how.startswith("loop.fit"):
                 state = loop.fit(
                     state,
                     None,
                     None,
                     step_fn=count,
-                    total_steps=steps + 1,
+                    total_steps=steps,
                     images_per_step=1,
                     manager=None,
-                    checkpoint_every=steps + 1,
-                    log_every=steps + 1,
+                    checkpoint_every=steps,
+                    log_every=steps,
                     log=None,
                     progress=False,
+                    steps_per_call=per_call,
+                    chunk_fn=chunks.get,
                 )
             else:
                 for _ in range(steps):
@@ -134,6 +151,7 @@ def host_only(*, steps: int, rounds: int) -> list[dict]:
                     "round": round_ + 1,
                     "how": how,
                     "leaves": leaves,
+                    "steps_per_call": per_call,
                     "ms_per_step": 1000 * (time.perf_counter() - start) / steps,
                 }
             )
@@ -153,7 +171,7 @@ def main() -> None:
     variants = [int(k) for k in args.per_call.split(",")]
     if any(args.steps % k for k in variants):
         parser.error(f"--steps={args.steps} must be a multiple of every --per_call value")
-    host = host_only(steps=args.steps, rounds=args.rounds)
+    host = host_only(steps=args.steps, rounds=args.rounds, variants=variants)
     rows = measure(size=args.size, batch=args.batch, steps=args.steps, variants=variants, rounds=args.rounds)
 
     import numpy as np
@@ -185,7 +203,7 @@ def main() -> None:
             "leaves": host[0]["leaves"],
             "ms_per_step": float(np.median([r["ms_per_step"] for r in host if r["how"] == how])),
         }
-        for how in ("loop.fit", "bare dispatch")
+        for how in dict.fromkeys(r["how"] for r in host)
     ]
     print(
         common.table(

@@ -56,6 +56,11 @@ class EnsembleSettings(Section):
             if not 0 < e < 3:
                 raise ValueError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
 
+    @property
+    def size(self) -> int:
+        """The number of members: ``alphas × epsilons × seeds``, plus one per seed when ``hard``."""
+        return (len(self.alphas) * max(len(self.epsilons), 1) + int(self.hard)) * len(self.seeds)
+
 
 @dataclasses.dataclass(frozen=True)
 class Member:
@@ -109,13 +114,30 @@ def init_ensemble(
     return states.replace(step=jnp.int32(0))
 
 
-STRATEGIES = ("vmap", "map")  # how one program runs the members' steps (bench/ensemble_strategy.py)
+STRATEGIES = ("vmap", "map", "devices")  # how one program runs the members' steps (bench/ensemble_strategy.py)
 PLATFORM_STRATEGY = {"cpu": "vmap"}  # measured; a platform not listed (GPU, TPU: not yet measured) gets vmap
+MULTI_DEVICE_STRATEGY = {"cpu": "devices"}  # measured with several devices and members a multiple of them
 
 
-def platform_strategy(platform: str) -> str:
-    """The strategy ``ensemble.strategy=auto`` picks on ``platform`` (:data:`PLATFORM_STRATEGY`)."""
+def platform_strategy(platform: str, *, devices: int = 1, members: int = 1) -> str:
+    """The strategy ``train.ensemble_strategy=auto`` picks on ``platform`` with ``devices`` devices for
+    ``members`` members: :data:`MULTI_DEVICE_STRATEGY` where the members divide evenly over several
+    devices, else :data:`PLATFORM_STRATEGY` (``bench/ensemble_strategy.py`` measures both)."""
+    if devices > 1 and members % devices == 0:
+        return MULTI_DEVICE_STRATEGY.get(platform, "devices")
     return PLATFORM_STRATEGY.get(platform, "vmap")
+
+
+def member_axis_sharding(mesh, *, strategy: str) -> NamedSharding:
+    """Where an array with a leading member axis lives: ``devices`` splits that axis over ``mesh``'s data
+    axis (member k on device k // (K / devices)); the other strategies replicate it."""
+    return NamedSharding(mesh, P("data") if strategy == "devices" else P())
+
+
+def member_shardings(mesh, *, strategy: str) -> TrainState:
+    """Where the stacked states live (:func:`member_axis_sharding`; the shared step counter replicated)."""
+    members = member_axis_sharding(mesh, strategy=strategy)
+    return TrainState(step=NamedSharding(mesh, P()), params=members, batch_stats=members, opt_state=members)
 
 
 def ensemble_train_step(
@@ -134,9 +156,10 @@ def ensemble_train_step(
     """:func:`sla_jax.train.train_step` of every member (state, step key, hparams); images and the data key
     are shared. Metrics come back with a leading member axis. ``strategy``: ``vmap`` batches the members into
     one wider program; ``map`` runs them one after another inside the program (``lax.map``), each exactly
-    the single run's step."""
+    the single run's step; ``devices`` (inside :func:`compile_ensemble_step`'s ``shard_map``) is ``vmap``
+    over the members of one device."""
     step = partial(pretext.train_step, model=model, optimizer=optimizer, spec=spec, batch_sharding=batch_sharding)
-    if strategy == "vmap":
+    if strategy in ("vmap", "devices"):
         return jax.vmap(step, in_axes=(MEMBER_AXES, None, 0, 0, None), out_axes=(MEMBER_AXES, 0))(
             states, train_images, keys, hparams, data_key
         )
@@ -154,8 +177,27 @@ def ensemble_train_step(
 
 
 def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, strategy: str = "vmap"):
-    """Jit the ensemble step: everything replicated, each member's batch sharded over ``mesh``."""
+    """Jit the ensemble step. ``vmap``/``map``: everything replicated, each member's batch sharded over
+    ``mesh``. ``devices``: the members split over ``mesh``'s devices (:func:`member_shardings`), each device
+    stepping its own members on whole batches; no gradient crosses devices."""
     replicated = NamedSharding(mesh, P())
+    if strategy == "devices":
+        step = partial(ensemble_train_step, model=model, optimizer=optimizer, spec=spec, strategy="devices")
+        members, states = P("data"), TrainState(step=P(), params=P("data"), batch_stats=P("data"), opt_state=P("data"))
+        local = jax.shard_map(
+            step,
+            mesh=mesh,
+            in_specs=(states, P(), members, members, P()),
+            out_specs=(states, members),
+            check_vma=False,  # no collectives inside; the edits' lax.cond mixes per-member and shared values
+        )
+        placed, by_member = member_shardings(mesh, strategy=strategy), member_axis_sharding(mesh, strategy=strategy)
+        return jax.jit(
+            local,
+            in_shardings=(placed, replicated, by_member, by_member, replicated),
+            out_shardings=(placed, by_member),
+            donate_argnums=(0,),
+        )
     step = partial(
         ensemble_train_step,
         model=model,

@@ -43,7 +43,10 @@ class TrainSettings(Section):
     log_every: int = setting(64)
     keep_checkpoints: int = setting(2)
     steps_per_call: int = setting(1, "steps per dispatch (one compiled lax.scan): > 1 cuts the host's share of a step")
-    ensemble_strategy: str = setting("auto", "an ensemble's members: vmap (batched) | map (one after another) | auto")
+    ensemble_strategy: str = setting(
+        "auto",
+        "an ensemble's members: vmap (batched) | map (one after another) | devices (split over the devices) | auto",
+    )
     tensorboard: bool = setting(
         True, "write TensorBoard event files into WORKDIR/tensorboard (scalars, figures, hparams)"
     )

@@ -143,6 +143,17 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
     except KeyError as error:
         raise ConfigError(f"config.ensemble has no key {error.args[0]!r}: it needs alphas, epsilons, seeds, hard")
     _checked(ensemble.check)
+    if config.train.ensemble_strategy == "devices" and jax.process_count() > 1:
+        raise ConfigError(
+            "config.train.ensemble_strategy='devices' runs in one process only (each process evaluates every "
+            "member): use 'vmap' or 'auto' with several processes"
+        )
+    if config.train.ensemble_strategy == "devices" and ensemble.size % jax.device_count():
+        raise ConfigError(
+            f"config.train.ensemble_strategy='devices' places the {ensemble.size} members over "
+            f"{jax.device_count()} devices, which does not divide evenly: choose a member count that is a "
+            "multiple of the devices, or ensemble_strategy='vmap'"
+        )
 
 
 def validate_any(config: ml_collections.ConfigDict) -> None:

@@ -102,7 +102,8 @@ def test_members_sharing_the_data_key_share_the_global_jitter():
 @pytest.mark.parametrize("strategy", ensemble.STRATEGIES)
 def test_member_k_equals_single_run_with_its_hparams_and_seed(strategy):
     """Three steps of a 3-member ensemble (soft α=2, smooth ε=0.05 τ=0.01, hard; seeds 3, 0, 5; 32 px,
-    batch 8, one device) against three single runs of ``pretext.train_step`` with each member's hparams,
+    batch 8, one device; ``devices``: one member on each of 3 devices) against three single runs of
+    ``pretext.train_step`` (one device) with each member's hparams,
     keys and the shared data key. Tolerance: all parameters (and all BatchNorm statistics), as one
     vector, within 1e-5 of its norm and within 1e-3 of what training changed (a member given another's
     seed or α would be off by O(1) of the change); metrics within 1e-5 relative.
@@ -120,20 +121,28 @@ def test_member_k_equals_single_run_with_its_hparams_and_seed(strategy):
     model = PretextNet(num_classes=2, head=(32,), stem="imagenet", conv_impl="im2col")
     optimizer = state_lib.make_optimizer(learning_rate=1e-3, momentum=0.9, weight_decay=3e-5, total_steps=10)
     spec = pretext.StepSpec(batch_size=8, transform="co", global_jitter=0.0)
-    mesh = Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    one = Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = one if strategy != "devices" else Mesh(np.array(jax.devices()[:3]), ("data",))  # a member per device
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
-    hparams = ensemble.stack_hparams(MEMBERS)
+    along = ensemble.member_axis_sharding(mesh, strategy=strategy)
+    hparams = ensemble.stack_hparams(MEMBERS)  # as the single runs take them; the ensemble's placed by strategy
     init_keys, step_keys = keys_of(MEMBERS)
     data_key = ensemble.member_keys(0)[1]
     states = ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=32)
+    states = jax.device_put(states, ensemble.member_shardings(mesh, strategy=strategy))
+    placed_keys, placed_hparams = jax.device_put(step_keys, along), jax.device_put(hparams, along)
     initial = jax.device_get(states.params)
     assert states.step.shape == () and states.params["head"]["classifier"]["kernel"].shape[0] == 3
     step = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=strategy)
     for _ in range(3):
-        states, metrics = step(states, images, step_keys, hparams, data_key)
+        states, metrics = step(states, images, placed_keys, placed_hparams, data_key)
     assert int(states.step) == 3 and metrics["loss"].shape == (3,)
+    if strategy == "devices":  # member k's state lives on device k only
+        kernel = states.params["head"]["classifier"]["kernel"]
+        assert [s.index[0] for s in kernel.addressable_shards] == [slice(k, k + 1) for k in range(3)]
+        assert [s.device for s in kernel.addressable_shards] == jax.devices()[:3]
 
-    single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
+    single = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=one)
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])  # noqa: E731
     for k, m in enumerate(MEMBERS):
         state = state_lib.init_state(init_keys[k], model=model, optimizer=optimizer, image_size=32)
@@ -198,13 +207,18 @@ def test_members_from_config_and_checks():
     for key, value, match in [
         ("ensemble_strategy", "pmap", "train.ensemble_strategy='pmap' is not valid"),
         ("steps_per_call", 2, "steps_per_call > 1 is not supported with an ensemble"),
+        ("ensemble_strategy", "devices", "places the 6 members over 4 devices, which does not divide evenly"),
     ]:
         bad = sweep_config()
         bad.train[key] = value
         with pytest.raises(ConfigError, match=match):
             validation.validate_ensemble(bad)
+    assert ensemble.EnsembleSettings.from_mapping(config.ensemble).size == len(members) == 6
     assert ensemble.platform_strategy("cpu") == ensemble.PLATFORM_STRATEGY["cpu"]
     assert ensemble.platform_strategy("gpu") == "vmap"  # not measured there yet: the batched program
+    # several devices and members that divide evenly over them: split over the devices (measured on the CPU)
+    assert ensemble.platform_strategy("cpu", devices=4, members=8) == ensemble.MULTI_DEVICE_STRATEGY["cpu"]
+    assert ensemble.platform_strategy("cpu", devices=4, members=6) == ensemble.PLATFORM_STRATEGY["cpu"]
 
 
 def test_sweep_table_statistics_and_files(tmp_path):
@@ -408,6 +422,51 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
             member["seed"],
         )
         assert scalars["final/image_auroc"][-1][1] == pytest.approx(member["image_auroc"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_members_split_over_the_devices_train_resume_and_match_the_batched_ensemble(tmp_path):
+    """The train CLI with ``train.ensemble_strategy=devices`` (4 members on the 4 test devices, one each,
+    whole batches) for 2 steps, then resumed to 4 (the checkpoint restored onto the split states), against
+    ``vmap`` (every member's batch split over the 4 devices) run to 4 steps at once: the same members, the
+    first step's losses within 1e-4 (the two only reduce in another order), image AUROCs within 0.05."""
+    common = [
+        "--config=configs/alpha_sweep.py",
+        "--config.data.image_size=32",
+        "--config.train.batch_size=8",
+        "--config.model.head=(32,)",
+        "--config.train.checkpoint_every=2",
+        "--config.train.log_every=1",
+        "--config.ensemble.alphas=(2.0, 10.0)",
+        "--config.ensemble.hard=False",
+        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def run(workdir, *extra):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sla_jax.train", *common, f"--workdir={workdir}", *extra],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    split, batched = tmp_path / "split", tmp_path / "batched"
+    assert "members split over 4 devices" in run(split, "--config.train.steps=2")
+    assert "resuming from the checkpoint at step 2" in run(split, "--config.train.steps=4")
+    run(batched, "--config.train.steps=4", "--config.train.ensemble_strategy=vmap")
+    found = {w: json.loads((w / "results.json").read_text()) for w in (split, batched)}
+    assert [m["name"] for m in found[split]["members"]] == [m["name"] for m in found[batched]["members"]]
+    assert found[split]["steps"] == 4 and len(found[split]["members"]) == 4
+    logs = {w: [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()] for w in (split, batched)}
+    assert [r["step"] for r in logs[split]] == [1, 2, 3, 4]
+    np.testing.assert_allclose(logs[split][0]["loss"], logs[batched][0]["loss"], rtol=1e-4)
+    for a, b in zip(found[split]["members"], found[batched]["members"]):
+        assert a["image_auroc"] == pytest.approx(b["image_auroc"], abs=0.05), a["name"]
 
 
 # ----------------------------------------------------------------------------- learned label parameters

@@ -26,8 +26,20 @@ class Training:
     state: state_lib.TrainState
     keys: object
     hparams: pretext.HParams
+    strategy: str | None = None  # an ensemble's (ensemble.STRATEGIES), resolved for this machine
     step_fn: object = None
     chunk_fn: object = None
+
+
+def ensemble_strategy(config: ml_collections.ConfigDict, members: list, mesh) -> str:
+    """``train.ensemble_strategy``, with ``auto`` resolved for this platform, device count and member count
+    (:func:`sla_jax.ensemble.platform_strategy`; in several processes the members stay whole on every
+    process's devices: evaluation reads each member's state on every process)."""
+    strategy = config.train.ensemble_strategy
+    if strategy != "auto":
+        return strategy
+    devices = mesh.size if jax.process_count() == 1 else 1
+    return ensemble.platform_strategy(jax.default_backend(), devices=devices, members=len(members))
 
 
 def initial_state(config: ml_collections.ConfigDict, run: configured.Configured, *, replicated) -> Training:
@@ -48,14 +60,22 @@ def initial_state(config: ml_collections.ConfigDict, run: configured.Configured,
                 lambda x: distributed.replicated_array(np.asarray(x), replicated), started_from
             )
         return Training(state=state, keys=jax.random.fold_in(root, pretext.KEY_STEP), hparams=hparams)
-    hparams = jax.device_put(ensemble.stack_hparams(members), replicated)
+    strategy = ensemble_strategy(config, members, replicated.mesh)
+    along = ensemble.member_axis_sharding(replicated.mesh, strategy=strategy)
+    hparams = jax.device_put(ensemble.stack_hparams(members), along)
     init_keys, step_keys = (jnp.stack(k) for k in zip(*(ensemble.member_keys(m.seed) for m in members)))
+    step_keys = jax.device_put(step_keys, along)
     data_key = ensemble.member_keys(config.seed)[1]
     states = ensemble.init_ensemble(init_keys, hparams, model=model, optimizer=optimizer, image_size=size, learn=learn)
     backbone = initial_backbone(config)
     if backbone is not None:
         states = ensemble.with_backbone(states, backbone, optimizer=optimizer)
-    return Training(state=jax.device_put(states, replicated), keys=(step_keys, data_key), hparams=hparams)
+    return Training(
+        state=jax.device_put(states, ensemble.member_shardings(replicated.mesh, strategy=strategy)),
+        keys=(step_keys, data_key),
+        hparams=hparams,
+        strategy=strategy,
+    )
 
 
 def initial_backbone(config: ml_collections.ConfigDict) -> dict | None:
@@ -90,9 +110,9 @@ def training_step(
     ``train.steps_per_call`` > 1, the function making a step of k steps."""
     hparams = training.hparams
     if members is not None:
-        strategy = config.train.ensemble_strategy
-        strategy = ensemble.platform_strategy(jax.default_backend()) if strategy == "auto" else strategy
-        step = ensemble.compile_ensemble_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=strategy)
+        step = ensemble.compile_ensemble_step(
+            model=model, optimizer=optimizer, spec=spec, mesh=mesh, strategy=training.strategy
+        )
         step_keys, data_key = training.keys
         compiled = compile_ahead(step, (training.state, train_images, step_keys, hparams, data_key))
 

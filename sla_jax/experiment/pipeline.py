@@ -115,7 +115,7 @@ def run(
         if resumed_from:
             print(f"resuming from the checkpoint at step {resumed_from} in {manager.directory}")
         train_images = distributed.replicated_array(dataset.train.images, replicated)
-    print(training_line(config, dataset, spec, members, total=total))
+    print(training_line(config, dataset, spec, members, total=total, strategy=training.strategy))
     training = members_lib.training_step(
         dataclasses.replace(training, state=state),
         train_images,
@@ -205,8 +205,11 @@ def run(
     return results
 
 
-def training_line(config, dataset: data_lib.Dataset, spec, members, *, total: int) -> str:
-    """What is about to train, in one line."""
+STRATEGY_WORDS = {"vmap": "members batched", "map": "members one after another", "devices": "members split over"}
+
+
+def training_line(config, dataset: data_lib.Dataset, spec, members, *, total: int, strategy: str | None = None) -> str:
+    """What is about to train, in one line (an ensemble: how its members share the devices)."""
     patches = f", {spec.patch_size} px patches" if spec.patch_size else ""
     what = (
         f"{len(members)} members in one program ({config.transform.name.upper()}"
@@ -216,8 +219,11 @@ def training_line(config, dataset: data_lib.Dataset, spec, members, *, total: in
     size = f"{len(dataset.train.images)} images of {config.data.image_size} px{patches}"
     line = (
         f"training {what}{', ' if members else ' on '}{size}, {total} steps of {spec.batch_size}"
-        f"{' per member' if members else ''}, {jax.device_count()} device(s){')' if members else ''}"
+        f"{' per member' if members else ''}, {jax.device_count()} device(s)"
     )
+    if members:
+        how = STRATEGY_WORDS[strategy] + (f" {jax.device_count()} devices" if strategy == "devices" else "")
+        line += f", {how})"
     if jax.process_count() > 1:
         line += f" in {jax.process_count()} processes (this is process {jax.process_index()})"
     return line
