@@ -27,7 +27,7 @@ SGD = {"learning_rate": 0.03, "momentum": 0.9, "weight_decay": 3e-5}
 
 def sla_jax_optimizer(*, total_steps: int = 1000):
     """sla_jax's optimizer (cosine schedule over ``total_steps``) with the benchmarks' :data:`SGD` settings."""
-    from sla_jax.state import make_optimizer
+    from sla_jax.training.state import make_optimizer
 
     return make_optimizer(**SGD, total_steps=total_steps)
 

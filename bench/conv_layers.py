@@ -1,7 +1,7 @@
 """Per-layer convolution profile: each distinct convolution of ResNet-18 at a given input size, forward +
 gradients (input and kernel; kernel only for the stem), as XLA's convolution and as im2col + matmul,
 under the XLA CPU flags as shipped and without them, and PyTorch's (oneDNN, ``channels_last``) for
-reference. What ``Conv(impl='auto')`` and ``sla_jax.runtime`` were chosen from. Prints a table, writes JSON.
+reference. What ``Conv(impl='auto')`` and ``sla_jax.common.runtime`` were chosen from. Prints a table, writes JSON.
 
     python bench/conv_layers.py [--sizes 64,128,256] [--batch 32] [--repeats 5] [--out bench/conv_layers.json]
 """
@@ -36,7 +36,7 @@ def worker(size: int, batch: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from sla_jax.models import im2col_conv
+    from sla_jax.training.models import im2col_conv
 
     rows = []
     for name, side, c_in, c_out, k, stride, pad in layers(size):

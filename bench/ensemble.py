@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import ensemble, pretext
-from sla_jax.models import PretextNet
-from sla_jax.state import data_mesh, init_state, make_optimizer
+from sla_jax.training import ensemble, pretext
+from sla_jax.training.models import PretextNet
+from sla_jax.training.state import data_mesh, init_state, make_optimizer
 
 ALPHAS = (1.0, 2.0, 5.0, 7.0, 10.0, 15.0)
 

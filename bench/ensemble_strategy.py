@@ -1,11 +1,11 @@
 """How one program should run an ensemble's members: batched (``vmap``), one after another (``lax.map``) or,
 with several devices, split over them (``devices``), against one single run, on this machine's platform.
 
-The real ensemble step (``sla_jax.ensemble.compile_ensemble_step``: edits, soft labels, update) of
+The real ensemble step (``sla_jax.training.ensemble.compile_ensemble_step``: edits, soft labels, update) of
 ``--members`` members (α grid, own seeds, shared data), each ``--batch`` images of ``--size`` px, head
 ``(512, 128)``; the median step time of each strategy after warm-up, interleaved over ``--rounds``, and the
 images/s over all members beside the plain single-run step's (on all devices, its batch split over them).
-``sla_jax.ensemble.PLATFORM_STRATEGY`` (one device) and ``MULTI_DEVICE_STRATEGY`` record the winner per
+``sla_jax.training.ensemble.PLATFORM_STRATEGY`` (one device) and ``MULTI_DEVICE_STRATEGY`` record the winner per
 platform (``train.ensemble_strategy=auto``).
 
     python bench/ensemble_strategy.py [--members 4] [--size 64] [--batch 16] [--steps 8] [--rounds 3]
@@ -29,9 +29,9 @@ def measure(*, members: int, size: int, batch: int, steps: int, rounds: int, onl
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import ensemble, pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state
+    from sla_jax.training import ensemble, pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh, init_state
 
     model = PretextNet(num_classes=2, head=(512, 128))
     optimizer = common.sla_jax_optimizer(total_steps=1000)

@@ -3,7 +3,7 @@
 For a GPU owner (about 10 minutes on one GPU): at 256 px, batch 64 and 256, float32 and bfloat16 compute
 (``model.dtype``), the median step time of the real step (edit, soft labels, update in one jitted
 program) after warm-up, network images/s, achieved TFLOP/s (FLOPs counted from the step's convolutions and
-matrix products, ``sla_jax.flops``: XLA's cost analysis does not see cuDNN's convolutions), utilisation
+matrix products, ``sla_jax.training.flops``: XLA's cost analysis does not see cuDNN's convolutions), utilisation
 against the device's matrix rate measured by an n×n product in the same dtype (``--matmul_n``), and peak
 device memory; a ``--members``-member vmapped ensemble (one program, an α grid) at batch 64 in
 the faster dtype; dense localization (every 32 px patch at stride 4 of a 256 px image embedded, scored
@@ -36,9 +36,9 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import flops, pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state
+    from sla_jax.training import flops, pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh, init_state
 
     model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=common.PAPER_HEAD, dtype=jnp.dtype(dtype))
     optimizer = common.sla_jax_optimizer(total_steps=PAPER_STEPS)
@@ -90,7 +90,7 @@ def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int) ->
         "images_per_s": batch / seconds,
         "tflops": flops / seconds / 1e12,
         "flops_per_step": flops,
-        "flops_counted_by": "sla_jax.flops (jaxpr)",
+        "flops_counted_by": "sla_jax.training.flops (jaxpr)",
         "peak_device_gb": peak_device_gb(),
         "times": times,
     }
@@ -102,9 +102,9 @@ def ensemble_run(*, size: int, batch: int, dtype: str, transform: str, members: 
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import ensemble, pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh
+    from sla_jax.training import ensemble, pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh
 
     model = PretextNet(num_classes=2 if transform != "cpf" else 3, head=common.PAPER_HEAD, dtype=jnp.dtype(dtype))
     optimizer = common.sla_jax_optimizer(total_steps=PAPER_STEPS)

@@ -1,6 +1,6 @@
 """The training loop's host overhead per step, and what running several steps per dispatch saves.
 
-Runs ``sla_jax.loop.fit`` (the real loop: dispatch, bounded in-flight window, window sums, bar, log records)
+Runs ``sla_jax.training.loop.fit`` (the real loop: dispatch, bounded in-flight window, window sums, bar, log records)
 on the real jitted CPS step of a tiny problem (``--size`` px images, batch ``--batch``, head (8,)), where
 the device's share of a step is small and the host's shows, once per ``steps_per_call`` variant
 (``train.steps_per_call``: k steps in one compiled ``lax.scan``), interleaved over ``--rounds``. Reports
@@ -28,9 +28,9 @@ def measure(*, size: int, batch: int, steps: int, variants: list[int], rounds: i
     import jax
     import numpy as np
 
-    from sla_jax import loop, pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state
+    from sla_jax.training import loop, pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh, init_state
 
     model = PretextNet(num_classes=2, head=(8,))
     optimizer = common.sla_jax_optimizer(total_steps=steps)
@@ -90,9 +90,9 @@ def host_only(*, steps: int, rounds: int, variants: list[int]) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from sla_jax import loop
-    from sla_jax.models import PretextNet
-    from sla_jax.state import init_state
+    from sla_jax.training import loop
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import init_state
 
     model = PretextNet(num_classes=2, head=common.PAPER_HEAD)
     optimizer = common.sla_jax_optimizer(total_steps=steps)

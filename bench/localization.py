@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import density, detection, localization
-from sla_jax.models import PretextNet
-from sla_jax.state import data_mesh
+from sla_jax import density, localization
+from sla_jax.scoring import detection
+from sla_jax.training.models import PretextNet
+from sla_jax.training.state import data_mesh
 
 
 def bench_stem(stem: str, *, image_size: int, repeats: int, batch_size: int) -> dict:

@@ -33,7 +33,7 @@ def worker(runner: str, workdir: str, model: str, batch: int, repeats: int, thre
 
         detector = experiment.load_detector(workdir)
     else:
-        from sla_jax.inspection import OnnxDetector
+        from sla_jax.scoring.inspection import OnnxDetector
 
         detector = OnnxDetector(model, threads=threads)
     files, _ = collect_files([os.path.join(workdir, "demo_data")])

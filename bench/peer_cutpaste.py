@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 from bench.auroc_stats import aligned_scores, paired_difference  # noqa: E402
 from launch.categories import discover  # noqa: E402
-from sla_jax.runtime import source_commit  # noqa: E402
+from sla_jax.common.runtime import source_commit  # noqa: E402
 
 PORT_WORKER = os.path.join(common.REPO, "bench", "peer_cutpaste_port.py")
 AUROC_TOLERANCE = 1e-6  # float32 rounding of an AUROC, far below one pair in a test set's count

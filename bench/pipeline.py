@@ -47,9 +47,9 @@ def worker_jax(data: str, size: int, sources: int, steps: int) -> dict:
 
     import jax
 
-    from sla_jax import pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state
+    from sla_jax.training import pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh, init_state
 
     images, load_s = load_images(data, size=size)
     model = PretextNet(num_classes=2, head=common.PAPER_HEAD)

@@ -1,6 +1,6 @@
 """Does the progress bar tell the truth, and what does bounding the queue of dispatched steps cost?
 
-Runs sla_jax's training loop (``sla_jax.loop.fit``, the real jitted CPS step on random images) twice per
+Runs sla_jax's training loop (``sla_jax.training.loop.fit``, the real jitted CPS step on random images) twice per
 round, each in its own process: with the shipped bound (at most ``MAX_IN_FLIGHT`` steps dispatched ahead of
 the last finished one) and unbounded (the host dispatches as fast as it can, as before the bound). For
 each it records every update of the bar: the largest gap between two updates in units of the median step
@@ -30,9 +30,9 @@ def worker(variant: str, size: int, batch: int, steps: int, log_every: int) -> d
     import numpy as np
     from tqdm import tqdm
 
-    from sla_jax import loop, pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import data_mesh, init_state
+    from sla_jax.training import loop, pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import data_mesh, init_state
 
     updates = []
 

@@ -9,7 +9,7 @@ the calibration question does not depend on how good the features are.
         [--sizes=2,3,4,5,6,8,10,16,32] [--draws=20] [--image_size=64] [--out=bench/small_train.json]
 
 Prints a table (n, median and 90th-percentile test FPR over the draws, draws whose threshold lay below
-every good test score), writes JSON. ``sla_jax.detection.MIN_TRAIN_IMAGES`` is chosen from it.
+every good test score), writes JSON. ``sla_jax.scoring.detection.MIN_TRAIN_IMAGES`` is chosen from it.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def main() -> None:
     import numpy as np
 
     from sla_jax import data as data_lib
-    from sla_jax import detection
-    from sla_jax import state as state_lib
-    from sla_jax.models import PretextNet
+    from sla_jax.scoring import detection
+    from sla_jax.training import state as state_lib
+    from sla_jax.training.models import PretextNet
 
     dataset = data_lib.load_dataset(
         args.root,

@@ -36,9 +36,10 @@ def build(config) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from sla_jax import experiment, pretext
-    from sla_jax.models import normalize
-    from sla_jax.state import init_state
+    from sla_jax import experiment
+    from sla_jax.training import pretext
+    from sla_jax.training.models import normalize
+    from sla_jax.training.state import init_state
 
     size = config.data.image_size
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8))
@@ -90,7 +91,7 @@ def main():
     import numpy as np
 
     from launch.sweep import base_config, parse_set
-    from sla_jax.runtime import source_commit
+    from sla_jax.common.runtime import source_commit
 
     config = base_config(args.config)
     config.update_from_flattened_dict(dict(parse_set(s) for s in args.set))

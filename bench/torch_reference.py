@@ -28,7 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class PretextNet(nn.Module):
-    """Backbone + ``Linear → BatchNorm1d → ReLU`` per head width + classifier (sla_jax.models.PretextNet)."""
+    """Backbone + ``Linear → BatchNorm1d → ReLU`` per head width + classifier (sla_jax.training.models.PretextNet)."""
 
     def __init__(self, *, head=common.PAPER_HEAD, num_classes: int = 2):
         super().__init__()

@@ -14,7 +14,7 @@ the median round (the machine's speed drifts). Prints a markdown table, writes J
     python bench/train_step.py --profile --sizes 128      # where the sla_jax step spends its time
 
 Variants: ``jax`` (sla_jax as shipped: ``conv_impl=auto``, float32, the XLA CPU flags of
-``sla_jax.runtime``), ``jax-xla-defaults`` (the same without those flags), ``jax-xla`` / ``jax-im2col``
+``sla_jax.common.runtime``), ``jax-xla-defaults`` (the same without those flags), ``jax-xla`` / ``jax-im2col``
 (every convolution one way), ``jax-bf16`` (bfloat16 compute), ``torch`` (float32, ``channels_last``),
 ``torch-bf16`` (``torch.autocast`` bfloat16).
 """
@@ -50,9 +50,9 @@ def jax_step(*, size: int, batch: int, impl: str, dtype: str):
     import jax
     import jax.numpy as jnp
 
-    from sla_jax import pretext
-    from sla_jax.models import PretextNet
-    from sla_jax.state import init_state
+    from sla_jax.training import pretext
+    from sla_jax.training.models import PretextNet
+    from sla_jax.training.state import init_state
 
     model = PretextNet(num_classes=2, head=common.PAPER_HEAD, conv_impl=impl, dtype=jnp.dtype(dtype))
     optimizer = common.sla_jax_optimizer()

@@ -1,6 +1,6 @@
 """The paper's Table 4 α ablation as one CPU job: 6 α × 2 seeds with soft labels, plus hard labels × 2 seeds.
 
-All 14 members train in one program (``sla_jax.ensemble``: one jitted, vmapped step) on the embedded demo
+All 14 members train in one program (``sla_jax.training.ensemble``: one jitted, vmapped step) on the embedded demo
 data and share its source images; each member draws its own edits and initialisation from its seed.
 Scale: 60 steps of batch 8 per member (the single-model demo: 300 of 32), to fit CPU minutes.
 Writes results.json, alpha_sweep.{json,md,png} into the workdir. The paper ran CPS at 256 px for 65,536

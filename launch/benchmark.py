@@ -32,9 +32,9 @@ import numpy as np
 from launch import sweep as sweep_lib
 from launch.arguments import Parser, fail
 from launch.categories import Category, discover
+from sla_jax.common.runtime import source_commit as commit
 from sla_jax.outputs import atomic, report
 from sla_jax.outputs.html_page import mean_only, mean_std, percent
-from sla_jax.runtime import source_commit as commit
 
 RECORD = "benchmark.json"
 OUTPUT = "benchmark"

@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sla_jax.identity import flatten
+from sla_jax.experiment.identity import flatten
 from sla_jax.outputs import atomic
 
 SWEEP_KEYS = ("config", "grid", "points", "fixed", "executor")
@@ -171,7 +171,7 @@ def expand(sweep: Sweep, sweep_dir: str) -> list[Point]:
 def check_points(points: Sequence[Point]) -> None:
     """Validate every point's config (base config with its overrides) as ``sla_jax.train`` would, before any
     folder is made: a value out of range is a SweepError naming the point (exit 2)."""
-    from sla_jax.validation import ConfigError, validate_any
+    from sla_jax.experiment.validation import ConfigError, validate_any
 
     configs: dict[str, Any] = {}
     for point in points:

@@ -3,7 +3,7 @@
 ``python -m sla_jax.analyze --dataset=ROOT/CATEGORY [--dataset=...] --out=DIR`` applies each transform
 ``--trials`` times (default 2,000) to training images of each category, computes the soft label of every
 edit (SLA, eq. 6-9), and counts an edit as *invalid* when its soft label is below ``--threshold``. Writes
-``analysis.json``, ``analysis.md`` and ``analysis.png`` (:func:`sla_jax.analysis.analyze_folders`).
+``analysis.json``, ``analysis.md`` and ``analysis.png`` (:func:`sla_jax.training.analysis.analyze_folders`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import sys
 
 from absl import flags
 
-from sla_jax import analysis, cli
+from sla_jax import cli
 from sla_jax import transforms as transforms_lib
+from sla_jax.training import analysis
 
 FLAGS = flags.FLAGS
 

@@ -4,7 +4,7 @@ mistakes, 1 for data and run failures (and 128 + N after signal N, with a checkp
 
 A command line is ``flags + one call into the library``: :func:`run` parses its flags (a misspelt flag
 or ``--config.`` override is a usage error naming the nearest valid one) and maps the library's errors
-(``sla_jax.errors``). This module does not import JAX.
+(``sla_jax.common.errors``). This module does not import JAX.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import NoReturn
 
 from absl import app, flags, logging
 
-from sla_jax import runtime
-from sla_jax.errors import (
+from sla_jax.common import runtime
+from sla_jax.common.errors import (
     CheckpointWriteError,
     ConfigError,
     DataError,
@@ -260,7 +260,8 @@ def print_help(argv: Sequence[str], *, config_flag: str | None) -> None:
     print("flags:\n" + flags.FLAGS.main_module_help().split("\n", 1)[-1].rstrip())
     if not config_flag:
         return
-    from sla_jax import defaults, identity
+    from sla_jax import defaults
+    from sla_jax.experiment import identity
 
     config, source = defaults.base_config(), "defaults"
     given = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{config_flag}=")]

@@ -3,7 +3,7 @@
 IN: torchvision's ``resnet18-f37072fd.pth`` (needs ``pip install 'sla_jax[torch]'``) or a ``.safetensors``
 file with torchvision's keys. OUT: ``.npz`` or ``.safetensors``, loaded by ``--config.model.init=OUT``
 without torch. Prints IN's sha256 and checks it against the hash prefix in IN's name, as torch.hub does
-(:func:`sla_jax.pretrained.convert`).
+(:func:`sla_jax.training.pretrained.convert`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import os
 
 from absl import flags
 
-from sla_jax import cli, pretrained
+from sla_jax import cli
+from sla_jax.training import pretrained
 
 FLAGS = flags.FLAGS
 

@@ -1,18 +1,18 @@
 """The base experiment configuration (paper §3.1), generated from the module-owned settings: each section
-is the frozen dataclass of the module that uses it (:mod:`sla_jax.settings`), where its keys, defaults,
+is the frozen dataclass of the module that uses it (:mod:`sla_jax.common.settings`), where its keys, defaults,
 meanings and own checks are written once. The files in ``configs/`` start from :func:`base_config`."""
 
 from __future__ import annotations
 
 import ml_collections
 
-from sla_jax import settings
+from sla_jax.common import settings
 from sla_jax.data.layouts import DataSettings
-from sla_jax.detection import EvalSettings, PatchSettings
-from sla_jax.ensemble import EnsembleSettings
 from sla_jax.labels import LabelSettings
-from sla_jax.loop import TrainSettings
-from sla_jax.models import ModelSettings
+from sla_jax.scoring.detection import EvalSettings, PatchSettings
+from sla_jax.training.ensemble import EnsembleSettings
+from sla_jax.training.loop import TrainSettings
+from sla_jax.training.models import ModelSettings
 from sla_jax.transforms import TransformSettings
 
 # The config's sections in order (config.json keeps it); ``ensemble`` is optional: a config has it or not.

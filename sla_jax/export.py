@@ -3,7 +3,7 @@
 The graph maps a batch of uint8 RGB images (N×S×S×3, S = the run's image size) to anomaly scores (and, for
 patch models, defect maps), with normalisation, backbone, pooling, L2 normalisation and the fitted density
 inside; the decision threshold, image size, resize filter, category, commit and sla_jax version are in its
-metadata (:mod:`sla_jax.deploy`). Score with it anywhere onnxruntime runs: ``python -m sla_jax.run_onnx``.
+metadata (:mod:`sla_jax.scoring.deploy`). Score with it anywhere onnxruntime runs: ``python -m sla_jax.run_onnx``.
 Needs ``pip install -e '.[onnx]'``.
 """
 

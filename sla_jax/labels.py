@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sla_jax.settings import Section, choice, setting
+from sla_jax.common.settings import Section, choice, setting
 
 LABEL_MODES = ("soft", "hard", "smooth")
 

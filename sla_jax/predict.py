@@ -4,7 +4,7 @@ Uses the run's newest checkpoint and the density and decision threshold saved at
 ``WORKDIR/gde.npz`` (nothing is refitted). Writes one line per image to ``predictions.jsonl`` and
 ``predictions.csv`` (path, score, threshold, decision, or the error that kept it from being scored) and,
 for patch models, a defect-map overlay PNG per image. A file that cannot be read is reported and skipped
-(:func:`sla_jax.inspection.inspect`).
+(:func:`sla_jax.scoring.inspection.inspect`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import os
 
 from absl import flags
 
-from sla_jax import cli, experiment, inspection
+from sla_jax import cli, experiment
+from sla_jax.scoring import inspection
 
 FLAGS = flags.FLAGS
 

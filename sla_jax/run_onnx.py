@@ -5,7 +5,7 @@ Needs onnxruntime, numpy and pillow alone (``pip install -e '.[onnx]'``; JAX is 
 image as the run did (size and filter from the model's metadata), writes ``predictions.jsonl`` and
 ``predictions.csv`` (path, score, threshold, good/defective) into ``--out`` (default: ``predictions/`` beside
 FILE.onnx) and, for patch models, a defect-map overlay per image; a file that cannot be read is reported and
-skipped, as in ``sla_jax.predict`` (:func:`sla_jax.inspection.inspect`).
+skipped, as in ``sla_jax.predict`` (:func:`sla_jax.scoring.inspection.inspect`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 
 from absl import flags
 
-from sla_jax import cli, inspection
+from sla_jax import cli
+from sla_jax.scoring import inspection
 
 FLAGS = flags.FLAGS
 

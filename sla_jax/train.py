@@ -11,8 +11,10 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from sla_jax import cli, distributed, experiment, timing
+from sla_jax import cli, experiment
+from sla_jax.common import timing
 from sla_jax.outputs import files, report
+from sla_jax.training import distributed
 
 FLAGS = flags.FLAGS
 

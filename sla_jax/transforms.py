@@ -14,8 +14,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sla_jax.common.settings import Section, choice, setting
 from sla_jax.jitter import JITTER, JITTER_ORDERS, color_jitter, hsv_to_rgb, jitter_images, rgb_to_hsv
-from sla_jax.settings import Section, choice, setting
 
 AREA_RANGE = (0.02, 0.15)
 ASPECT_RANGES = ((0.3, 1.0), (1.0, 3.3))

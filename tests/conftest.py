@@ -9,7 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 import sla_jax  # noqa: E402,F401  (its XLA CPU flags join XLA_FLAGS before JAX starts, as in every run)
-from sla_jax import runtime  # noqa: E402
+from sla_jax.common import runtime  # noqa: E402
 
 # In-process runs share compiled programs through JAX's persistent cache, as the command lines do
 # (SLA_JAX_COMPILATION_CACHE=0 turns it off).

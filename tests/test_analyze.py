@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sla_jax import analysis
 from sla_jax.data import synthetic
+from sla_jax.training import analysis
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 
 from sla_jax import experiment
 from sla_jax.defaults import base_config
-from sla_jax.validation import ConfigError, validate
+from sla_jax.experiment.validation import ConfigError, validate
 from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from sla_jax import ensemble, experiment, pretext, validation
-from sla_jax import state as state_lib
-from sla_jax.models import PretextNet
+from sla_jax import experiment
+from sla_jax.experiment import validation
+from sla_jax.experiment.validation import ConfigError
 from sla_jax.outputs import files
-from sla_jax.validation import ConfigError
+from sla_jax.training import ensemble, pretext
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet
 from tests.chromium import check_page
 from tests.tiny import demo_config
 
@@ -320,7 +322,7 @@ def test_an_ensemble_of_patch_models_evaluates_each_member_as_the_single_run(tmp
 
 def random_backbone_file(path) -> str:
     """A converted-weights file of a random ResNet-18 backbone (what ``model.init`` loads)."""
-    from sla_jax import pretrained
+    from sla_jax.training import pretrained
 
     rng = np.random.default_rng(0)
     flat = {
@@ -504,7 +506,7 @@ def test_learned_alpha_gets_the_chain_rule_gradient_and_config_checks():
     assert float(updates["sla"]["log_alpha"]) == pytest.approx(-0.1 * float(g_params["sla"]["log_alpha"]), rel=1e-5)
     assert pretext.with_label_params(state, hp, learn=(), optimizer=optimizer) is state
 
-    from sla_jax.validation import validate
+    from sla_jax.experiment.validation import validate
 
     config = demo_config()
     config.labels.learn = ("epsilon",)

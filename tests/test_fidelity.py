@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from sla_jax import density, experiment, pretext
+from sla_jax import density, experiment
 from sla_jax import jitter as J
 from sla_jax import transforms as T
 from sla_jax.defaults import base_config
+from sla_jax.training import pretext
 from tests.tiny import tiny_config
 
 
@@ -204,7 +205,7 @@ def test_evaluating_an_earlier_checkpoint_keeps_the_run_results(tmp_path):
 
 def test_weight_decay_on_all_parameters_reaches_batch_norm():
     """train.weight_decay_on=all decays BatchNorm scales too (torch's SGD in the ports); the default only kernels."""
-    from sla_jax import state as state_lib
+    from sla_jax.training import state as state_lib
 
     params = {"bn": {"scale": jnp.ones(3)}, "conv": {"kernel": jnp.ones((2, 2))}}
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)

@@ -1,4 +1,4 @@
-"""FLOPs counted from the jaxpr (sla_jax.flops) against ResNet-18's formula written out by hand."""
+"""FLOPs counted from the jaxpr (sla_jax.training.flops) against ResNet-18's formula written out by hand."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sla_jax import flops, pretext
-from sla_jax.models import PretextNet
-from sla_jax.state import data_mesh, init_state, make_optimizer
+from sla_jax.training import flops, pretext
+from sla_jax.training.models import PretextNet
+from sla_jax.training.state import data_mesh, init_state, make_optimizer
 
 
 def resnet18_macs(size: int) -> int:

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sla_jax import experiment, validation
+from sla_jax import experiment
+from sla_jax.common.errors import DataError
 from sla_jax.data import layouts, synthetic
-from sla_jax.errors import DataError
-from sla_jax.validation import ConfigError
+from sla_jax.experiment import validation
+from sla_jax.experiment.validation import ConfigError
 from tests.tiny import tiny_config
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sla_jax.models import (
+from sla_jax.training.models import (
     Conv,
     PretextNet,
     ResNet18,

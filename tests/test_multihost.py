@@ -15,9 +15,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sla_jax import distributed, experiment, pretext
-from sla_jax import state as state_lib
-from sla_jax.models import PretextNet
+from sla_jax import experiment
+from sla_jax.training import distributed, pretext
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sla_jax import experiment, inspection
-from sla_jax.errors import DataError, UsageError
+from sla_jax import experiment
+from sla_jax.common.errors import DataError, UsageError
+from sla_jax.scoring import inspection
 from tests.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,12 +24,13 @@ torch = pytest.importorskip(
 
 from torch_resnet18 import random_resnet18  # noqa: E402
 
-from sla_jax import experiment, pretext, pretrained
-from sla_jax import state as state_lib
+from sla_jax import experiment
 from sla_jax.defaults import base_config
-from sla_jax.models import PretextNet, ResNet18
-from sla_jax.pretrained import convert
-from sla_jax.validation import ConfigError, validate
+from sla_jax.experiment.validation import ConfigError, validate
+from sla_jax.training import pretext, pretrained
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet, ResNet18
+from sla_jax.training.pretrained import convert
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {f"layer{i}_1": f"layer{i}" for i in range(1, 5)}  # last block of each stage = the stage's output

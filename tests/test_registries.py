@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sla_jax import density, experiment, transforms, validation
-from sla_jax.validation import ConfigError
+from sla_jax import density, experiment, transforms
+from sla_jax.experiment import validation
+from sla_jax.experiment.validation import ConfigError
 from tests.tiny import tiny_config
 
 

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sla_jax import experiment, loop
-from sla_jax import state as state_lib
-from sla_jax import workdir as workdir_lib
+from sla_jax import experiment
+from sla_jax.common import workdir as workdir_lib
 from sla_jax.data import synthetic
+from sla_jax.training import loop
+from sla_jax.training import state as state_lib
 from tests.tiny import demo_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_sigterm_on_the_command_line_checkpoints_exits_cleanly_and_resumes(tmp_p
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from sla_jax.workdir import claimed
+    from sla_jax.common.workdir import claimed
     with claimed(sys.argv[1]):
         print("held", flush=True)
         time.sleep(300)
@@ -220,7 +221,8 @@ FULL_DISK = textwrap.dedent("""
     import sys
     import jax
     import jax.numpy as jnp
-    from sla_jax import loop, state as state_lib, workdir as workdir_lib
+    from sla_jax.training import loop, state as state_lib
+    from sla_jax.common import workdir as workdir_lib
     workdir = sys.argv[1]
     noise = jax.random.normal(jax.random.key(0), (400_000,))  # incompressible, 1.6 MB
     state = state_lib.TrainState(step=jnp.int32(0), params={"w": noise}, batch_stats={}, opt_state={})

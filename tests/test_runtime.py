@@ -2,7 +2,7 @@ import os
 import subprocess
 import sys
 
-from sla_jax import runtime
+from sla_jax.common import runtime
 
 
 def test_cpu_flags_added_once_and_user_flags_kept():
@@ -46,7 +46,7 @@ def test_gde_program_runs_under_the_flags():
 def test_compilation_cache_is_written_once_and_reused(tmp_path):
     """A second process compiling the same program loads it from the cache folder (no new entry)."""
     snippet = (
-        "import jax, jax.numpy as jnp\nfrom sla_jax import runtime\n"
+        "import jax, jax.numpy as jnp\nfrom sla_jax.common import runtime\n"
         "print(runtime.enable_compilation_cache())\n"
         "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
         "print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum())\n"
@@ -91,7 +91,7 @@ def test_conv_auto_follows_the_platform(monkeypatch):
     import jax
     import jax.numpy as jnp
 
-    from sla_jax.models import Conv
+    from sla_jax.training.models import Conv
 
     x = jnp.ones((1, 2, 2, 8))
     conv = Conv(4, 3, 1, 1, impl="auto")

@@ -14,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
-from sla_jax import detection, features, loop, pretext
-from sla_jax import state as state_lib
 from sla_jax.defaults import base_config
-from sla_jax.models import PretextNet
-from sla_jax.validation import ConfigError, validate
+from sla_jax.experiment.validation import ConfigError, validate
+from sla_jax.scoring import detection, features
+from sla_jax.training import loop, pretext
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet
 from tests.chromium import check_page
 
 REPO = Path(__file__).resolve().parents[1]

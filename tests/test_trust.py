@@ -18,10 +18,12 @@ import pytest
 from PIL import Image
 
 from launch import benchmark
-from sla_jax import detection, experiment, identity
+from sla_jax import experiment
+from sla_jax.common.errors import ConfigError, DataError, WorkdirError
 from sla_jax.data import decode, synthetic
-from sla_jax.errors import ConfigError, DataError, WorkdirError
+from sla_jax.experiment import identity
 from sla_jax.outputs import atomic, files
+from sla_jax.scoring import detection
 from tests.tiny import tiny_config
 
 

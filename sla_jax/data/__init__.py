@@ -8,7 +8,7 @@ tensorflow-datasets (the JAX-free ``sla_jax.run_onnx`` uses them).
 
 import importlib
 
-from sla_jax.errors import SKIP_HINT, DataError
+from sla_jax.common.errors import SKIP_HINT, DataError
 
 _HOMES = {
     "builder": ("DEFAULT_CACHE_DIR", "MVTEC_CATEGORIES", "MVTecAD", "MVTecConfig", "category_config", "prepare"),

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sla_jax.common.errors import DataError
+from sla_jax.common.workdir import write_probe
 from sla_jax.data import layouts
 from sla_jax.data.scan import Entry, Scan, fingerprint
-from sla_jax.errors import DataError
-from sla_jax.workdir import write_probe
 
 MVTEC_CATEGORIES = (
     "bottle",

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from sla_jax.common.errors import DataError
+from sla_jax.common.settings import Section, choice, setting
 from sla_jax.data.decode import RESAMPLING
 from sla_jax.data.scan import Entry, Scan, _category_dir, _image_files, _subfolders, scan_category
-from sla_jax.errors import DataError
-from sla_jax.settings import Section, choice, setting
 
 MASKS = "masks"
 

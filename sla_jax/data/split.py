@@ -10,10 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sla_jax.common.errors import DataError
 from sla_jax.data import layouts
 from sla_jax.data.builder import prepare_with_scan
 from sla_jax.data.decode import decode_record, text
-from sla_jax.errors import DataError
 from sla_jax.outputs.atomic import printable
 
 SPLITS = ("train", "test")

@@ -1,12 +1,14 @@
-"""An experiment from its config: the config reader (with ``defaults`` and ``validation``, the only library
-code that reads a ``ConfigDict``).
+"""An experiment from its config: the config reader (with :mod:`sla_jax.defaults`, the only library code that
+reads a ``ConfigDict``).
 
 - :mod:`~sla_jax.experiment.configured`: :func:`read` turns the config's sections (settings dataclasses) into
   the model, optimizer, schedule, step and evaluation specs and ensemble members, in one place;
 - :mod:`~sla_jax.experiment.pipeline`: the one run pipeline (prepare, init or restore, fit, evaluate, write),
   for a plain run and an ensemble alike; :mod:`~sla_jax.experiment.members` is where the two differ;
 - :mod:`~sla_jax.experiment.evaluation`: a model evaluated and its files written (every run, every member);
-- :mod:`~sla_jax.experiment.saved`: a finished run's workdir (re-evaluate, load a detector, export).
+- :mod:`~sla_jax.experiment.saved`: a finished run's workdir (re-evaluate, load a detector, export);
+- :mod:`~sla_jax.experiment.validation`: the checks of a config (each section's own, then the rules that span
+  sections); :mod:`~sla_jax.experiment.identity`: which settings make a workdir's run.
 
 The names below are what the command lines call.
 """

@@ -1,6 +1,6 @@
 """A config's sections turned into what the library takes: a dataset, a model, an optimizer, the pretext
-step's :class:`~sla_jax.pretext.StepSpec` and :class:`~sla_jax.pretext.HParams`, the main task's
-:class:`~sla_jax.detection.EvalSpec`, the members of a run."""
+step's :class:`~sla_jax.training.pretext.StepSpec` and :class:`~sla_jax.training.pretext.HParams`, the main task's
+:class:`~sla_jax.scoring.detection.EvalSpec`, the members of a run."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+import sla_jax.experiment.identity as identity
 from sla_jax import data as data_lib
-from sla_jax import detection, ensemble, identity, labels, pretext
-from sla_jax import state as state_lib
+from sla_jax import labels
 from sla_jax import transforms as transforms_lib
 from sla_jax.data import layouts
 from sla_jax.data.synthetic import write_demo_dataset
 from sla_jax.defaults import read_sections
-from sla_jax.models import PretextNet
+from sla_jax.scoring import detection
+from sla_jax.training import ensemble, pretext
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet
 
 
 class Configured(NamedTuple):

@@ -1,4 +1,4 @@
-"""A trained model evaluated and its evaluation written: the main task (:func:`sla_jax.detection.evaluate`)
+"""A trained model evaluated and its evaluation written: the main task (:func:`sla_jax.scoring.detection.evaluate`)
 with the run's options, then its density, scores, ROC curve and defect maps as files. The same code
 evaluates a plain run, each ensemble member and a finished run's checkpoint (``python -m sla_jax.evaluate``)."""
 
@@ -10,8 +10,10 @@ import ml_collections
 
 import sla_jax.experiment.configured as configured
 from sla_jax import data as data_lib
-from sla_jax import detection, ensemble, timing
+from sla_jax.common import timing
 from sla_jax.outputs import atomic, files, plots
+from sla_jax.scoring import detection
+from sla_jax.training import ensemble
 
 
 def evaluate_and_write(
@@ -29,8 +31,8 @@ def evaluate_and_write(
     member: ensemble.Member | None = None,
     which: str = "",
 ) -> dict:
-    """:func:`sla_jax.detection.evaluate` with the run's options ``spec``; writes gde.npz, scores.csv, roc.png (and,
-    for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
+    """:func:`sla_jax.scoring.detection.evaluate` with the run's options ``spec``; writes gde.npz, scores.csv,
+    roc.png (and, for patch models, maps.npz and heatmaps.png) into ``out_dir`` (nothing when None: the other processes
     of a multi-process run); returns the results with the config's facts and the checkpoint ``step`` added."""
     if out_dir:
         print(

@@ -1,5 +1,5 @@
 """How a run trains its members: one model (the plain run), or an ensemble of K members in one program
-(stacked states, :mod:`sla_jax.ensemble`). The pipeline (:mod:`sla_jax.experiment.pipeline`) is the same for
+(stacked states, :mod:`sla_jax.training.ensemble`). The pipeline (:mod:`sla_jax.experiment.pipeline`) is the same for
 both; these functions are where they differ: the initial state, the compiled step and its keys, and
 member k's variables and learned label parameters for the evaluation."""
 
@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 
 import sla_jax.experiment.configured as configured
-from sla_jax import distributed, ensemble, loop, pretext, pretrained
-from sla_jax import state as state_lib
+from sla_jax.training import distributed, ensemble, loop, pretext, pretrained
+from sla_jax.training import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Training:
 
 def ensemble_strategy(config: ml_collections.ConfigDict, members: list, mesh) -> str:
     """``train.ensemble_strategy``, with ``auto`` resolved for this platform, device count and member count
-    (:func:`sla_jax.ensemble.platform_strategy`; in several processes the members stay whole on every
+    (:func:`sla_jax.training.ensemble.platform_strategy`; in several processes the members stay whole on every
     process's devices: evaluation reads each member's state on every process)."""
     strategy = config.train.ensemble_strategy
     if strategy != "auto":

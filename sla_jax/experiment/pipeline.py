@@ -16,14 +16,17 @@ from jax.sharding import PartitionSpec as P
 
 import sla_jax.experiment.configured as configured
 import sla_jax.experiment.evaluation as evaluation
+import sla_jax.experiment.identity as identity
 import sla_jax.experiment.members as members_lib
 import sla_jax.experiment.saved as saved
 from sla_jax import data as data_lib
-from sla_jax import detection, distributed, ensemble, identity, loop, timing
-from sla_jax import state as state_lib
-from sla_jax import workdir as workdir_lib
+from sla_jax.common import timing
+from sla_jax.common import workdir as workdir_lib
+from sla_jax.experiment.validation import validate_any
 from sla_jax.outputs import atomic, board, files, report
-from sla_jax.validation import validate_any
+from sla_jax.scoring import detection
+from sla_jax.training import distributed, ensemble, loop
+from sla_jax.training import state as state_lib
 
 
 def train_and_evaluate(
@@ -34,7 +37,7 @@ def train_and_evaluate(
 
     Paths in the config are made absolute first (a run's paths are its own). Holds the workdir's lock
     throughout; before anything is written, a workdir that holds another run is refused
-    (:func:`sla_jax.identity.check_resume`). ``results.json`` holds only what the seed determines (the
+    (:func:`sla_jax.experiment.identity.check_resume`). ``results.json`` holds only what the seed determines (the
     timings go to ``timing.json``). A config with an ``ensemble`` section trains all its members in one
     program and evaluates each."""
     config = configured.with_absolute_paths(config)

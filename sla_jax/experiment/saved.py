@@ -13,18 +13,21 @@ import ml_collections
 
 import sla_jax.experiment.configured as configured
 import sla_jax.experiment.evaluation as evaluation
-from sla_jax import density, detector, identity, pretext
-from sla_jax import state as state_lib
-from sla_jax import workdir as workdir_lib
-from sla_jax.models import PretextNet
+import sla_jax.experiment.identity as identity
+from sla_jax import density
+from sla_jax.common import workdir as workdir_lib
+from sla_jax.experiment.validation import ConfigError, validate_any
 from sla_jax.outputs import files, report
-from sla_jax.validation import ConfigError, validate_any
+from sla_jax.scoring import detector
+from sla_jax.training import pretext
+from sla_jax.training import state as state_lib
+from sla_jax.training.models import PretextNet
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was started with (``WORKDIR/config.json``), over the current defaults, checked. A file
     that is missing, cut short, edited into an unknown key or value, or records a relative path is a
-    :class:`~sla_jax.errors.WorkdirError` naming it."""
+    :class:`~sla_jax.common.errors.WorkdirError` naming it."""
     path = os.path.join(workdir, identity.CONFIG)
     saved = identity.read_saved_config(workdir)
     if saved is None:
@@ -39,7 +42,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 def config_of_saved(saved: dict, *, path: str) -> ml_collections.ConfigDict:
     """The saved config ``saved`` (read from ``path``) over the current defaults, checked: a relative path, an
-    unknown key or a value out of range is a :class:`~sla_jax.errors.WorkdirError` naming the file."""
+    unknown key or a value out of range is a :class:`~sla_jax.common.errors.WorkdirError` naming the file."""
     from sla_jax.defaults import base_config
 
     relative = identity.relative_paths(saved)
@@ -170,8 +173,8 @@ def load_detector(workdir: str) -> detector.Detector:
 
 
 def export_workdir(workdir: str, out: str) -> dict:
-    """The run's detector as one ONNX file at ``out`` (:mod:`sla_jax.deploy`); returns what was written."""
-    from sla_jax import deploy
+    """The run's detector as one ONNX file at ``out`` (:mod:`sla_jax.scoring.deploy`); returns what was written."""
+    from sla_jax.scoring import deploy
 
     config = load_run_config(workdir)
     detector = load_detector(workdir)

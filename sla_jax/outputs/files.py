@@ -59,7 +59,7 @@ def write_timing(timing: dict, workdir: str) -> str:
 
 @contextlib.contextmanager
 def run_log(workdir: str, *, name: str = "metrics.jsonl", resumed_from: int = 0, writers=()):
-    """Yields the ``log`` callable of :func:`sla_jax.loop.fit`: each record becomes one line of
+    """Yields the ``log`` callable of :func:`sla_jax.training.loop.fit`: each record becomes one line of
     ``WORKDIR/NAME`` (trimmed to ``resumed_from`` first, see :func:`trim_log`) and, with TensorBoard
     ``writers`` (:func:`sla_jax.outputs.board.open_writers`), scalars at the record's step."""
     path = os.path.join(workdir, name)

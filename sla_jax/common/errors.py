@@ -1,8 +1,8 @@
 """Every error a user of sla_jax can meet, each saying what to do; standard library only, so that the
 command lines that must not load JAX (``sla_jax.run_onnx``) keep the same error contract (``sla_jax.cli``).
 
-Each is also importable from the module that raises it (``sla_jax.validation.ConfigError``,
-``sla_jax.data.DataError``, ``sla_jax.loop.Interrupted``, ...).
+Each is also importable from the module that raises it (``sla_jax.experiment.validation.ConfigError``,
+``sla_jax.data.DataError``, ``sla_jax.training.loop.Interrupted``, ...).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Module-owned settings: each config section is a frozen dataclass in the module that uses it, its fields
 the section's keys, each with its default and meaning (``setting``) and the section's own checks
 (``check``). The base config is generated from them (:mod:`sla_jax.defaults`), so a default is written
-once; rules that span sections stay in :mod:`sla_jax.validation`. Standard library only (a leaf)."""
+once; rules that span sections stay in :mod:`sla_jax.experiment.validation`. Standard library only (a leaf)."""
 
 from __future__ import annotations
 

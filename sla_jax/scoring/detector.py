@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sla_jax import density, localization
-from sla_jax.detection import EvalSpec, spec_patch_features, upsample_scores
-from sla_jax.features import embed
-from sla_jax.models import PretextNet
+from sla_jax.scoring.detection import EvalSpec, spec_patch_features, upsample_scores
+from sla_jax.scoring.features import embed
+from sla_jax.training.models import PretextNet
 
 
 def score_images(

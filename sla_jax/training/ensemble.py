@@ -1,13 +1,13 @@
 """K models in one program: a vmapped train step over stacked states, label hyper-parameters and seeds.
 
-Each member is :func:`sla_jax.pretext.train_step` with its own :class:`~sla_jax.pretext.HParams` (α, ε, τ,
-hard) and its own seed; parameters, optimizer state and BatchNorm statistics carry a leading member
-axis K, the step counter is shared. Members share the data stream: every step all of them see the same
-source images (indices drawn from the ensemble's data key), and each draws its own edits (and its
-own initialisation) from its seed. So member k equals the single run ``train_step(state_k, images,
-step_key(seed_k), hparams_k, data_key)``, and a member whose seed is ``config.seed`` equals the plain
-``python -m sla_jax.train`` run with the same settings. No config: :mod:`sla_jax.experiment`
-builds the members from ``config.ensemble``.
+Each member is :func:`sla_jax.training.pretext.train_step` with its own
+:class:`~sla_jax.training.pretext.HParams` (α, ε, τ, hard) and its own seed; parameters, optimizer state
+and BatchNorm statistics carry a leading member axis K, the step counter is shared. Members share the data
+stream: every step all of them see the same source images (indices drawn from the ensemble's data key), and
+each draws its own edits (and its own initialisation) from its seed. So member k equals the single run
+``train_step(state_k, images, step_key(seed_k), hparams_k, data_key)``, and a member whose seed is
+``config.seed`` equals the plain ``python -m sla_jax.train`` run with the same settings. No config:
+:mod:`sla_jax.experiment` builds the members from ``config.ensemble``.
 
 Each member is then evaluated as a single run is (:func:`member_variables`), so every model kind runs as an
 ensemble: image or patch models, GDE or KDE, random or loaded backbones.
@@ -25,10 +25,11 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sla_jax import labels, pretext, pretrained
-from sla_jax.models import PretextNet
-from sla_jax.settings import Section, setting
-from sla_jax.state import TrainState, init_state
+from sla_jax import labels
+from sla_jax.common.settings import Section, setting
+from sla_jax.training import pretext, pretrained
+from sla_jax.training.models import PretextNet
+from sla_jax.training.state import TrainState, init_state
 
 MEMBER_AXES = TrainState(step=None, params=0, batch_stats=0, opt_state=0)
 
@@ -218,7 +219,7 @@ def member_variables(states: TrainState, k: int) -> dict:
 
 def with_backbone(states: TrainState, backbone: dict, *, optimizer: optax.GradientTransformation) -> TrainState:
     """Every member's backbone replaced by ``backbone`` (``model.init``; heads stay their own), each member's
-    optimizer state re-initialised, as :func:`sla_jax.pretrained.with_backbone` does for a single run."""
+    optimizer state re-initialised, as :func:`sla_jax.training.pretrained.with_backbone` does for a single run."""
 
     def one(state):
         return pretrained.with_backbone(state, backbone, optimizer=optimizer)

@@ -21,9 +21,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from sla_jax.errors import CheckpointWriteError, Interrupted
-from sla_jax.settings import Section, choice, setting
-from sla_jax.state import TrainState
+from sla_jax.common.errors import CheckpointWriteError, Interrupted
+from sla_jax.common.settings import Section, choice, setting
+from sla_jax.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def fit(
 
     ``steps_per_call`` > 1 runs that many steps per dispatch through ``chunk_fn(k)``, which returns a function
     ``(state, images, key) -> (state, {"last": metrics, "sum": sums of AVERAGED_METRICS})`` running k steps
-    (:func:`sla_jax.pretext.compile_train_steps`): chunks end at multiples of ``steps_per_call``, of
+    (:func:`sla_jax.training.pretext.compile_train_steps`): chunks end at multiples of ``steps_per_call``, of
     ``log_every`` and of ``checkpoint_every`` and at ``total_steps``, so a resumed run runs the same chunks as
     an uninterrupted one (``bench/host_overhead.py`` measures what it saves)."""
     with stop_requests() as received:

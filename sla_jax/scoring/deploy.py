@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 
 from sla_jax import density, localization
-from sla_jax.detector import Detector
-from sla_jax.features import l2_normalized
-from sla_jax.models import ResNet18, normalize
+from sla_jax.common.runtime import source_commit
 from sla_jax.outputs import atomic
-from sla_jax.runtime import source_commit
+from sla_jax.scoring.detector import Detector
+from sla_jax.scoring.features import l2_normalized
+from sla_jax.training.models import ResNet18, normalize
 
 INPUT, SCORES, MAPS = "images", "scores", "maps"
 

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sla_jax.runtime import IM2COL_MAX_PIXELS, platform_defaults
-from sla_jax.settings import Section, choice, setting
+from sla_jax.common.runtime import IM2COL_MAX_PIXELS, platform_defaults
+from sla_jax.common.settings import Section, choice, setting
 
 STAGE_SIZES = (2, 2, 2, 2)
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -92,7 +92,7 @@ class Conv(nn.Module):
     its direct convolution on tiny feature maps; ``'auto'`` picks im2col on CPU for a k > 1 convolution
     whose output map has at most ``im2col_max_pixels`` pixels (layer 4 at 64 px, layers 3-4 at 32-64 px),
     XLA's convolution otherwise (im2col's 9× copy of the input costs more than it saves on larger maps)
-    and on every other platform (``sla_jax.runtime.platform_defaults``).
+    and on every other platform (``sla_jax.common.runtime.platform_defaults``).
     Measured on a 2-core CPU (fwd+bwd, batch 32, ``bench/conv_layers.py``): the 3×3 512-channel
     convolution on a 2×2 map takes 621 ms in XLA and 10 ms as im2col; on a 32×32 map with 64 channels
     39 ms in XLA and 120 ms as im2col. Both give the same numbers (tests).

@@ -23,8 +23,8 @@ from jax.sharding import PartitionSpec as P
 from sla_jax import labels as labels_lib
 from sla_jax import localization
 from sla_jax import transforms as transforms_lib
-from sla_jax.models import PretextNet, normalize
-from sla_jax.state import TrainState
+from sla_jax.training.models import PretextNet, normalize
+from sla_jax.training.state import TrainState
 
 # Key purposes, folded into the root key from config.seed.
 KEY_INIT, KEY_STEP = 0, 2

@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from sla_jax.errors import WorkdirError
+from sla_jax.common.errors import WorkdirError
 
 LOCK_NAME = ".lock"
 

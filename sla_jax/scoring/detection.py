@@ -19,9 +19,9 @@ import numpy as np
 
 from sla_jax import data as data_lib
 from sla_jax import density, localization
-from sla_jax.features import embed, patch_features
+from sla_jax.common.settings import Section, choice, setting
 from sla_jax.metrics import detection_report, pixel_metrics
-from sla_jax.settings import Section, choice, setting
+from sla_jax.scoring.features import embed, patch_features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Evaluation(NamedTuple):
 def spec_patch_features(
     variables, images_uint8, *, model, spec: EvalSpec, mesh, stride: int, progress: str = ""
 ) -> np.ndarray:
-    """:func:`sla_jax.features.patch_features` with the patch size, batch and normalisation of ``spec``,
+    """:func:`sla_jax.scoring.features.patch_features` with the patch size, batch and normalisation of ``spec``,
     every ``stride`` px (the evaluation's test and training strides, the detector's test stride)."""
     loc = spec.patches
     return patch_features(

@@ -1,6 +1,6 @@
 """Features of images and of their patches under a trained backbone: eval-mode pooled features, batched,
 padded to few shapes and sharded over the mesh, each program compiled once per model and options; a
-named progress bar per phase. The main task (:mod:`sla_jax.detection`) scores these."""
+named progress bar per phase. The main task (:mod:`sla_jax.scoring.detection`) scores these."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from sla_jax import localization
-from sla_jax.models import PretextNet, normalize
+from sla_jax.training.models import PretextNet, normalize
 
 
 def pooled_features(variables, images_uint8: jax.Array, *, model: PretextNet, l2_normalize: bool) -> jax.Array:

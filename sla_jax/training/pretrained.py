@@ -7,7 +7,7 @@ A torchvision ``resnet18`` state dict (``.pth``, read with ``torch.load(weights_
 ``fc/bias`` when asked). Training loads that file with :func:`load_backbone` (``np.load(allow_pickle=False)``
 or safetensors; never torch, never pickle).
 
-The expected keys and shapes are derived from :class:`~sla_jax.models.ResNet18` itself, so a missing,
+The expected keys and shapes are derived from :class:`~sla_jax.training.models.ResNet18` itself, so a missing,
 unknown or wrongly shaped entry is reported by name instead of failing later inside ``apply``.
 """
 
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from sla_jax.errors import WeightsError
-from sla_jax.models import ResNet18
+from sla_jax.common.errors import WeightsError
 from sla_jax.outputs import atomic
+from sla_jax.training.models import ResNet18
 
 # sha256 of torchvision's ResNet18_Weights.IMAGENET1K_V1 file, resnet18-f37072fd.pth (46,830,571 bytes).
 # torchvision itself checks only the 8 hex digits in the file name; the full digest is the value that

@@ -8,11 +8,11 @@ import os
 import jax
 import ml_collections
 
-from sla_jax.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
-from sla_jax.ensemble import EnsembleSettings
-from sla_jax.errors import ConfigError
-from sla_jax.pretrained import CONVERTED_SUFFIXES
-from sla_jax.settings import choice
+from sla_jax.common.errors import ConfigError
+from sla_jax.common.settings import choice
+from sla_jax.training.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
+from sla_jax.training.ensemble import EnsembleSettings
+from sla_jax.training.pretrained import CONVERTED_SUFFIXES
 
 
 def _check_keys_and_types(config, defaults, prefix: str = "") -> None:
@@ -90,7 +90,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _checked(check, *args) -> None:
-    """``check(*args)`` (a section's :meth:`~sla_jax.settings.Section.check`, :func:`sla_jax.settings.choice`),
+    """``check(*args)`` (a section's :meth:`~sla_jax.common.settings.Section.check`,
+    :func:`sla_jax.common.settings.choice`),
     its ValueError a ConfigError."""
     try:
         check(*args)
@@ -128,7 +129,7 @@ def _validate_init(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_ensemble(config: ml_collections.ConfigDict) -> None:
-    """:func:`sla_jax.validation.validate` plus the ``ensemble`` section's own checks."""
+    """:func:`sla_jax.experiment.validation.validate` plus the ``ensemble`` section's own checks."""
     validate(config)
     if config.labels.mode == "hard":
         raise ConfigError(

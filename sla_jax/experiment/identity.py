@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from sla_jax.errors import ConfigError, WorkdirError
+from sla_jax.common.errors import ConfigError, WorkdirError
 
 FREE_KEYS = frozenset(
     {

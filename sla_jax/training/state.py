@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
-from sla_jax.errors import WorkdirError
-from sla_jax.models import PretextNet
+from sla_jax.common.errors import WorkdirError
+from sla_jax.training.models import PretextNet
 
 
 @flax.struct.dataclass

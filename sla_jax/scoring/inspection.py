@@ -1,6 +1,6 @@
 """Inspecting parts: score image files with a detector, call each good or defective, draw the defect maps.
 
-A detector is the trained run in JAX (:class:`sla_jax.detector.Detector`, from
+A detector is the trained run in JAX (:class:`sla_jax.scoring.detector.Detector`, from
 ``sla_jax.experiment.load_detector``) or an exported ONNX model (:class:`OnnxDetector`): both resize
 images as the run did and score a batch of uint8 images. This module imports neither JAX nor flax, so
 ``python -m sla_jax.run_onnx`` runs with onnxruntime, numpy and PIL alone.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sla_jax.common.errors import DataError, UsageError, WorkdirError
 from sla_jax.data.decode import read_image
 from sla_jax.data.scan import IMAGE_SUFFIXES, collect_files
-from sla_jax.errors import DataError, UsageError, WorkdirError
 from sla_jax.outputs import atomic, files, plots
 
 CHUNK = 64  # images decoded and scored at a time (bounds memory for large folders)
