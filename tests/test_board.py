@@ -98,3 +98,21 @@ def test_undefined_metrics_and_settings_types(tmp_path):
     scalars, _, hparams, metrics = read_events(tmp_path / board.FOLDER)
     assert metrics == ["final/pixel_auroc"] and hparams == {"seed": 0.0}
     assert scalars == {"final/pixel_auroc": [(3, pytest.approx(0.9))]}
+
+
+def test_the_commands_start_without_importing_torch_and_torch_still_imports_after():
+    """tensorboardX's writer imports torch when it is installed (about 2 s and 180 MB of start-up on this
+    machine): the train command's imports leave it out, and a later ``import torch`` works as before."""
+    import subprocess
+    import sys
+
+    snippet = (
+        "import sys, importlib.util\nimport sla_jax.train, sla_jax.evaluate\n"
+        "print('torch' in sys.modules)\n"
+        "if importlib.util.find_spec('torch') is not None:\n    import torch; print(torch.zeros(2).sum().item())\n"
+        "else:\n    print('no torch installed')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True).stdout
+    loaded, after = out.splitlines()[:2]
+    assert loaded == "False", "importing the train command imported torch"
+    assert after in ("0.0", "no torch installed")

@@ -11,14 +11,34 @@ shown once.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
-from tensorboardX import SummaryWriter
-from tensorboardX.summary import hparams as hparams_summaries
+
+
+@contextlib.contextmanager
+def _torch_hidden():
+    """While inside, ``import torch`` fails unless torch is loaded already: tensorboardX's writer imports torch
+    when it is installed, only to accept torch tensors (sla_jax passes numpy), and that import cost every
+    command line about 2 s of start-up (``docs/performance.md``). Afterwards torch imports as before."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # the import system's own "not importable" marker
+    try:
+        yield
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+with _torch_hidden():
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summaries
 
 FOLDER = "tensorboard"
 FIGURES = (
