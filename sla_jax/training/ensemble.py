@@ -154,7 +154,7 @@ def ensemble_train_step(
     batch_sharding=None,
     strategy: str = "vmap",
 ):
-    """:func:`sla_jax.train.train_step` of every member (state, step key, hparams); images and the data key
+    """:func:`sla_jax.training.pretext.train_step` of every member (state, step key, hparams); images and the data key
     are shared. Metrics come back with a leading member axis. ``strategy``: ``vmap`` batches the members into
     one wider program; ``map`` runs them one after another inside the program (``lax.map``), each exactly
     the single run's step; ``devices`` (inside :func:`compile_ensemble_step`'s ``shard_map``) is ``vmap``

@@ -142,7 +142,7 @@ def fit(
     chunk_fn=None,
 ) -> TrainState:
     """Run ``step_fn`` from ``state.step`` to ``total_steps`` with checkpoints, a progress bar and, at every
-    log step, a record handed to ``log`` (:func:`sla_jax.experiment.run_log` writes it to ``metrics.jsonl`` and
+    log step, a record handed to ``log`` (:func:`sla_jax.outputs.files.run_log` writes it to ``metrics.jsonl`` and
     TensorBoard). A non-finite loss stops the run before it can overwrite a good checkpoint.
 
     Each log record holds the :data:`AVERAGED_METRICS` averaged over the steps since the previous record
