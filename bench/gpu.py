@@ -10,10 +10,12 @@ the faster dtype; dense localization (every 32 px patch at stride 4 of a 256 px 
 by a Gaussian, receptive-field upsampled) in images/s; then one longer run of ``--long_steps`` steps at
 batch 64, its steady rate extrapolated to one paper-length category (65,536 steps of 64). Prints markdown
 tables, writes JSON and markdown. Runs on any backend; on a CPU use small sizes (``--size 64 --batches 8
---steps 3 --long_steps 5 --members 2 --matmul_n 1024``) to check the script itself.
+--steps 3 --long_steps 5 --members 2 --matmul_n 1024``) to check the script itself. ``--per_call 1,4``
+adds rows with 4 steps per dispatch (``train.steps_per_call``): whether that pays at batch 64 on a GPU.
 
     python bench/gpu.py [--size 256] [--batches 64,256] [--dtypes float32,bfloat16] [--steps 30]
-        [--members 7] [--long_steps 300] [--transform cps] [--matmul_n 8192] [--out bench/gpu.json]
+        [--members 7] [--long_steps 300] [--transform cps] [--matmul_n 8192] [--per_call 1,4]
+        [--out bench/gpu.json]
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from bench import common  # noqa: E402
 PAPER_STEPS = 256 * 256
 
 
-def build(*, size: int, batch: int, dtype: str, transform: str):
+def build(*, size: int, batch: int, dtype: str, transform: str, per_call: int = 1):
+    """The compiled step (``per_call`` > 1: that many steps in one program, as ``train.steps_per_call``), its
+    inputs and the FLOPs of one step."""
     from functools import partial
 
     import jax
@@ -49,7 +53,12 @@ def build(*, size: int, batch: int, dtype: str, transform: str):
     step = pretext.compile_train_step(model=model, optimizer=optimizer, spec=spec, mesh=mesh)
     hparams = pretext.HParams.create()
     key = jax.random.key(1)
-    compiled = step.lower(state, images, key, hparams).compile()
+    program = (
+        step
+        if per_call == 1
+        else pretext.compile_train_steps(model=model, optimizer=optimizer, spec=spec, mesh=mesh, steps=per_call)
+    )
+    compiled = program.lower(state, images, key, hparams).compile()
     return compiled, state, images, key, hparams, flops.count(step, state, images, key, hparams)
 
 
@@ -73,19 +82,24 @@ def matmul_rate(*, dtype: str, n: int, repeats: int = 10) -> float:
     return 2 * n**3 / seconds
 
 
-def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int) -> dict:
-    compiled, state, images, key, hparams, flops = build(size=size, batch=batch, dtype=dtype, transform=transform)
+def measure(*, size: int, batch: int, dtype: str, transform: str, steps: int, per_call: int = 1) -> dict:
+    """The median seconds per step of ``steps`` timed calls (each ``per_call`` steps) after warm-up."""
+    compiled, state, images, key, hparams, flops = build(
+        size=size, batch=batch, dtype=dtype, transform=transform, per_call=per_call
+    )
     holder = {"state": state}
 
     def once():
-        holder["state"], metrics = compiled(holder["state"], images, key, hparams)
-        metrics["loss"].block_until_ready()
+        holder["state"], _ = compiled(holder["state"], images, key, hparams)
+        holder["state"].step.block_until_ready()
 
     seconds, times = common.median_seconds(once, repeats=steps, warmup=3)
+    seconds /= per_call
     return {
         "size": size,
         "batch": batch,
         "dtype": dtype,
+        "steps_per_call": per_call,
         "seconds_per_step": seconds,
         "images_per_s": batch / seconds,
         "tflops": flops / seconds / 1e12,
@@ -185,6 +199,11 @@ def main() -> None:
         default=8192,
         help="side of the matrix product that measures the device's matrix rate (the utilisation reference; 0: skip)",
     )
+    parser.add_argument(
+        "--per_call",
+        default="1",
+        help="comma-separated steps per dispatch (train.steps_per_call): each batch and dtype once per value",
+    )
     parser.add_argument("--out", default=os.path.join(common.REPO, "bench", "gpu.json"))
     args = parser.parse_args()
 
@@ -194,8 +213,18 @@ def main() -> None:
     rows = []
     for dtype in args.dtypes.split(","):
         for batch in map(int, args.batches.split(",")):
-            print(f"{args.size} px, batch {batch}, {dtype} ...", flush=True)
-            rows.append(measure(size=args.size, batch=batch, dtype=dtype, transform=args.transform, steps=args.steps))
+            for per_call in map(int, args.per_call.split(",")):
+                print(f"{args.size} px, batch {batch}, {dtype}, {per_call} step(s) per call ...", flush=True)
+                rows.append(
+                    measure(
+                        size=args.size,
+                        batch=batch,
+                        dtype=dtype,
+                        transform=args.transform,
+                        steps=args.steps,
+                        per_call=per_call,
+                    )
+                )
     rates = {}
     if args.matmul_n:
         for dtype in args.dtypes.split(","):
@@ -209,6 +238,7 @@ def main() -> None:
         ("size", "px", ""),
         ("batch", "batch", ""),
         ("dtype", "dtype", ""),
+        ("steps_per_call", "steps per call", ""),
         ("seconds_per_step", "s/step", ".4f"),
         ("images_per_s", "images/s", ".0f"),
         ("tflops", "TFLOP/s (counted)", ".2f"),

@@ -106,11 +106,17 @@ def test_gpu_script_runs_on_cpu_at_small_size(tmp_path):
         "1",
         "--matmul_n",
         "256",
+        "--per_call",
+        "1,2",
         "--out",
         str(tmp_path / "gpu.json"),
     )
     record = json.loads((tmp_path / "gpu.json").read_text())
-    assert {(r["batch"], r["dtype"]) for r in record["rows"]} == {(8, "float32"), (8, "bfloat16")}
+    assert {(r["batch"], r["dtype"], r["steps_per_call"]) for r in record["rows"]} == {
+        (8, dtype, k) for dtype in ("float32", "bfloat16") for k in (1, 2)
+    }
+    by = {(r["dtype"], r["steps_per_call"]): r for r in record["rows"]}
+    assert by[("float32", 2)]["flops_per_step"] == by[("float32", 1)]["flops_per_step"]  # per step, not per call
     for row in record["rows"]:  # counted FLOPs: 3 forward passes less the stem's input gradient (test_flops.py)
         assert row["flops_per_step"] > 2.5 * 2 * 8 * 0.148e9 and 0 < row["utilisation"] and row["matmul_tflops"] > 0
     assert record["long_run"]["steps"] == 3 and record["long_run"]["paper_category_hours"] > 0
