@@ -113,18 +113,17 @@ def host_only(*, steps: int, rounds: int, variants: list[int]) -> list[dict]:
 
     count = jax.jit(counted, donate_argnums=(0,))
     chunks = {n: jax.jit(partial(counted_steps, n=n), donate_argnums=(0,)) for n in variants if n > 1}
-    hows = ["loop.fit", "bare dispatch", *(f"loop.fit, {n} steps per call" for n in chunks)]
+    hows = [("loop.fit", 1), ("bare dispatch", 1), *((f"loop.fit, {n} steps per call", n) for n in chunks)]
     leaves = len(jax.tree_util.tree_leaves(init(jax.random.key(0))))
     rows = []
     for round_ in range(rounds):
-        for how in hows:
+        for how, per_call in hows:
             state = init(jax.random.key(0))
             state, _ = count(state, None, None)
             for program in chunks.values():  # compiled outside the timed loop
                 state, _ = program(state, None, None)
             state = state.replace(step=jnp.int32(0))
             jax.block_until_ready(state)
-            per_call = int(how.split(", ")[1].split()[0]) if ", " in how else 1
             start = time.perf_counter()
             if how.startswith("loop.fit"):
                 state = loop.fit(

@@ -215,7 +215,7 @@ def test_members_from_config_and_checks():
         bad.train[key] = value
         with pytest.raises(ConfigError, match=match):
             validation.validate_ensemble(bad)
-    assert ensemble.EnsembleSettings.from_mapping(config.ensemble).size == len(members) == 6
+    assert len(members) == 6
     assert ensemble.platform_strategy("cpu") == ensemble.PLATFORM_STRATEGY["cpu"]
     assert ensemble.platform_strategy("gpu") == "vmap"  # not measured there yet: the batched program
     # several devices and members that divide evenly over them: split over the devices (measured on the CPU)
@@ -360,33 +360,44 @@ def test_kde_and_loaded_backbone_ensembles_run(tmp_path):
         assert m["kde_gamma"] == pytest.approx(alone["kde_gamma"], rel=1e-5)
 
 
-@pytest.mark.slow
-def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
-    """configs/alpha_sweep.py through the train CLI at 32 px, 2 α × 2 seeds + hard × 2 = 6 members:
-    results.json per member and table, alpha_sweep.{md,json,png}; then resumed to more steps."""
-    workdir = tmp_path / "sweep"
-    common = [
-        "--config=configs/alpha_sweep.py",
-        f"--workdir={workdir}",
+def sweep_cli(workdir, *extra, cache):
+    """``python -m sla_jax.train --config=configs/alpha_sweep.py`` at 32 px: α ∈ {2, 10}, batch 8, head (32,),
+    a checkpoint every 2 steps, a log record every step, TFDS's cache in ``cache``; the finished process."""
+    small = [
         "--config.data.image_size=32",
         "--config.train.batch_size=8",
         "--config.model.head=(32,)",
         "--config.train.checkpoint_every=2",
         "--config.train.log_every=1",
         "--config.ensemble.alphas=(2.0, 10.0)",
-        f"--config.data.cache_dir={tmp_path / 'tfds'}",
+        f"--config.data.cache_dir={cache}",
     ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sla_jax.train",
+            "--config=configs/alpha_sweep.py",
+            f"--workdir={workdir}",
+            *small,
+            *extra,
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
+    """configs/alpha_sweep.py through the train CLI at 32 px, 2 α × 2 seeds + hard × 2 = 6 members:
+    results.json per member and table, alpha_sweep.{md,json,png}; then resumed to more steps."""
+    workdir = tmp_path / "sweep"
 
     def run(*extra):
-        return subprocess.run(
-            [sys.executable, "-m", "sla_jax.train", *common, *extra],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        return sweep_cli(workdir, *extra, cache=tmp_path / "tfds")
 
     proc = run("--config.train.steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -428,32 +439,14 @@ def test_alpha_sweep_cli_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_members_split_over_the_devices_train_resume_and_match_the_batched_ensemble(tmp_path):
-    """The train CLI with ``train.ensemble_strategy=devices`` (4 members on the 4 test devices, one each,
-    whole batches) for 2 steps, then resumed to 4 (the checkpoint restored onto the split states), against
-    ``vmap`` (every member's batch split over the 4 devices) run to 4 steps at once: the same members, the
-    first step's losses within 1e-4 (the two only reduce in another order), image AUROCs within 0.05."""
-    common = [
-        "--config=configs/alpha_sweep.py",
-        "--config.data.image_size=32",
-        "--config.train.batch_size=8",
-        "--config.model.head=(32,)",
-        "--config.train.checkpoint_every=2",
-        "--config.train.log_every=1",
-        "--config.ensemble.alphas=(2.0, 10.0)",
-        "--config.ensemble.hard=False",
-        f"--config.data.cache_dir={tmp_path / 'tfds'}",
-    ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """The train CLI with ``train.ensemble_strategy=auto``, which splits 4 members over the 4 test devices
+    (one each, whole batches), for 2 steps, then resumed to 4 (the checkpoint restored onto the split
+    states), against ``vmap`` (every member's batch split over the 4 devices) run to 4 steps at once: the
+    same members, the first step's losses within 1e-4 (the two only reduce in another order), image AUROCs
+    within 0.05."""
 
     def run(workdir, *extra):
-        proc = subprocess.run(
-            [sys.executable, "-m", "sla_jax.train", *common, f"--workdir={workdir}", *extra],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        proc = sweep_cli(workdir, "--config.ensemble.hard=False", *extra, cache=tmp_path / "tfds")
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 

@@ -96,27 +96,8 @@ def read(config: ml_collections.ConfigDict) -> Configured:
             patches=patches,
         ),
         input_size=loc.patch_size or data.image_size,
-        members=ensemble_members(sections["ensemble"], label) if "ensemble" in sections else None,
+        members=sections["ensemble"].members(label) if "ensemble" in sections else None,
     )
-
-
-def ensemble_members(ens, label) -> list[ensemble.Member]:
-    """The grid ``ensemble.alphas × ensemble.epsilons × ensemble.seeds`` in ``labels.mode``, plus one
-    hard-label member per seed when ``ensemble.hard``."""
-    tau, _ = labels.mode_params(label.mode, tau=float(label.tau))
-    epsilons = tuple(ens.epsilons) or (label.epsilon,)
-    members = [
-        ensemble.Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=label.mode, tau=tau)
-        for a in ens.alphas
-        for e in epsilons
-        for s in ens.seeds
-    ]
-    if ens.hard:
-        members += [
-            ensemble.Member(seed=int(s), alpha=float(label.alpha), epsilon=float(label.epsilon), mode="hard")
-            for s in ens.seeds
-        ]
-    return members
 
 
 def dataset_from_config(config: ml_collections.ConfigDict, workdir: str) -> data_lib.Dataset:

@@ -10,6 +10,7 @@ import ml_collections
 
 from sla_jax.common.errors import ConfigError
 from sla_jax.common.settings import choice
+from sla_jax.labels import LabelSettings
 from sla_jax.training.ensemble import STRATEGIES as ENSEMBLE_STRATEGIES
 from sla_jax.training.ensemble import EnsembleSettings
 from sla_jax.training.pretrained import CONVERTED_SUFFIXES
@@ -149,9 +150,10 @@ def validate_ensemble(config: ml_collections.ConfigDict) -> None:
             "config.train.ensemble_strategy='devices' runs in one process only (each process evaluates every "
             "member): use 'vmap' or 'auto' with several processes"
         )
-    if config.train.ensemble_strategy == "devices" and ensemble.size % jax.device_count():
+    count = len(ensemble.members(LabelSettings.from_mapping(config.labels)))
+    if config.train.ensemble_strategy == "devices" and count % jax.device_count():
         raise ConfigError(
-            f"config.train.ensemble_strategy='devices' places the {ensemble.size} members over "
+            f"config.train.ensemble_strategy='devices' places the {count} members over "
             f"{jax.device_count()} devices, which does not divide evenly: choose a member count that is a "
             "multiple of the devices, or ensemble_strategy='vmap'"
         )

@@ -57,10 +57,21 @@ class EnsembleSettings(Section):
             if not 0 < e < 3:
                 raise ValueError(f"config.ensemble.epsilons contains {e}: every ε must lie in (0, 3)")
 
-    @property
-    def size(self) -> int:
-        """The number of members: ``alphas × epsilons × seeds``, plus one per seed when ``hard``."""
-        return (len(self.alphas) * max(len(self.epsilons), 1) + int(self.hard)) * len(self.seeds)
+    def members(self, label: labels.LabelSettings) -> list[Member]:
+        """The grid ``alphas × epsilons × seeds`` in ``label.mode`` (``epsilons`` empty: ``label.epsilon``),
+        plus one hard-label member per seed when ``hard``."""
+        tau, _ = labels.mode_params(label.mode, tau=float(label.tau))
+        epsilons = tuple(self.epsilons) or (label.epsilon,)
+        grid = [
+            Member(seed=int(s), alpha=float(a), epsilon=float(e), mode=label.mode, tau=tau)
+            for a in self.alphas
+            for e in epsilons
+            for s in self.seeds
+        ]
+        hard = [
+            Member(seed=int(s), alpha=float(label.alpha), epsilon=float(label.epsilon), mode="hard") for s in self.seeds
+        ]
+        return grid + (hard if self.hard else [])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +195,8 @@ def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, str
     replicated = NamedSharding(mesh, P())
     if strategy == "devices":
         step = partial(ensemble_train_step, model=model, optimizer=optimizer, spec=spec, strategy="devices")
-        members, states = P("data"), TrainState(step=P(), params=P("data"), batch_stats=P("data"), opt_state=P("data"))
+        placed, by_member = member_shardings(mesh, strategy=strategy), member_axis_sharding(mesh, strategy=strategy)
+        states, members = jax.tree_util.tree_map(lambda s: s.spec, placed), by_member.spec
         local = jax.shard_map(
             step,
             mesh=mesh,
@@ -192,7 +204,6 @@ def compile_ensemble_step(*, model, optimizer, spec: pretext.StepSpec, mesh, str
             out_specs=(states, members),
             check_vma=False,  # no collectives inside; the edits' lax.cond mixes per-member and shared values
         )
-        placed, by_member = member_shardings(mesh, strategy=strategy), member_axis_sharding(mesh, strategy=strategy)
         return jax.jit(
             local,
             in_shardings=(placed, replicated, by_member, by_member, replicated),
